@@ -1,0 +1,267 @@
+"""Typed hyperparameters, the paper's per-task presets, cheaper CPU presets, and `--set` parsing.
+
+One dataclass per algorithm family; every field carries a one-line doc in its metadata so that
+`usbpo config` can print them and `--set key=value` can address them by name. Presets are plain
+override dicts applied on top of the paper defaults, and every value that differs from the paper
+is recorded as a deviation in the run's `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from usbpo_cli.errors import UsageError
+
+
+def param(default: Any, doc: str) -> Any:
+    """A dataclass field with its one-line documentation attached."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class PolicyConfig:
+    """Shared by every off-policy agent: the environment loop, evaluation and SAC."""
+
+    initial_steps: int = param(5000, "env steps taken with uniform random actions before learning")
+    epoch_length: int = param(1000, "env steps per epoch; one evaluation row is logged per epoch")
+    eval_episodes: int = param(5, "deterministic-policy episodes per evaluation")
+    updates_per_step: int = param(20, "policy gradient updates per real env step (G)")
+    policy: str = param("sac", "policy optimiser: sac")
+    hidden_size: int = param(256, "width of the two hidden layers of actor and critics")
+    policy_lr: float = param(3e-4, "Adam learning rate of actor, critics and entropy temperature")
+    batch_size: int = param(256, "policy update batch size")
+    gamma: float = param(0.99, "discount factor")
+    tau: float = param(5e-3, "Polyak rate of the target critics")
+    target_entropy: float | None = param(None, "SAC target entropy; None means -action_dim")
+    replay_size: int = param(1_000_000, "capacity of the real-transition replay buffer")
+
+
+@dataclass
+class SACConfig(PolicyConfig):
+    """Model-free SAC as in its paper: one update per env step, target entropy -action_dim."""
+
+    updates_per_step: int = param(1, "policy gradient updates per real env step")
+
+
+@dataclass
+class DynaConfig(PolicyConfig):
+    """MBPO's Dyna-style loop: a probabilistic ensemble, short model rollouts, mixed batches."""
+
+    model_train_freq: int = param(250, "env steps between model trainings (and rollouts)")
+    rollout_batch_size: int = param(100_000, "start states per model rollout")
+    rollout_schedule: tuple[int, int, int, int] = param(
+        (20, 150, 1, 15), "(min_epoch, max_epoch, min_length, max_length), linear in epoch"
+    )
+    real_ratio: float = param(0.05, "fraction of each policy batch drawn from real data")
+    model_retain_epochs: int = param(1, "epochs of rollouts the model buffer holds")
+    ensemble_size: int = param(7, "ensemble members (B)")
+    num_elites: int = param(5, "members used for rollouts, chosen by holdout MSE")
+    model_hidden_size: int = param(200, "width of each of the ensemble's hidden layers")
+    model_hidden_layers: int = param(4, "hidden layers per ensemble member")
+    model_lr: float = param(1e-3, "Adam learning rate of phase 1 (MLE)")
+    model_batch_size: int = param(256, "minibatch size of phase 1")
+    model_weight_decay: tuple[float, ...] = param(
+        (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4), "L2 weight decay per layer, input to output"
+    )
+    model_holdout_ratio: float = param(0.2, "fraction of real data held out for early stopping")
+    model_max_holdout: int = param(5000, "cap on the holdout set size")
+    model_patience: int = param(5, "epochs without a >1% holdout gain before phase 1 stops")
+    model_max_epochs: int | None = param(None, "cap on phase-1 epochs per training; None = none")
+    model_logvar_penalty: float = param(0.01, "weight of the learned log-variance bound penalty")
+
+
+@dataclass
+class USBPOConfig(DynaConfig):
+    """USB-PO: the Dyna loop plus the phase-2 fine-tune on model shift + model bias."""
+
+    phase2_lr: float = param(1e-4, "Adam learning rate of the phase-2 fine-tune")
+    phase2_batch_size: int = param(1024, "(s, a) pairs from the model buffer per phase-2 step")
+    phase2_val_size: int = param(1024, "real holdout (s, a) pairs used to validate phase 2")
+    phase2_max_steps: int = param(100, "phase-2 steps at most per model training")
+    phase2_patience: int = param(10, "phase-2 steps without validation gain before stopping")
+    phase2_min_improvement: float = param(1e-4, "relative gain in J that counts as improvement")
+    phase2_terms: str = param("both", "terms of J: both, shift or bias (ablation)")
+
+
+# Paper hyperparameters per task family (MBPO's, reused unchanged by USB-PO).
+PAPER_TASKS: dict[str, dict[str, Any]] = {
+    "Hopper": {"updates_per_step": 20, "rollout_schedule": (20, 150, 1, 15), "target_entropy": -1.0},
+    "Walker2d": {"updates_per_step": 20, "rollout_schedule": (20, 150, 1, 1), "target_entropy": -3.0},
+    "HalfCheetah": {
+        "updates_per_step": 40, "rollout_schedule": (20, 150, 1, 1), "target_entropy": -3.0,
+    },
+    "Ant": {"updates_per_step": 20, "rollout_schedule": (20, 100, 1, 25), "target_entropy": -4.0},
+    "Humanoid": {
+        "updates_per_step": 20, "rollout_schedule": (20, 300, 1, 25), "target_entropy": -2.0,
+        "model_hidden_size": 400, "model_train_freq": 1000, "model_retain_epochs": 5,
+    },
+    "InvertedPendulum": {
+        "updates_per_step": 10, "rollout_schedule": (1, 15, 1, 1), "target_entropy": -0.05,
+        "epoch_length": 250,
+    },
+}
+
+# Cheaper presets for CPU work. Each deviates from the paper; the deviations are recorded.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu-small": {
+        "rollout_batch_size": 20_000,
+        "initial_steps": 1000,
+        "model_max_epochs": 50,
+        "eval_episodes": 3,
+    },
+    "demo": {
+        "rollout_batch_size": 10_000,
+        "initial_steps": 500,
+        "model_max_epochs": 30,
+        "eval_episodes": 3,
+        "epoch_length": 250,
+    },
+    "tiny": {
+        "rollout_batch_size": 256,
+        "initial_steps": 100,
+        "epoch_length": 100,
+        "model_train_freq": 50,
+        "model_max_epochs": 3,
+        "model_hidden_size": 32,
+        "hidden_size": 32,
+        "updates_per_step": 1,
+        "batch_size": 64,
+        "eval_episodes": 1,
+        "phase2_max_steps": 5,
+        "phase2_batch_size": 128,
+        "phase2_val_size": 128,
+    },
+}
+
+
+def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(config_cls)}
+
+
+def _parse_value(raw: str, current: Any, name: str, annotation: str) -> Any:
+    """Parse `raw` into the type of the field, naming the field in any error."""
+    text = raw.strip()
+    if text.lower() in ("none", "null") and "None" in annotation:
+        return None
+    try:
+        if "tuple" in annotation:
+            parsed = json.loads(text if text.startswith("[") else f"[{text.strip('()')}]")
+            if not isinstance(parsed, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in parsed
+            ):
+                raise ValueError
+            if isinstance(current, tuple) and current and len(parsed) != len(current):
+                raise UsageError(f"--set {name}: expected {len(current)} numbers, got {len(parsed)}")
+            return tuple(parsed)
+        if annotation.startswith("int"):
+            value = float(text)
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        if annotation.startswith("float"):
+            return float(text)
+        if annotation.startswith("bool"):
+            if text.lower() in ("1", "true", "yes"):
+                return True
+            if text.lower() in ("0", "false", "no"):
+                return False
+            raise ValueError
+        return text
+    except (ValueError, json.JSONDecodeError):
+        raise UsageError(f"--set {name}={raw!r}: not a valid {annotation}") from None
+
+
+def parse_overrides(pairs: list[str], config_cls: type) -> dict[str, Any]:
+    """Turn `key=value` strings into typed values, rejecting unknown keys with a suggestion."""
+    import difflib
+
+    fields = config_fields(config_cls)
+    defaults = config_cls()
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"--set {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        key = key.strip()
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"--set {key}: no such setting for this algorithm{hint}")
+        annotation = str(fields[key].type)
+        overrides[key] = _parse_value(raw, getattr(defaults, key), key, annotation)
+    return overrides
+
+
+def validate(config: PolicyConfig) -> None:
+    """Reject values that would crash or silently misbehave deep inside a run."""
+    positive = ["epoch_length", "updates_per_step", "hidden_size", "batch_size", "replay_size"]
+    if isinstance(config, DynaConfig):
+        positive += ["model_train_freq", "rollout_batch_size", "ensemble_size", "num_elites",
+                     "model_hidden_size", "model_hidden_layers", "model_batch_size",
+                     "model_retain_epochs", "model_patience"]
+    if isinstance(config, USBPOConfig):
+        positive += ["phase2_batch_size", "phase2_val_size", "phase2_max_steps", "phase2_patience"]
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise UsageError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.initial_steps < 0 or config.eval_episodes < 0:
+        raise UsageError("initial_steps and eval_episodes must be >= 0")
+    if not 0.0 < config.gamma <= 1.0 or not 0.0 < config.tau <= 1.0:
+        raise UsageError("gamma and tau must lie in (0, 1]")
+    if config.policy not in ("sac",):
+        raise UsageError(f"policy {config.policy!r} is not available (choose: sac)")
+    if isinstance(config, DynaConfig):
+        if not 0.0 <= config.real_ratio <= 1.0:
+            raise UsageError(f"real_ratio must lie in [0, 1], got {config.real_ratio}")
+        if config.num_elites > config.ensemble_size:
+            raise UsageError("num_elites cannot exceed ensemble_size")
+        if len(config.model_weight_decay) != config.model_hidden_layers + 1:
+            raise UsageError(
+                f"model_weight_decay needs {config.model_hidden_layers + 1} values "
+                f"(one per layer), got {len(config.model_weight_decay)}"
+            )
+        lo_epoch, hi_epoch, lo_len, hi_len = config.rollout_schedule
+        if hi_epoch < lo_epoch or lo_len < 1 or hi_len < 1:
+            raise UsageError("rollout_schedule must be (min_epoch<=max_epoch, min_len>=1, max_len>=1)")
+        if not 0.0 < config.model_holdout_ratio < 1.0:
+            raise UsageError("model_holdout_ratio must lie in (0, 1)")
+    if isinstance(config, USBPOConfig) and config.phase2_terms not in ("both", "shift", "bias"):
+        raise UsageError(f"phase2_terms must be both, shift or bias, got {config.phase2_terms!r}")
+
+
+def resolve_config(
+    config_cls: type, family: str | None, preset: str, overrides: dict[str, Any]
+) -> tuple[PolicyConfig, dict[str, dict[str, Any]]]:
+    """Paper defaults for the task, then the preset, then the user's overrides.
+
+    Returns the config and its deviations from the paper: {field: {"paper": x, "used": y, "by": src}}.
+    """
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r} (choose: {', '.join(PRESETS)})")
+    names = config_fields(config_cls)
+    task = PAPER_TASKS.get(family or "", {})
+    # The per-task table is MBPO's; a model-free agent takes only its evaluation interval.
+    shared = names if issubclass(config_cls, DynaConfig) else {"epoch_length"}
+    paper_values = {k: v for k, v in task.items() if k in shared}
+    paper = dataclasses.replace(config_cls(), **paper_values)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, value in PRESETS[preset].items():
+        if key in names:
+            values[key], sources[key] = value, f"preset {preset}"
+    for key, value in overrides.items():
+        values[key], sources[key] = value, "--set"
+    config = dataclasses.replace(paper, **values)
+    validate(config)
+    deviations = {
+        key: {"paper": getattr(paper, key), "used": getattr(config, key), "by": sources[key]}
+        for key in values
+        if getattr(paper, key) != getattr(config, key)
+    }
+    return config, deviations

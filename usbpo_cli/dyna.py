@@ -1,0 +1,164 @@
+"""MBPO's Dyna-style loop (Janner et al. 2019), shared by MBPO, USB-PO, CMLO and PDML.
+
+Every `model_train_freq` env steps: freeze a copy of the ensemble (M1), train the ensemble by
+maximum likelihood (phase 1, giving M2), let the subclass fine-tune it (`fine_tune_model`: USB-PO's
+phase 2), then roll the model out from real start states into the model buffer. Every env step:
+`updates_per_step` SAC updates on batches mixing `real_ratio` real data with model data.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from usbpo_cli.buffers import Batch, ReplayBuffer
+from usbpo_cli.config import DynaConfig
+from usbpo_cli.ensemble import FitResult, GaussianEnsemble, fit_ensemble
+from usbpo_cli.loop import OffPolicyAgent
+from usbpo_cli.sac import make_adam
+from usbpo_cli.termination import termination_fn
+from usbpo_cli.wasserstein import draw_elites, model_bias, shift_and_bias
+
+DIAGNOSTIC_SAMPLES = 1024  # (s, a) pairs behind the logged model shift, model bias and delta
+
+
+class DynaAgent(OffPolicyAgent):
+    config: DynaConfig
+
+    def __init__(self, env_id: str, config: DynaConfig, **kwargs) -> None:
+        super().__init__(env_id, config, **kwargs)
+        truncate_obs = kwargs.get("truncate_obs", False)
+        self.termination, self.termination_rule = termination_fn(env_id, truncate_obs)
+        self.model = GaussianEnsemble(
+            self.obs_dim, self.act_dim, config.ensemble_size, config.num_elites,
+            config.model_hidden_size, config.model_hidden_layers,
+        ).to(self.device)
+        self.model_opt = make_adam(self.model.parameters(), config.model_lr)
+        self.rollout_length = self.rollout_length_at(0)
+        self.model_buffer = ReplayBuffer(
+            self.model_capacity(self.rollout_length), self.obs_dim, self.act_dim, self.device
+        )
+        self.n_real = int(config.batch_size * config.real_ratio)
+
+    # --- schedule --------------------------------------------------------------------------
+    def rollout_length_at(self, step: int) -> int:
+        """MBPO's linear schedule over epochs counted from the end of initial exploration."""
+        min_epoch, max_epoch, min_len, max_len = self.config.rollout_schedule
+        epoch = max(0, step - self.config.initial_steps) // self.config.epoch_length
+        if epoch <= min_epoch or max_epoch == min_epoch:
+            return int(min_len)
+        fraction = min(1.0, (epoch - min_epoch) / (max_epoch - min_epoch))
+        return int(min_len + fraction * (max_len - min_len))
+
+    def model_capacity(self, rollout_length: int) -> int:
+        c = self.config
+        rollouts_per_epoch = c.rollout_batch_size * c.epoch_length / c.model_train_freq
+        return max(1, int(c.model_retain_epochs * rollout_length * rollouts_per_epoch))
+
+    def should_train_model(self, step: int) -> bool:
+        return (step - self.config.initial_steps) % self.config.model_train_freq == 0
+
+    # --- what subclasses specialise ----------------------------------------------------------
+    def fine_tune_model(self, frozen: GaussianEnsemble, fit: FitResult) -> None:
+        """Phase 2 hook, run after phase 1 with M1 (`frozen`) and the phase-1 holdout set."""
+
+    def model_training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All real data as model inputs [s, a] and targets [r, s' - s]."""
+        data = self.real_buffer.ordered()
+        inputs = torch.cat([data.obs, data.act], dim=-1)
+        targets = torch.cat([data.rew.unsqueeze(-1), data.next_obs - data.obs], dim=-1)
+        return inputs, targets
+
+    def rollout_start_states(self, n: int) -> torch.Tensor:
+        return self.real_buffer.sample(n).obs
+
+    # --- the loop ----------------------------------------------------------------------------
+    def learn(self, step: int) -> None:
+        if self.should_train_model(step):
+            self.train_model(step)
+        self.update_policy(self.config.updates_per_step)
+
+    def train_model(self, step: int) -> None:
+        c = self.config
+        before = self._model_buffer_inputs(DIAGNOSTIC_SAMPLES)
+        frozen = copy.deepcopy(self.model).requires_grad_(False)  # M1, normaliser included
+        with self.timers("model_phase1"):
+            inputs, targets = self.model_training_data()
+            fit = fit_ensemble(
+                self.model, self.model_opt, inputs, targets,
+                batch_size=c.model_batch_size, weight_decay=c.model_weight_decay,
+                logvar_penalty=c.model_logvar_penalty, holdout_ratio=c.model_holdout_ratio,
+                max_holdout=c.model_max_holdout, patience=c.model_patience,
+                max_epochs=c.model_max_epochs,
+            )
+        validation = fit.holdout_inputs[:DIAGNOSTIC_SAMPLES]
+        with torch.no_grad():
+            shift, bias = shift_and_bias(frozen, self.model, validation)
+        self.record("model_shift_before", shift)
+        self.record("model_bias_before", bias)
+        with self.timers("model_phase2"):
+            self.fine_tune_model(frozen, fit)
+        with torch.no_grad():
+            shift, bias = shift_and_bias(frozen, self.model, validation)
+        self.record("model_shift", shift)
+        self.record("model_bias", bias)
+        self.record("model_loss_train", fit.train_loss)
+        self.record("model_loss_holdout", fit.holdout_mse)
+        self.record("model_epochs", fit.epochs)
+        self.record("model_trainings", 1)
+        with self.timers("rollout"):
+            added = self.rollout(step)
+        if before is not None and added > 0:
+            idx = self.model_buffer.recent_indices(DIAGNOSTIC_SAMPLES, added)
+            after = torch.cat([self.model_buffer.obs[idx], self.model_buffer.act[idx]], dim=-1)
+            self.record("delta", self._bias_estimate(before) - self._bias_estimate(after))
+
+    @torch.no_grad()
+    def _bias_estimate(self, inputs: torch.Tensor) -> float:
+        mean, std = self.model.mean_std(inputs)
+        return model_bias(mean, std, draw_elites(self.model, inputs.shape[0])).mean().item()
+
+    def _model_buffer_inputs(self, n: int) -> torch.Tensor | None:
+        if len(self.model_buffer) == 0:
+            return None
+        batch = self.model_buffer.sample(n)
+        return torch.cat([batch.obs, batch.act], dim=-1)
+
+    @torch.no_grad()
+    def rollout(self, step: int) -> int:
+        """Branch `rollout_batch_size` model rollouts from real states; returns transitions added.
+
+        Every rollout keeps its slot for all steps (fixed shapes); a done mask decides which
+        transitions are stored, so a terminated rollout stops contributing.
+        """
+        length = self.rollout_length_at(step)
+        if length != self.rollout_length:
+            self.rollout_length = length
+            self.model_buffer = self.model_buffer.resized(self.model_capacity(length))
+        self.record("rollout_length", length)
+        obs = self.rollout_start_states(self.config.rollout_batch_size)
+        alive = torch.ones(obs.shape[0], dtype=torch.bool, device=self.device)
+        added = 0
+        for _ in range(length):
+            act = self.policy.act(obs)
+            rew, next_obs = self.model.sample_step(obs, act)
+            done = self.termination(obs, act, next_obs)
+            keep = alive.nonzero().squeeze(-1)
+            self.model_buffer.add_batch(obs[keep], act[keep], rew[keep], next_obs[keep],
+                                        done[keep].float())
+            added += keep.numel()
+            alive = alive & ~done
+            if not bool(alive.any()):
+                break
+            obs = next_obs
+        return added
+
+    def policy_batch(self) -> Batch:
+        """`real_ratio` real, the rest model data; all real until the model buffer has data."""
+        size = self.config.batch_size
+        if len(self.model_buffer) == 0:
+            return self.real_buffer.sample(size)
+        real = self.real_buffer.sample(self.n_real)
+        model = self.model_buffer.sample(size - self.n_real)
+        return Batch(*(torch.cat([r, m]) for r, m in zip(real, model)))

@@ -1,0 +1,194 @@
+"""The probabilistic dynamics ensemble (PETS/MBPO style) and its maximum-likelihood training.
+
+One batched network predicts a diagonal Gaussian over [reward, next_obs - obs] for every member
+at once. The input normaliser lives in registered buffers, so a `copy.deepcopy` of the model (USB-PO's
+frozen M1) carries its own normaliser with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from usbpo_cli.nets import BatchedMLP
+
+
+class GaussianEnsemble(nn.Module):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        ensemble_size: int = 7,
+        num_elites: int = 5,
+        hidden_size: int = 200,
+        hidden_layers: int = 4,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.in_dim, self.out_dim = obs_dim + act_dim, obs_dim + 1
+        self.ensemble_size, self.num_elites = ensemble_size, num_elites
+        self.net = BatchedMLP(ensemble_size, self.in_dim, 2 * self.out_dim, hidden_size,
+                              hidden_layers, nn.SiLU, init="truncated_normal")
+        self.max_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), -10.0))
+        self.register_buffer("input_mean", torch.zeros(self.in_dim))
+        self.register_buffer("input_std", torch.ones(self.in_dim))
+        self.register_buffer("elites", torch.arange(num_elites))
+
+    def fit_normaliser(self, inputs: torch.Tensor) -> None:
+        std = inputs.std(0)
+        self.input_mean.copy_(inputs.mean(0))
+        self.input_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+
+    def forward(
+        self, inputs: torch.Tensor, members: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw inputs [N, in] (shared by all members) or [members, N, in] -> mean, logvar."""
+        x = (inputs - self.input_mean) / self.input_std
+        if x.dim() == 2:
+            count = self.ensemble_size if members is None else len(members)
+            x = x.unsqueeze(0).expand(count, -1, -1)
+        mean, logvar = self.net(x, members).chunk(2, dim=-1)
+        # Learned soft bounds keep the variance in the range seen in training (PETS).
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def mean_std(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's Gaussian for inputs [N, in]: mean and std, each [members, N, out]."""
+        mean, logvar = self(inputs)
+        return mean, (0.5 * logvar).exp()
+
+    @torch.no_grad()
+    def sample_step(
+        self, obs: torch.Tensor, act: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One stochastic model step, each sample from a uniformly random elite.
+
+        Samples are dealt to elites by a random permutation (as mbrl-lib does), so only the
+        elites run, once each, instead of every member on every sample.
+        """
+        n, k = obs.shape[0], self.num_elites
+        chunk = math.ceil(n / k)
+        perm = torch.randperm(n, device=obs.device)
+        order = torch.cat([perm, perm[: chunk * k - n]])
+        inputs = torch.cat([obs, act], dim=-1)[order].view(k, chunk, self.in_dim)
+        mean, logvar = self(inputs, self.elites)
+        out = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        result = torch.empty(n, self.out_dim, device=obs.device, dtype=obs.dtype)
+        result[perm] = out.reshape(k * chunk, self.out_dim)[:n]
+        return result[:, 0], obs + result[:, 1:]
+
+    def member_parameters(self) -> list[nn.Parameter]:
+        """Parameters with a leading member axis (snapshotted per member)."""
+        return [p for p in self.net.parameters()]
+
+
+@dataclass
+class FitResult:
+    train_loss: float
+    holdout_mse: float
+    epochs: int
+    holdout_inputs: torch.Tensor
+    holdout_targets: torch.Tensor
+
+
+def gaussian_nll(
+    mean: torch.Tensor, logvar: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """Per-member Gaussian NLL (constant dropped), mean over samples and dims: [members]."""
+    return (((mean - targets) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
+
+
+def mle_loss(
+    model: GaussianEnsemble,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    weight_decay: tuple[float, ...],
+    logvar_penalty: float,
+) -> torch.Tensor:
+    mean, logvar = model(inputs)
+    loss = gaussian_nll(mean, logvar, targets).sum()
+    for decay, layer in zip(weight_decay, model.net.layers):
+        loss = loss + decay * 0.5 * (layer.weight**2).sum()
+    return loss + logvar_penalty * (model.max_logvar.sum() - model.min_logvar.sum())
+
+
+@torch.no_grad()
+def holdout_mse(model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each member's mean squared error of its mean prediction: [members]."""
+    mean, _ = model(inputs)
+    return ((mean - targets) ** 2).mean(dim=(1, 2))
+
+
+@torch.no_grad()
+def select_elites(model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Re-pick the elites as the members with the lowest holdout MSE; returns all members' MSE."""
+    mse = holdout_mse(model, inputs, targets)
+    model.elites.copy_(torch.argsort(mse)[: model.num_elites])
+    return mse
+
+
+def fit_ensemble(
+    model: GaussianEnsemble,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    batch_size: int,
+    weight_decay: tuple[float, ...],
+    logvar_penalty: float,
+    holdout_ratio: float,
+    max_holdout: int,
+    patience: int,
+    max_epochs: int | None,
+) -> FitResult:
+    """Phase 1 (MLE), warm-started: train until no member improves its holdout MSE by more than
+    1% for `patience` epochs, keeping each member's best weights; then re-pick the elites."""
+    n = inputs.shape[0]
+    n_holdout = min(int(n * holdout_ratio), max_holdout)
+    perm = torch.randperm(n, device=inputs.device)
+    hold_in, hold_tgt = inputs[perm[:n_holdout]], targets[perm[:n_holdout]]
+    train_in, train_tgt = inputs[perm[n_holdout:]], targets[perm[n_holdout:]]
+    if n_holdout == 0:  # too little data to hold any out: validate on the training set
+        hold_in, hold_tgt = train_in, train_tgt
+    model.fit_normaliser(train_in)
+
+    members, n_train = model.ensemble_size, train_in.shape[0]
+    best_mse = torch.full((members,), math.inf, device=inputs.device)
+    snapshot = [p.detach().clone() for p in model.member_parameters()]
+    epochs_since_update, epoch, train_loss = 0, 0, math.nan
+    while max_epochs is None or epoch < max_epochs:
+        # Each member sees the same data in its own order.
+        order = torch.argsort(torch.rand(members, n_train, device=inputs.device), dim=1)
+        losses = []
+        for start in range(0, n_train, batch_size):
+            idx = order[:, start : start + batch_size]
+            loss = mle_loss(model, train_in[idx], train_tgt[idx], weight_decay, logvar_penalty)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        train_loss = torch.stack(losses).mean().item() / members
+        epoch += 1
+        mse = holdout_mse(model, hold_in, hold_tgt)
+        improved = mse < 0.99 * best_mse  # a relative gain above 1%
+        if bool(improved.any()):
+            best_mse = torch.where(improved, mse, best_mse)
+            with torch.no_grad():
+                for saved, param in zip(snapshot, model.member_parameters()):
+                    saved[improved] = param[improved]
+            epochs_since_update = 0
+        else:
+            epochs_since_update += 1
+            if epochs_since_update >= patience:
+                break
+    with torch.no_grad():
+        for saved, param in zip(snapshot, model.member_parameters()):
+            param.copy_(saved)
+    mse = select_elites(model, hold_in, hold_tgt)
+    return FitResult(train_loss, mse[model.elites].mean().item(), epoch, hold_in, hold_tgt)

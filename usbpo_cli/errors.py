@@ -1,0 +1,2 @@
+class UsageError(Exception):
+    """A problem with the user's input: reported as one line, exit code 2."""
