@@ -9,5 +9,6 @@ class MBPOAgent(DynaAgent):
     """The shared loop says it all; this class exists so MBPO has a name of its own."""
 
 
-register("mbpo", MBPOAgent, DynaConfig, "MBPO: ensemble model, branched rollouts, SAC",
-         model_based=True)
+register(
+    "mbpo", MBPOAgent, DynaConfig, "MBPO: ensemble model, branched rollouts, SAC", model_based=True
+)

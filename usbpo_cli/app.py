@@ -38,8 +38,13 @@ def load_algorithms() -> None:
     from usbpo_cli.registry import register
     from usbpo_cli.usbpo import USBPOAgent
 
-    register("usbpo", USBPOAgent, USBPOConfig,
-             "USB-PO: MBPO + phase-2 fine-tune on model shift + model bias (W2)", model_based=True)
+    register(
+        "usbpo",
+        USBPOAgent,
+        USBPOConfig,
+        "USB-PO: MBPO + phase-2 fine-tune on model shift + model bias (W2)",
+        model_based=True,
+    )
 
 
 @contextmanager
@@ -78,10 +83,15 @@ def train(
         out = out or Path("runs") / "train" / env / algo / f"seed{seed}"
         spec = RunSpec(env, algo, seed, steps, out, device, preset, list(set_), truncate_obs)
         progress = Progress(
-            TextColumn("[bold]{task.fields[phase]:<13}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]{task.fields[phase]:<13}"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("env steps  eval return {task.fields[last_return]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=err_console, disable=quiet,
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=quiet,
         )
         with progress:
             task = progress.add_task("train", total=steps, phase="starting", last_return="-")
@@ -114,8 +124,12 @@ def envs() -> None:
             table.add_row(env_id, str(info.obs_dim), str(info.act_dim), info.termination)
             if info.family in ("Ant", "Humanoid"):
                 short = task_info(env_id, truncate_obs=True)
-                table.add_row(f"{env_id} --truncate-obs", str(short.obs_dim),
-                              str(short.act_dim), short.termination)
+                table.add_row(
+                    f"{env_id} --truncate-obs",
+                    str(short.obs_dim),
+                    str(short.act_dim),
+                    short.termination,
+                )
         console.print(table)
         console.print("Any other gymnasium task with Box spaces trains too (never-terminate rule).")
 

@@ -18,7 +18,9 @@ class Batch(NamedTuple):
 class ReplayBuffer:
     """Fixed-capacity ring buffer; the oldest transitions are overwritten first."""
 
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str) -> None:
+    def __init__(
+        self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str
+    ) -> None:
         self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
         self.device = torch.device(device)
         self.obs = torch.zeros(capacity, obs_dim, device=self.device)
@@ -36,8 +38,9 @@ class ReplayBuffer:
     def _fields(self) -> tuple[torch.Tensor, ...]:
         return self.obs, self.act, self.rew, self.next_obs, self.done
 
-    def add(self, obs: torch.Tensor, act: torch.Tensor, rew: float, next_obs: torch.Tensor,
-            done: float) -> None:
+    def add(
+        self, obs: torch.Tensor, act: torch.Tensor, rew: float, next_obs: torch.Tensor, done: float
+    ) -> None:
         i = self.pointer
         self.obs[i] = obs
         self.act[i] = act
@@ -48,13 +51,21 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
         self.total_added += 1
 
-    def add_batch(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor,
-                  next_obs: torch.Tensor, done: torch.Tensor) -> None:
+    def add_batch(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        rew: torch.Tensor,
+        next_obs: torch.Tensor,
+        done: torch.Tensor,
+    ) -> None:
         n = obs.shape[0]
         if n == 0:
             return
         if n > self.capacity:  # only the newest `capacity` survive anyway
-            obs, act, rew, next_obs, done = (x[-self.capacity :] for x in (obs, act, rew, next_obs, done))
+            obs, act, rew, next_obs, done = (
+                x[-self.capacity :] for x in (obs, act, rew, next_obs, done)
+            )
             self.total_added += n - self.capacity
             n = self.capacity
         idx = (self.pointer + torch.arange(n, device=self.device)) % self.capacity
@@ -65,7 +76,9 @@ class ReplayBuffer:
         self.total_added += n
 
     def gather(self, idx: torch.Tensor) -> Batch:
-        return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.done[idx])
+        return Batch(
+            self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.done[idx]
+        )
 
     def sample_indices(self, n: int) -> torch.Tensor:
         if self.size == 0:

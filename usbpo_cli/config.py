@@ -90,18 +90,34 @@ class USBPOConfig(DynaConfig):
 
 # Paper hyperparameters per task family (MBPO's, reused unchanged by USB-PO).
 PAPER_TASKS: dict[str, dict[str, Any]] = {
-    "Hopper": {"updates_per_step": 20, "rollout_schedule": (20, 150, 1, 15), "target_entropy": -1.0},
-    "Walker2d": {"updates_per_step": 20, "rollout_schedule": (20, 150, 1, 1), "target_entropy": -3.0},
+    "Hopper": {
+        "updates_per_step": 20,
+        "rollout_schedule": (20, 150, 1, 15),
+        "target_entropy": -1.0,
+    },
+    "Walker2d": {
+        "updates_per_step": 20,
+        "rollout_schedule": (20, 150, 1, 1),
+        "target_entropy": -3.0,
+    },
     "HalfCheetah": {
-        "updates_per_step": 40, "rollout_schedule": (20, 150, 1, 1), "target_entropy": -3.0,
+        "updates_per_step": 40,
+        "rollout_schedule": (20, 150, 1, 1),
+        "target_entropy": -3.0,
     },
     "Ant": {"updates_per_step": 20, "rollout_schedule": (20, 100, 1, 25), "target_entropy": -4.0},
     "Humanoid": {
-        "updates_per_step": 20, "rollout_schedule": (20, 300, 1, 25), "target_entropy": -2.0,
-        "model_hidden_size": 400, "model_train_freq": 1000, "model_retain_epochs": 5,
+        "updates_per_step": 20,
+        "rollout_schedule": (20, 300, 1, 25),
+        "target_entropy": -2.0,
+        "model_hidden_size": 400,
+        "model_train_freq": 1000,
+        "model_retain_epochs": 5,
     },
     "InvertedPendulum": {
-        "updates_per_step": 10, "rollout_schedule": (1, 15, 1, 1), "target_entropy": -0.05,
+        "updates_per_step": 10,
+        "rollout_schedule": (1, 15, 1, 1),
+        "target_entropy": -0.05,
         "epoch_length": 250,
     },
 }
@@ -157,7 +173,9 @@ def _parse_value(raw: str, current: Any, name: str, annotation: str) -> Any:
             ):
                 raise ValueError
             if isinstance(current, tuple) and current and len(parsed) != len(current):
-                raise UsageError(f"--set {name}: expected {len(current)} numbers, got {len(parsed)}")
+                raise UsageError(
+                    f"--set {name}: expected {len(current)} numbers, got {len(parsed)}"
+                )
             return tuple(parsed)
         if annotation.startswith("int"):
             value = float(text)
@@ -202,9 +220,17 @@ def validate(config: PolicyConfig) -> None:
     """Reject values that would crash or silently misbehave deep inside a run."""
     positive = ["epoch_length", "updates_per_step", "hidden_size", "batch_size", "replay_size"]
     if isinstance(config, DynaConfig):
-        positive += ["model_train_freq", "rollout_batch_size", "ensemble_size", "num_elites",
-                     "model_hidden_size", "model_hidden_layers", "model_batch_size",
-                     "model_retain_epochs", "model_patience"]
+        positive += [
+            "model_train_freq",
+            "rollout_batch_size",
+            "ensemble_size",
+            "num_elites",
+            "model_hidden_size",
+            "model_hidden_layers",
+            "model_batch_size",
+            "model_retain_epochs",
+            "model_patience",
+        ]
     if isinstance(config, USBPOConfig):
         positive += ["phase2_batch_size", "phase2_val_size", "phase2_max_steps", "phase2_patience"]
     for name in positive:
@@ -228,7 +254,9 @@ def validate(config: PolicyConfig) -> None:
             )
         lo_epoch, hi_epoch, lo_len, hi_len = config.rollout_schedule
         if hi_epoch < lo_epoch or lo_len < 1 or hi_len < 1:
-            raise UsageError("rollout_schedule must be (min_epoch<=max_epoch, min_len>=1, max_len>=1)")
+            raise UsageError(
+                "rollout_schedule must be (min_epoch<=max_epoch, min_len>=1, max_len>=1)"
+            )
         if not 0.0 < config.model_holdout_ratio < 1.0:
             raise UsageError("model_holdout_ratio must lie in (0, 1)")
     if isinstance(config, USBPOConfig) and config.phase2_terms not in ("both", "shift", "bias"):
@@ -240,7 +268,8 @@ def resolve_config(
 ) -> tuple[PolicyConfig, dict[str, dict[str, Any]]]:
     """Paper defaults for the task, then the preset, then the user's overrides.
 
-    Returns the config and its deviations from the paper: {field: {"paper": x, "used": y, "by": src}}.
+    Returns the config and its deviations from the paper:
+    {field: {"paper": x, "used": y, "by": source}}.
     """
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r} (choose: {', '.join(PRESETS)})")

@@ -31,8 +31,12 @@ class DynaAgent(OffPolicyAgent):
         truncate_obs = kwargs.get("truncate_obs", False)
         self.termination, self.termination_rule = termination_fn(env_id, truncate_obs)
         self.model = GaussianEnsemble(
-            self.obs_dim, self.act_dim, config.ensemble_size, config.num_elites,
-            config.model_hidden_size, config.model_hidden_layers,
+            self.obs_dim,
+            self.act_dim,
+            config.ensemble_size,
+            config.num_elites,
+            config.model_hidden_size,
+            config.model_hidden_layers,
         ).to(self.device)
         self.model_opt = make_adam(self.model.parameters(), config.model_lr)
         self.rollout_length = self.rollout_length_at(0)
@@ -86,10 +90,16 @@ class DynaAgent(OffPolicyAgent):
         with self.timers("model_phase1"):
             inputs, targets = self.model_training_data()
             fit = fit_ensemble(
-                self.model, self.model_opt, inputs, targets,
-                batch_size=c.model_batch_size, weight_decay=c.model_weight_decay,
-                logvar_penalty=c.model_logvar_penalty, holdout_ratio=c.model_holdout_ratio,
-                max_holdout=c.model_max_holdout, patience=c.model_patience,
+                self.model,
+                self.model_opt,
+                inputs,
+                targets,
+                batch_size=c.model_batch_size,
+                weight_decay=c.model_weight_decay,
+                logvar_penalty=c.model_logvar_penalty,
+                holdout_ratio=c.model_holdout_ratio,
+                max_holdout=c.model_max_holdout,
+                patience=c.model_patience,
                 max_epochs=c.model_max_epochs,
             )
         validation = fit.holdout_inputs[:DIAGNOSTIC_SAMPLES]
@@ -145,8 +155,9 @@ class DynaAgent(OffPolicyAgent):
             rew, next_obs = self.model.sample_step(obs, act)
             done = self.termination(obs, act, next_obs)
             keep = alive.nonzero().squeeze(-1)
-            self.model_buffer.add_batch(obs[keep], act[keep], rew[keep], next_obs[keep],
-                                        done[keep].float())
+            self.model_buffer.add_batch(
+                obs[keep], act[keep], rew[keep], next_obs[keep], done[keep].float()
+            )
             added += keep.numel()
             alive = alive & ~done
             if not bool(alive.any()):

@@ -1,8 +1,8 @@
 """The probabilistic dynamics ensemble (PETS/MBPO style) and its maximum-likelihood training.
 
 One batched network predicts a diagonal Gaussian over [reward, next_obs - obs] for every member
-at once. The input normaliser lives in registered buffers, so a `copy.deepcopy` of the model (USB-PO's
-frozen M1) carries its own normaliser with it.
+at once. The input normaliser lives in registered buffers, so a `copy.deepcopy` of the model
+(USB-PO's frozen M1) carries its own normaliser with it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ class GaussianEnsemble(nn.Module):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.in_dim, self.out_dim = obs_dim + act_dim, obs_dim + 1
         self.ensemble_size, self.num_elites = ensemble_size, num_elites
-        self.net = BatchedMLP(ensemble_size, self.in_dim, 2 * self.out_dim, hidden_size,
-                              hidden_layers, nn.SiLU, init="truncated_normal")
+        self.net = BatchedMLP(
+            ensemble_size,
+            self.in_dim,
+            2 * self.out_dim,
+            hidden_size,
+            hidden_layers,
+            nn.SiLU,
+            init="truncated_normal",
+        )
         self.max_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), 0.5))
         self.min_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), -10.0))
         self.register_buffer("input_mean", torch.zeros(self.in_dim))
@@ -97,9 +104,7 @@ class FitResult:
     holdout_targets: torch.Tensor
 
 
-def gaussian_nll(
-    mean: torch.Tensor, logvar: torch.Tensor, targets: torch.Tensor
-) -> torch.Tensor:
+def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-member Gaussian NLL (constant dropped), mean over samples and dims: [members]."""
     return (((mean - targets) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
 
@@ -119,14 +124,18 @@ def mle_loss(
 
 
 @torch.no_grad()
-def holdout_mse(model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def holdout_mse(
+    model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """Each member's mean squared error of its mean prediction: [members]."""
     mean, _ = model(inputs)
     return ((mean - targets) ** 2).mean(dim=(1, 2))
 
 
 @torch.no_grad()
-def select_elites(model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def select_elites(
+    model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """Re-pick the elites as the members with the lowest holdout MSE; returns all members' MSE."""
     mse = holdout_mse(model, inputs, targets)
     model.elites.copy_(torch.argsort(mse)[: model.num_elites])

@@ -64,9 +64,16 @@ class OffPolicyAgent:
             min(config.replay_size, total_steps), self.obs_dim, self.act_dim, self.device
         )
         self.policy = SAC(
-            self.obs_dim, self.act_dim, self.act_low, self.act_high,
-            hidden_size=config.hidden_size, lr=config.policy_lr, gamma=config.gamma,
-            tau=config.tau, target_entropy=config.target_entropy, device=self.device,
+            self.obs_dim,
+            self.act_dim,
+            self.act_low,
+            self.act_high,
+            hidden_size=config.hidden_size,
+            lr=config.policy_lr,
+            gamma=config.gamma,
+            tau=config.tau,
+            target_entropy=config.target_entropy,
+            device=self.device,
         )
         self.timers = PhaseTimer(self.device)
         self._metrics: dict[str, list[float]] = {}
@@ -189,6 +196,7 @@ class OffPolicyAgent:
             rows=rows,
         )
 
-    def after_env_step(self, obs: torch.Tensor, action: torch.Tensor, reward: float,
-                       next_obs: torch.Tensor) -> None:
+    def after_env_step(
+        self, obs: torch.Tensor, action: torch.Tensor, reward: float, next_obs: torch.Tensor
+    ) -> None:
         """Hook for algorithms that watch each real transition (CMLO's event trigger)."""

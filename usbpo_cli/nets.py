@@ -20,8 +20,12 @@ class BatchedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
         if init == "truncated_normal":  # MBPO's ensemble initialisation
-            nn.init.trunc_normal_(self.weight, std=1.0 / (2.0 * math.sqrt(in_dim)),
-                                  a=-1.0 / math.sqrt(in_dim), b=1.0 / math.sqrt(in_dim))
+            nn.init.trunc_normal_(
+                self.weight,
+                std=1.0 / (2.0 * math.sqrt(in_dim)),
+                a=-1.0 / math.sqrt(in_dim),
+                b=1.0 / math.sqrt(in_dim),
+            )
         else:  # torch.nn.Linear's default, per member
             bound = 1.0 / math.sqrt(in_dim)
             nn.init.uniform_(self.weight, -bound, bound)
@@ -60,7 +64,7 @@ class BatchedMLP(nn.Module):
         return self.layers[-1](x, members)
 
     def forward_detached(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward with parameters cut from autograd: gradients reach `x` only (SAC's actor loss)."""
+        """Forward with parameters cut from autograd: only `x` gets gradients (SAC's actor loss)."""
         for layer in self.layers[:-1]:
             x = self.activation(torch.baddbmm(layer.bias.detach(), x, layer.weight.detach()))
         last = self.layers[-1]

@@ -19,8 +19,9 @@ class Algorithm:
 ALGORITHMS: dict[str, Algorithm] = {}
 
 
-def register(name: str, agent_cls: type, config_cls: type, description: str,
-             model_based: bool) -> None:
+def register(
+    name: str, agent_cls: type, config_cls: type, description: str, model_based: bool
+) -> None:
     ALGORITHMS[name] = Algorithm(name, agent_cls, config_cls, description, model_based)
 
 

@@ -22,11 +22,32 @@ import torch
 from usbpo_cli.errors import UsageError
 
 PROGRESS_COLUMNS: tuple[str, ...] = (
-    "env_step", "epoch", "eval_return_mean", "eval_return_std", "train_return", "wall_time_s",
-    "model_loss_train", "model_loss_holdout", "model_epochs", "model_trainings",
-    "model_shift", "model_bias", "model_shift_before", "model_bias_before", "phase2_steps",
-    "delta", "rollout_length", "critic_loss", "actor_loss", "alpha",
-    "t_env", "t_model_phase1", "t_model_phase2", "t_rollout", "t_policy", "t_eval",
+    "env_step",
+    "epoch",
+    "eval_return_mean",
+    "eval_return_std",
+    "train_return",
+    "wall_time_s",
+    "model_loss_train",
+    "model_loss_holdout",
+    "model_epochs",
+    "model_trainings",
+    "model_shift",
+    "model_bias",
+    "model_shift_before",
+    "model_bias_before",
+    "phase2_steps",
+    "delta",
+    "rollout_length",
+    "critic_loss",
+    "actor_loss",
+    "alpha",
+    "t_env",
+    "t_model_phase1",
+    "t_model_phase2",
+    "t_rollout",
+    "t_policy",
+    "t_eval",
 )
 TIMING_COLUMNS: tuple[str, ...] = tuple(c for c in PROGRESS_COLUMNS if c.startswith("t_"))
 VOLATILE_CONFIG_KEYS = ("versions", "git_commit", "created", "command")

@@ -60,8 +60,13 @@ def _versions() -> dict[str, str]:
 
 def _git_commit() -> str | None:
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=5)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None
@@ -106,8 +111,12 @@ def run_training(spec: RunSpec, report: Reporter = _no_report) -> RunSummary:
     out = Path(spec.out)
     prepare_run_dir(out, payload)
     agent = algorithm.agent_cls(
-        spec.env_id, config, seed=spec.seed, total_steps=spec.steps,
-        device=resolve_device(spec.device), truncate_obs=spec.truncate_obs,
+        spec.env_id,
+        config,
+        seed=spec.seed,
+        total_steps=spec.steps,
+        device=resolve_device(spec.device),
+        truncate_obs=spec.truncate_obs,
     )
     write_json_atomic(out / "config.json", payload)
     logger = CsvLogger(out / "progress.csv")

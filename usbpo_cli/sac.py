@@ -28,19 +28,28 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
 class TanhGaussianActor(nn.Module):
     """State-conditioned Gaussian squashed by tanh and rescaled to the action bounds."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int,
-                 act_low: torch.Tensor, act_high: torch.Tensor) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_size: int,
+        act_low: torch.Tensor,
+        act_high: torch.Tensor,
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Linear(obs_dim, hidden_size), nn.ReLU(),
-            nn.Linear(hidden_size, hidden_size), nn.ReLU(),
+            nn.Linear(obs_dim, hidden_size),
+            nn.ReLU(),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
             nn.Linear(hidden_size, 2 * act_dim),
         )
         self.register_buffer("act_scale", (act_high - act_low) / 2.0)
         self.register_buffer("act_bias", (act_high + act_low) / 2.0)
 
-    def forward(self, obs: torch.Tensor, deterministic: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Action and its log-probability (the latter meaningless when deterministic)."""
         mean, log_std = self.body(obs).chunk(2, dim=-1)
         if deterministic:
@@ -52,7 +61,9 @@ class TanhGaussianActor(nn.Module):
         squashed = torch.tanh(pre_tanh)
         # log N(pre_tanh) minus the log-det of tanh (numerically stable form) and of the scale.
         log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_prob = log_prob - (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
+        log_prob = log_prob - (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(
+            -1
+        )
         log_prob = log_prob - torch.log(self.act_scale).sum()
         return squashed * self.act_scale + self.act_bias, log_prob
 
@@ -125,13 +136,19 @@ class SAC:
 
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.tau)
-        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
-                "alpha": alpha}
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "alpha": alpha,
+        }
 
     def state_dict(self) -> dict:
         return {
-            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach(),
-            "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
             "alpha_opt": self.alpha_opt.state_dict(),
         }

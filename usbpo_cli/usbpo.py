@@ -26,8 +26,11 @@ class USBPOAgent(DynaAgent):
         self.phase2_opt = make_adam(self.model.parameters(), config.phase2_lr)
 
     def objective(
-        self, frozen: GaussianEnsemble, inputs: torch.Tensor,
-        k1: torch.Tensor | None = None, k2: torch.Tensor | None = None,
+        self,
+        frozen: GaussianEnsemble,
+        inputs: torch.Tensor,
+        k1: torch.Tensor | None = None,
+        k2: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """J on raw (s, a) inputs; `phase2_terms` selects terms for the ablation study."""
         shift, bias = shift_and_bias(frozen, self.model, inputs, k1, k2)
@@ -52,7 +55,8 @@ class USBPOAgent(DynaAgent):
         best_j = validate()
         best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         since_best, steps = 0, 0
-        for steps in range(1, c.phase2_max_steps + 1):
+        while steps < c.phase2_max_steps:
+            steps += 1
             batch = self.model_buffer.sample(c.phase2_batch_size)
             j = self.objective(frozen, torch.cat([batch.obs, batch.act], dim=-1))
             self.phase2_opt.zero_grad(set_to_none=True)

@@ -43,7 +43,9 @@ def model_shift(
     k2: torch.Tensor,
 ) -> torch.Tensor:
     """Per-sample W2(p_M1^k1(s,a), p_M2^k2(s,a)) from both ensembles' member predictions."""
-    return w2_diag_gaussian(_pick(mean_1, k1), _pick(std_1, k1), _pick(mean_2, k2), _pick(std_2, k2))
+    return w2_diag_gaussian(
+        _pick(mean_1, k1), _pick(std_1, k1), _pick(mean_2, k2), _pick(std_2, k2)
+    )
 
 
 def model_bias(mean_2: torch.Tensor, std_2: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
