@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from usbpo_cli.app import load_algorithms
 from usbpo_cli.runner import RunSpec, run_training
@@ -27,7 +28,11 @@ def main() -> None:
     parser.add_argument("--algos", default="usbpo,mbpo")
     parser.add_argument("--env", default="InvertedPendulum-v4")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-ip"))
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 leaves a core free)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     load_algorithms()
     frames = []
     for algo in args.algos.split(","):

@@ -73,12 +73,19 @@ def train(
     preset: str = typer.Option("paper", help="paper (default), cpu-small, demo or tiny"),
     set_: list[str] = typer.Option([], "--set", help="override a config field: key=value"),
     truncate_obs: bool = typer.Option(False, help="MBPO's 27/45-dim Ant/Humanoid observations"),
+    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Train one agent on one task; writes config.json and progress.csv to the run folder."""
     with user_errors():
+        import torch
+
         from usbpo_cli.runner import RunSpec, run_training
 
+        if threads < 0:
+            raise UsageError(f"--threads must be >= 0, got {threads}")
+        if threads:
+            torch.set_num_threads(threads)
         load_algorithms()
         out = out or Path("runs") / "train" / env / algo / f"seed{seed}"
         spec = RunSpec(env, algo, seed, steps, out, device, preset, list(set_), truncate_obs)

@@ -98,7 +98,8 @@ class GaussianEnsemble(nn.Module):
 @dataclass
 class FitResult:
     train_loss: float
-    holdout_mse: float
+    holdout_mse: float  # mean over the elites
+    member_best_mse: torch.Tensor  # each member's best holdout MSE, which its kept weights score
     epochs: int
     holdout_inputs: torch.Tensor
     holdout_targets: torch.Tensor
@@ -200,4 +201,6 @@ def fit_ensemble(
         for saved, param in zip(snapshot, model.member_parameters()):
             param.copy_(saved)
     mse = select_elites(model, hold_in, hold_tgt)
-    return FitResult(train_loss, mse[model.elites].mean().item(), epoch, hold_in, hold_tgt)
+    return FitResult(
+        train_loss, mse[model.elites].mean().item(), best_mse, epoch, hold_in, hold_tgt
+    )

@@ -1,0 +1,24 @@
+# Two entry points on a fresh machine: `make demo` (install + a real USB-PO run) and
+# `make test` (install + the test suite). torch is pinned here to the CPU build for dev/CI;
+# the package itself accepts any torch 2.x so GPU users can bring their own.
+PYTHON ?= python3
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: install demo test lint bench-learning
+
+install:
+	$(PYTHON) -m pip install -q $(TORCH_PIN)
+	$(PYTHON) -m pip install -q -e ".[dev]"
+
+demo: install
+	usbpo train --env InvertedPendulum-v4 --algo usbpo --preset demo --steps 4000 \
+		--seed 0 --out runs/demo/InvertedPendulum-v4/usbpo/seed0-$$(date +%Y%m%d-%H%M%S)
+
+test: install
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check . && ruff format --check .
+
+bench-learning:
+	$(PYTHON) benchmarks/learning_pendulum.py
