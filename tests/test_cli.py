@@ -275,11 +275,6 @@ def test_rerun_same_command_into_completed_run(train_run: Callable[..., Path]) -
     assert len(rows) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: app.train starts the rich progress bar before run_training validates "
-    "the input, so without --quiet a frozen 'starting 0/...' bar line precedes the error on stderr",
-)
 def test_bad_input_without_quiet_is_one_line(tmp_path: Path) -> None:
     result = usbpo("train", "--env", "Hoper-v4", "--steps", "300", cwd=tmp_path)
     assert_one_line_error(result, "Hopper-v4")

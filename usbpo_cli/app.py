@@ -80,7 +80,7 @@ def train(
     with user_errors():
         import torch
 
-        from usbpo_cli.runner import RunSpec, run_training
+        from usbpo_cli.runner import RunSpec, prepare_run
 
         if threads < 0:
             raise UsageError(f"--threads must be >= 0, got {threads}")
@@ -89,6 +89,7 @@ def train(
         load_algorithms()
         out = out or Path("runs") / "train" / env / algo / f"seed{seed}"
         spec = RunSpec(env, algo, seed, steps, out, device, preset, list(set_), truncate_obs)
+        run = prepare_run(spec)  # every input error surfaces here, before the progress bar
         progress = Progress(
             TextColumn("[bold]{task.fields[phase]:<13}"),
             BarColumn(),
@@ -109,7 +110,7 @@ def train(
                     fields["last_return"] = f"{last_return:.1f}"
                 progress.update(task, completed=step, **fields)
 
-            summary = run_training(spec, report)
+            summary = run.train(report)
             progress.update(task, phase="done")
         console.print(
             f"{algo} on {env}, seed {seed}: {summary.env_steps} env steps in "

@@ -90,6 +90,8 @@ class ReplayBuffer:
 
     def recent_indices(self, n: int, window: int) -> torch.Tensor:
         """`n` random indices among the `window` most recently added transitions."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
         window = max(1, min(window, self.size))
         offsets = torch.randint(window, (n,), device=self.device)
         return (self.pointer - 1 - offsets) % self.capacity

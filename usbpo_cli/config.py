@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,11 +169,14 @@ def _parse_value(raw: str, current: Any, name: str, annotation: str) -> Any:
     try:
         if "tuple" in annotation:
             parsed = json.loads(text if text.startswith("[") else f"[{text.strip('()')}]")
+            number = int if "tuple[int" in annotation else (int, float)
             if not isinstance(parsed, list) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in parsed
+                isinstance(v, number) and not isinstance(v, bool) and math.isfinite(v)
+                for v in parsed
             ):
                 raise ValueError
-            if isinstance(current, tuple) and current and len(parsed) != len(current):
+            fixed_length = "..." not in annotation  # variable-length ones are checked by validate
+            if fixed_length and current and len(parsed) != len(current):
                 raise UsageError(
                     f"--set {name}: expected {len(current)} numbers, got {len(parsed)}"
                 )
@@ -183,7 +187,10 @@ def _parse_value(raw: str, current: Any, name: str, annotation: str) -> Any:
                 raise ValueError
             return int(value)
         if annotation.startswith("float"):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
         if annotation.startswith("bool"):
             if text.lower() in ("1", "true", "yes"):
                 return True

@@ -45,6 +45,10 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError("--device cuda: no CUDA device is visible to torch")
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {name!r}: only cpu and cuda are supported")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(
+            f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible"
+        )
     return device
 
 
@@ -105,12 +109,26 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
     return config, payload
 
 
-def run_training(spec: RunSpec, report: Reporter = _no_report) -> RunSummary:
+@dataclass
+class PreparedRun:
+    """A validated run whose folder and config.json exist: all that can fail on input is past."""
+
+    spec: RunSpec
+    agent: Any
+
+    def train(self, report: Reporter = _no_report) -> RunSummary:
+        logger = CsvLogger(Path(self.spec.out) / "progress.csv")
+        try:
+            return self.agent.train(logger, report)
+        finally:
+            logger.close()
+
+
+def prepare_run(spec: RunSpec) -> PreparedRun:
     config, payload = resolve_run(spec)
-    algorithm = get_algorithm(spec.algo)
     out = Path(spec.out)
     prepare_run_dir(out, payload)
-    agent = algorithm.agent_cls(
+    agent = get_algorithm(spec.algo).agent_cls(
         spec.env_id,
         config,
         seed=spec.seed,
@@ -119,8 +137,8 @@ def run_training(spec: RunSpec, report: Reporter = _no_report) -> RunSummary:
         truncate_obs=spec.truncate_obs,
     )
     write_json_atomic(out / "config.json", payload)
-    logger = CsvLogger(out / "progress.csv")
-    try:
-        return agent.train(logger, report)
-    finally:
-        logger.close()
+    return PreparedRun(spec, agent)
+
+
+def run_training(spec: RunSpec, report: Reporter = _no_report) -> RunSummary:
+    return prepare_run(spec).train(report)
