@@ -152,6 +152,8 @@ def test_train_writes_progress_csv(train_run: Callable[..., Path], algo: str) ->
             assert row[column] != "", (row["env_step"], column)
             float(row[column])
         assert int(float(row["rollout_length"])) >= 1
+        # tiny: the model trains every 50 env steps, so twice per 100-step row
+        assert float(row["model_trainings"]) == 2.0
     phase2 = [r["phase2_steps"] for r in learned]
     if algo == "usbpo":
         assert all(v != "" for v in phase2)

@@ -116,7 +116,7 @@ class DynaAgent(OffPolicyAgent):
         self.record("model_loss_train", fit.train_loss)
         self.record("model_loss_holdout", fit.holdout_mse)
         self.record("model_epochs", fit.epochs)
-        self.record("model_trainings", 1)
+        self.record("model_trainings", 1, total=True)
         with self.timers("rollout"):
             added = self.rollout(step)
         if before is not None and added > 0:

@@ -77,6 +77,7 @@ class OffPolicyAgent:
         )
         self.timers = PhaseTimer(self.device)
         self._metrics: dict[str, list[float]] = {}
+        self._summed: set[str] = set()
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_count = 0
 
@@ -97,9 +98,12 @@ class OffPolicyAgent:
                     self._loss_sums[key] = self._loss_sums.get(key, 0.0) + value
                 self._loss_count += 1
 
-    def record(self, name: str, value: float) -> None:
-        """Collect a per-row metric; the row shows the mean of what was recorded since the last."""
+    def record(self, name: str, value: float, total: bool = False) -> None:
+        """Collect a per-row metric; the row shows the mean (or, with `total`, the sum) of what
+        was recorded since the last row."""
         self._metrics.setdefault(name, []).append(float(value))
+        if total:
+            self._summed.add(name)
 
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs, dtype=np.float32).ravel(), device=self.device)
@@ -138,7 +142,7 @@ class OffPolicyAgent:
             for key, total in self._loss_sums.items():
                 row[key] = float(total) / self._loss_count
         for key, values in self._metrics.items():
-            row[key] = float(np.mean(values))
+            row[key] = float(np.sum(values) if key in self._summed else np.mean(values))
         for phase, seconds in self.timers.pop().items():
             row[f"t_{phase}"] = seconds
         self._metrics, self._loss_sums, self._loss_count = {}, {}, 0
