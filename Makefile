@@ -8,11 +8,11 @@ TORCH_PIN ?= torch==2.13.0
 
 install:
 	$(PYTHON) -m pip install -q $(TORCH_PIN)
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -e ".[dev,ray]"
 
 demo: install
 	usbpo train --env InvertedPendulum-v4 --algo usbpo --preset demo --steps 4000 \
-		--seed 0 --out runs/demo/InvertedPendulum-v4/usbpo/seed0-$$(date +%Y%m%d-%H%M%S)
+		--seed 0 --out runs/demo-$$(date +%Y%m%d-%H%M%S)/InvertedPendulum-v4/usbpo/seed0
 
 test: install
 	$(PYTHON) -m pytest -q

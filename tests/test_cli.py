@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
-import os
 import platform
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli_env, snapshot, usbpo  # tests/ is on sys.path
 
 from usbpo_cli.config import DynaConfig, SACConfig, USBPOConfig, resolve_config
 from usbpo_cli.envs import supported_env_ids
@@ -32,34 +30,6 @@ MODEL_ONLY_COLUMNS = tuple(
     c for c in PROGRESS_COLUMNS if c.startswith(("model_", "phase2", "t_model", "t_rollout"))
 ) + ("delta", "rollout_length")
 VOLATILE_COLUMNS = (*TIMING_COLUMNS, "wall_time_s")
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="200", NO_COLOR="1")
-    env.pop("FORCE_COLOR", None)
-    return env
-
-
-def usbpo(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`usbpo ARGS`, as `python -m usbpo_cli.app ARGS` in `cwd`."""
-    return subprocess.run(
-        [sys.executable, "-m", "usbpo_cli.app", *args],
-        cwd=cwd,
-        env=env or cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under `root`, files with a content hash."""
-    state = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        state[key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-    return state
 
 
 def read_progress(run: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -120,6 +120,223 @@ def train(
         console.print(f"progress: {out / 'progress.csv'}")
 
 
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _execute_grid(grid: list, executor: str, workers: int, address: str | None) -> None:
+    """Run what is not complete yet; unfinished runs restart with their old files set aside."""
+    from usbpo_cli.executors import make_executor
+    from usbpo_cli.experiments import set_aside
+
+    runner = make_executor(executor, workers, address)
+    todo = [run for run in grid if run.status != "complete"]
+    skipped = len(grid) - len(todo)
+    console.print(f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run")
+    if not todo:
+        return
+    for run in todo:
+        if run.status == "partial":
+            kept = set_aside(run.spec)
+            console.print(
+                f"restarting unfinished {run.spec.out} (earlier files kept in {kept.name})"
+            )
+    failures = []
+    progress = Progress(
+        TextColumn("[bold]grid"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+    with progress:
+        task = progress.add_task("grid", total=len(todo))
+
+        def on_done(outcome) -> None:
+            progress.advance(task)
+            spec = outcome.spec
+            name = f"{spec.env_id} {Path(spec.out).parent.name} seed {spec.seed}"
+            if outcome.error:
+                failures.append(f"{name}: {outcome.error}")
+                progress.console.print(f"[red]failed[/] {name}: {outcome.error}", highlight=False)
+            else:
+                progress.console.print(
+                    f"done {name}: final eval return {outcome.final_return:.1f}", highlight=False
+                )
+
+        runner.run([run.spec for run in todo], on_done)
+    if failures:
+        raise UsageError(f"{len(failures)} run(s) failed; first: {failures[0]}")
+
+
+def _report_grid(out: Path, grid: list, baseline_of_interest: str = "usbpo") -> None:
+    """Write results.csv for the grid and print one table per env."""
+    from usbpo_cli import aggregate
+    from usbpo_cli.runlog import write_text_atomic
+
+    runs = aggregate.load_runs(out)
+    wanted = {(run.env, run.variant.label) for run in grid}
+    runs = runs[[pair in wanted for pair in zip(runs["env"], runs["label"])]]
+    write_text_atomic(out / "results.csv", aggregate.tidy_results(runs).to_csv(index=False))
+    final = aggregate.summary_table(runs, "final")
+    auc = aggregate.summary_table(runs, "auc")
+    per_seed = aggregate.final_and_auc(runs)
+    for env in sorted(final["env"].unique()):
+        table = Table(
+            "algo",
+            "seeds",
+            "final mean ± std",
+            "final IQM [95% CI]",
+            "AUC mean ± std",
+            "AUC IQM [95% CI]",
+            f"P({baseline_of_interest} > algo)",
+            title=f"{env}",
+            title_justify="left",
+        )
+        env_final = final[final["env"] == env].set_index("label")
+        env_auc = auc[auc["env"] == env].set_index("label")
+        env_seeds = per_seed[per_seed["env"] == env]
+        ours = env_seeds[env_seeds["label"] == baseline_of_interest]["final"].to_numpy()
+        for label, row in env_final.iterrows():
+            a = env_auc.loc[label]
+            theirs = env_seeds[env_seeds["label"] == label]["final"].to_numpy()
+            p_improve = (
+                f"{aggregate.probability_of_improvement(ours, theirs):.2f}"
+                if len(ours) and label != baseline_of_interest
+                else "-"
+            )
+            table.add_row(
+                str(label),
+                str(int(row["n"])),
+                f"{row['mean']:.1f} ± {row['std']:.1f}",
+                f"{row['iqm']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]",
+                f"{a['mean']:.1f} ± {a['std']:.1f}",
+                f"{a['iqm']:.1f} [{a['ci_low']:.1f}, {a['ci_high']:.1f}]",
+                p_improve,
+            )
+        console.print(table)
+    console.print(f"results: {out / 'results.csv'}")
+
+
+@app.command()
+def compare(
+    envs: str = typer.Option("Hopper-v4", help="comma-separated task ids"),
+    algos: str = typer.Option("usbpo,mbpo,sac", help="comma-separated algorithms"),
+    seeds: int = typer.Option(5, help="seeds per (env, algo): 0..N-1"),
+    steps: int = typer.Option(100_000, help="env steps per run"),
+    out: Path = typer.Option(Path("runs/compare"), help="grid folder"),
+    workers: int = typer.Option(1, help="runs at once (capped at the CPU cores)"),
+    executor: str = typer.Option("local", help="local (processes) or ray"),
+    address: str = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    preset: str = typer.Option("paper", help="config preset for every run"),
+    set_: list[str] = typer.Option([], "--set", help="override for every run: key=value"),
+) -> None:
+    """Run (or finish) a grid of env x algo x seed and summarise it; rerun to resume."""
+    with user_errors():
+        from usbpo_cli.experiments import Variant, build_grid
+        from usbpo_cli.registry import get_algorithm
+
+        load_algorithms()
+        names = _split(algos)
+        for name in names:
+            get_algorithm(name)
+        grid = build_grid(
+            _split(envs),
+            [Variant(n, n) for n in names],
+            seeds,
+            steps,
+            out,
+            device=device,
+            preset=preset,
+            overrides=list(set_),
+        )
+        _execute_grid(grid, executor, workers, address)
+        _report_grid(out, grid)
+
+
+@app.command()
+def ablate(
+    study: str = typer.Option(None, help="study name (see --list)"),
+    list_: bool = typer.Option(False, "--list", help="describe the studies and exit"),
+    env: str = typer.Option("Hopper-v4", help="comma-separated task ids"),
+    seeds: int = typer.Option(3, help="seeds per variant"),
+    steps: int = typer.Option(100_000, help="env steps per run"),
+    out: Path = typer.Option(None, help="grid folder (default runs/ablate/<study>)"),
+    workers: int = typer.Option(1, help="runs at once (capped at the CPU cores)"),
+    executor: str = typer.Option("local", help="local (processes) or ray"),
+    address: str = typer.Option(None, help="Ray cluster address"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    preset: str = typer.Option("paper", help="config preset for every run"),
+    set_: list[str] = typer.Option([], "--set", help="override for every run: key=value"),
+) -> None:
+    """Run a named ablation study of the USB-PO paper; rerun to resume."""
+    with user_errors():
+        from usbpo_cli.experiments import STUDIES, build_grid
+        from usbpo_cli.registry import ALGORITHMS
+
+        load_algorithms()
+        if list_:
+            for item in STUDIES.values():
+                labels = ", ".join(v.label for v in item.variants)
+                console.print(
+                    f"[bold]{item.name}[/]: {item.description}\n  variants: {labels}; "
+                    f"figure: usbpo plot --figure {item.figure}"
+                )
+            return
+        if study not in STUDIES:
+            raise UsageError(f"unknown study {study!r} (choose: {', '.join(STUDIES)})")
+        chosen = STUDIES[study]
+        missing = sorted({v.algo for v in chosen.variants} - set(ALGORITHMS))
+        if missing:
+            raise UsageError(
+                f"study {study} needs algorithm(s) not available yet: {', '.join(missing)}"
+            )
+        out = out or Path("runs") / "ablate" / study
+        grid = build_grid(
+            _split(env),
+            list(chosen.variants),
+            seeds,
+            steps,
+            out,
+            device=device,
+            preset=preset,
+            overrides=list(set_),
+        )
+        _execute_grid(grid, executor, workers, address)
+        _report_grid(out, grid, baseline_of_interest=chosen.variants[-1].label)
+        console.print(f"figure: usbpo plot --figure {chosen.figure} --runs {out}")
+
+
+@app.command()
+def plot(
+    figure: str = typer.Option(None, help="figure name (see --list)"),
+    list_: bool = typer.Option(False, "--list", help="name the figures and exit"),
+    runs: Path = typer.Option(Path("runs"), help="folder holding run folders (CSV only)"),
+    out: Path = typer.Option(None, help="output file; .png (default), .pdf or .svg"),
+    reference: Path = typer.Option(
+        None, help="published curves to overlay (e.g. ../shared/reference)"
+    ),
+) -> None:
+    """Draw a paper figure from progress CSVs (never imports torch)."""
+    with user_errors():
+        from usbpo_cli import aggregate, plots
+
+        if list_:
+            for name, description in plots.FIGURES.items():
+                console.print(f"[bold]{name:<16}[/] {description}")
+            return
+        if figure not in plots.FIGURES:
+            raise UsageError(f"unknown figure {figure!r} (choose: {', '.join(plots.FIGURES)})")
+        if reference is not None and not reference.is_dir():
+            raise UsageError(f"--reference {reference}: not a folder")
+        data = aggregate.load_runs(runs)
+        target = out or runs / f"{figure}.png"
+        written = plots.plot_figure(figure, data, target, reference_dir=reference)
+        console.print(f"figure: {written}")
+
+
 @app.command()
 def envs() -> None:
     """List the supported tasks with their dimensions and termination rule."""

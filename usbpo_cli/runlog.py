@@ -15,11 +15,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from usbpo_cli.errors import UsageError
+
+if TYPE_CHECKING:  # torch stays out of this module's imports: plotting and aggregation use it
+    import torch
 
 PROGRESS_COLUMNS: tuple[str, ...] = (
     "env_step",
@@ -95,10 +96,15 @@ class CsvLogger:
         self._file.close()
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write then rename, so a reader never sees half a file and a crash leaves the old one."""
     tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +151,8 @@ class PhaseTimer:
             yield
         finally:
             if self.sync:
+                import torch
+
                 torch.cuda.synchronize()
             self.totals[name] += time.perf_counter() - start
 
