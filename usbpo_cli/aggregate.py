@@ -53,7 +53,7 @@ def load_runs(root: Path) -> pd.DataFrame:
         raise UsageError(f"runs folder {root} does not exist")
     if not root.is_dir():
         raise UsageError(f"runs folder {root} is a file, not a folder")
-    # Hidden folders (e.g. `.unfinished-*`, where a restarted run's old files are kept) hold no
+    # Hidden folders (e.g. `.cache`, or files a user set aside) hold no
     # current results.
     paths = sorted(
         p

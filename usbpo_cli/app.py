@@ -73,6 +73,8 @@ def train(
     preset: str = typer.Option("paper", help="paper (default), cpu-small, demo or tiny"),
     set_: list[str] = typer.Option([], "--set", help="override a config field: key=value"),
     truncate_obs: bool = typer.Option(False, help="MBPO's 27/45-dim Ant/Humanoid observations"),
+    resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
+    keep_checkpoints: int = typer.Option(2, help="newest checkpoints kept in the run folder"),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
@@ -89,7 +91,12 @@ def train(
         load_algorithms()
         out = out or Path("runs") / "train" / env / algo / f"seed{seed}"
         spec = RunSpec(env, algo, seed, steps, out, device, preset, list(set_), truncate_obs)
-        run = prepare_run(spec)  # every input error surfaces here, before the progress bar
+        run = prepare_run(  # every input error surfaces here, before the progress bar
+            spec,
+            resume=resume,
+            keep_checkpoints=keep_checkpoints,
+            notify=lambda message: err_console.print(f"[yellow]{message}[/]", highlight=False),
+        )
         progress = Progress(
             TextColumn("[bold]{task.fields[phase]:<13}"),
             BarColumn(),
@@ -102,7 +109,13 @@ def train(
             disable=quiet,
         )
         with progress:
-            task = progress.add_task("train", total=steps, phase="starting", last_return="-")
+            task = progress.add_task(
+                "train",
+                total=steps,
+                phase="starting",
+                last_return="-",
+                completed=run.resumed_from or 0,
+            )
 
             def report(step: int, phase: str | None, last_return: float | None) -> None:
                 fields = {"phase": phase} if phase else {}
@@ -117,6 +130,11 @@ def train(
             f"{summary.wall_time_s:.0f} s; final eval return {summary.final_return:.1f}, "
             f"best {summary.best_return:.1f}"
         )
+        saved = run.checkpointer
+        console.print(
+            f"checkpoints: {saved.folder} (last {saved.last_bytes / 2**20:.1f} MiB, "
+            f"written in {saved.last_seconds:.2f} s)"
+        )
         console.print(f"progress: {out / 'progress.csv'}")
 
 
@@ -125,9 +143,8 @@ def _split(text: str) -> list[str]:
 
 
 def _execute_grid(grid: list, executor: str, workers: int, address: str | None) -> None:
-    """Run what is not complete yet; unfinished runs restart with their old files set aside."""
+    """Run what is not complete yet; unfinished runs continue from their last checkpoint."""
     from usbpo_cli.executors import make_executor
-    from usbpo_cli.experiments import set_aside
 
     runner = make_executor(executor, workers, address)
     todo = [run for run in grid if run.status != "complete"]
@@ -137,10 +154,7 @@ def _execute_grid(grid: list, executor: str, workers: int, address: str | None) 
         return
     for run in todo:
         if run.status == "partial":
-            kept = set_aside(run.spec)
-            console.print(
-                f"restarting unfinished {run.spec.out} (earlier files kept in {kept.name})"
-            )
+            console.print(f"continuing unfinished {run.spec.out}")
     failures = []
     progress = Progress(
         TextColumn("[bold]grid"),

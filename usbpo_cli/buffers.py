@@ -103,6 +103,34 @@ class ReplayBuffer:
         idx = (self.pointer + torch.arange(self.capacity, device=self.device)) % self.capacity
         return self.gather(idx)
 
+    def state_dict(self) -> dict:
+        """The stored rows only (not the empty tail), plus the ring's position."""
+        rows = {
+            name: store[: self.size].cpu().clone()
+            for name, store in zip(("obs", "act", "rew", "next_obs", "done"), self._fields())
+        }
+        return {
+            "capacity": self.capacity,
+            "size": self.size,
+            "pointer": self.pointer,
+            "total_added": self.total_added,
+            **rows,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"buffer capacity {state['capacity']} != {self.capacity}")
+        for name, store in zip(("obs", "act", "rew", "next_obs", "done"), self._fields()):
+            store[: state["size"]] = state[name].to(self.device)
+        self.size, self.pointer = state["size"], state["pointer"]
+        self.total_added = state["total_added"]
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device | str) -> ReplayBuffer:
+        buffer = cls(state["capacity"], state["obs"].shape[1], state["act"].shape[1], device)
+        buffer.load_state_dict(state)
+        return buffer
+
     def resized(self, capacity: int) -> ReplayBuffer:
         """A buffer of the new capacity holding the newest transitions of this one (MBPO's
         reallocation when the rollout length grows)."""

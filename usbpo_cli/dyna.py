@@ -9,6 +9,7 @@ phase 2), then roll the model out from real start states into the model buffer. 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -16,11 +17,23 @@ from usbpo_cli.buffers import Batch, ReplayBuffer
 from usbpo_cli.config import DynaConfig
 from usbpo_cli.ensemble import FitResult, GaussianEnsemble, fit_ensemble
 from usbpo_cli.loop import OffPolicyAgent
+from usbpo_cli.runlog import TrainingDiverged
 from usbpo_cli.sac import make_adam
 from usbpo_cli.termination import termination_fn
 from usbpo_cli.wasserstein import draw_elites, model_bias, shift_and_bias
 
 DIAGNOSTIC_SAMPLES = 1024  # (s, a) pairs behind the logged model shift, model bias and delta
+# A learned log-variance bound above this (std ~ e^10 in raw units) means the model exploded.
+MAX_LOGVAR_BOUND = 20.0
+
+
+def check_model(model: GaussianEnsemble, fit: FitResult, step: int) -> None:
+    """Raise TrainingDiverged on a non-finite loss or an exploding log-variance bound."""
+    if not math.isfinite(fit.train_loss) or not math.isfinite(fit.holdout_mse):
+        raise TrainingDiverged(f"model loss became non-finite at env step {step}")
+    bound = model.max_logvar.max().item()
+    if not math.isfinite(bound) or bound > MAX_LOGVAR_BOUND:
+        raise TrainingDiverged(f"model log-variance exploded ({bound:.3g}) at env step {step}")
 
 
 class DynaAgent(OffPolicyAgent):
@@ -102,6 +115,7 @@ class DynaAgent(OffPolicyAgent):
                 patience=c.model_patience,
                 max_epochs=c.model_max_epochs,
             )
+        check_model(self.model, fit, step)
         validation = fit.holdout_inputs[:DIAGNOSTIC_SAMPLES]
         with torch.no_grad():
             shift, bias = shift_and_bias(frozen, self.model, validation)
@@ -164,6 +178,22 @@ class DynaAgent(OffPolicyAgent):
                 break
             obs = next_obs
         return added
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "model": self.model.state_dict(),
+            "model_opt": self.model_opt.state_dict(),
+            "model_buffer": self.model_buffer.state_dict(),
+            "rollout_length": self.rollout_length,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.model.load_state_dict(state["model"])
+        self.model_opt.load_state_dict(state["model_opt"])
+        self.model_buffer = ReplayBuffer.from_state_dict(state["model_buffer"], self.device)
+        self.rollout_length = state["rollout_length"]
 
     def policy_batch(self) -> Batch:
         """`real_ratio` real, the rest model data; all real until the model buffer has data."""

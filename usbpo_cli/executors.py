@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 from usbpo_cli.errors import UsageError
 from usbpo_cli.runner import RunSpec
@@ -33,8 +34,8 @@ def run_one(spec: RunSpec, threads: int) -> RunOutcome:
 
     torch.set_num_threads(threads)
     load_algorithms()
-    try:
-        summary = run_training(spec)
+    try:  # a folder with a config.json holds an unfinished run: continue it
+        summary = run_training(spec, resume=(Path(spec.out) / "config.json").exists())
     except (UsageError, TrainingDiverged) as error:
         return RunOutcome(spec, None, str(error))
     return RunOutcome(spec, summary.final_return, None)

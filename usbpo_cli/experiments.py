@@ -9,8 +9,6 @@ finished by running it again.
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,15 +143,3 @@ def run_status(spec: RunSpec) -> str:
     except (OSError, ValueError, json.JSONDecodeError, IndexError):
         return "partial"
     return "complete" if last_step >= spec.steps else "partial"
-
-
-def set_aside(spec: RunSpec) -> Path:
-    """Move an unfinished run's files into `.unfinished-<time>/` inside its folder, so a restart
-    loses nothing already written."""
-    folder = Path(spec.out)
-    keep = folder / f".unfinished-{time.strftime('%Y%m%d-%H%M%S')}"
-    keep.mkdir()
-    for item in folder.iterdir():
-        if item != keep and not item.name.startswith(".unfinished-"):
-            shutil.move(str(item), keep / item.name)
-    return keep

@@ -7,14 +7,18 @@ rollouts, then G steps on mixed batches) and add their own columns through `reco
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from usbpo_cli.buffers import Batch, ReplayBuffer
+from usbpo_cli.checkpoint import capture_env, capture_rng, restore_env, restore_rng
 from usbpo_cli.config import PolicyConfig
 from usbpo_cli.envs import make_env
 from usbpo_cli.runlog import CsvLogger, PhaseTimer, TrainingDiverged
@@ -26,6 +30,37 @@ Reporter = Callable[[int, str | None, float | None], None]
 
 def _no_report(step: int, phase: str | None, last_return: float | None) -> None:
     pass
+
+
+@dataclass
+class LoopState:
+    """Where the env loop stands after an evaluation row (what a checkpoint must carry)."""
+
+    obs: np.ndarray
+    next_step: int = 0
+    episode_return: float = 0.0
+    train_returns: list[float] = field(default_factory=list)
+    eval_returns: list[float] = field(default_factory=list)
+    rows: int = 0
+    wall_time_s: float = 0.0
+
+
+# Losses whose non-finite value means training diverged (the model's are checked at training).
+GUARDED_COLUMNS = (
+    "critic_loss",
+    "actor_loss",
+    "alpha",
+    "model_loss_train",
+    "model_shift",
+    "model_bias",
+)
+
+
+def check_finite(row: dict[str, Any], step: int) -> None:
+    for key in GUARDED_COLUMNS:
+        value = row.get(key)
+        if value is not None and not math.isfinite(value):
+            raise TrainingDiverged(f"{key} became {value} before env step {step}")
 
 
 @dataclass
@@ -76,6 +111,8 @@ class OffPolicyAgent:
             device=self.device,
         )
         self.timers = PhaseTimer(self.device)
+        self.loop: LoopState | None = None
+        self._step = 0
         self._metrics: dict[str, list[float]] = {}
         self._summed: set[str] = set()
         self._loss_sums: dict[str, torch.Tensor] = {}
@@ -148,15 +185,29 @@ class OffPolicyAgent:
         self._metrics, self._loss_sums, self._loss_count = {}, {}, 0
         return row
 
-    def train(self, logger: CsvLogger, report: Reporter = _no_report) -> RunSummary:
-        config, start_time = self.config, time.perf_counter()
-        self.timers.on_phase = lambda phase: report(self._step, phase, None)
-        obs = self._obs_tensor(self.env.reset(seed=self.seed)[0])
+    # --- the loop ------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start a fresh run: seeded resets of both environments."""
+        first_obs, _ = self.env.reset(seed=self.seed)
         self.eval_env.reset(seed=self.seed + 10_000)
-        self.env.action_space.seed(self.seed)
-        episode_return, train_returns, eval_returns, rows = 0.0, [], [], 0
-        self._step = 0
-        for step in range(self.total_steps):
+        self.loop = LoopState(obs=np.asarray(first_obs, dtype=np.float32))
+
+    def train(
+        self,
+        logger: CsvLogger,
+        report: Reporter = _no_report,
+        checkpoint: Callable[[dict, int], None] | None = None,
+    ) -> RunSummary:
+        """Run (or continue) to `total_steps`. At each evaluation the row is computed, then
+        `checkpoint(state, env_step)` is called with the row inside the state, then the row is
+        appended to the CSV: a kill between the two loses nothing."""
+        if self.loop is None:
+            self.begin()
+        loop, config = self.loop, self.config
+        start_time = time.perf_counter() - loop.wall_time_s
+        self.timers.on_phase = lambda phase: report(self._step, phase, None)
+        obs = self._obs_tensor(loop.obs)
+        for step in range(loop.next_step, self.total_steps):
             self._step = step
             with self.timers("env"):
                 if step < config.initial_steps:
@@ -169,36 +220,64 @@ class OffPolicyAgent:
                 next_obs = self._obs_tensor(next_np)
                 self.real_buffer.add(obs, action, float(reward), next_obs, float(terminated))
                 self.after_env_step(obs, action, float(reward), next_obs)
-                episode_return += float(reward)
+                loop.episode_return += float(reward)
                 if terminated or truncated:
-                    train_returns.append(episode_return)
-                    episode_return = 0.0
-                    next_obs = self._obs_tensor(self.env.reset()[0])
+                    loop.train_returns.append(loop.episode_return)
+                    loop.episode_return = 0.0
+                    next_np, _ = self.env.reset()
+                    next_obs = self._obs_tensor(next_np)
                 obs = next_obs
             if step >= config.initial_steps:
                 self.learn(step)
             done_steps = step + 1
             if done_steps % config.epoch_length == 0 or done_steps == self.total_steps:
-                row = self._row(done_steps, train_returns, time.perf_counter() - start_time)
-                for key in ("critic_loss", "actor_loss", "model_loss_train", "model_shift"):
-                    value = row.get(key)
-                    if value is not None and not np.isfinite(value):
-                        raise TrainingDiverged(f"{key} became {value} before env step {done_steps}")
-                logger.write(row)
-                rows += 1
-                train_returns = []
+                row = self._row(done_steps, loop.train_returns, time.perf_counter() - start_time)
+                check_finite(row, done_steps)
+                loop.next_step, loop.rows = done_steps, loop.rows + 1
+                loop.obs, loop.train_returns = np.asarray(next_np, dtype=np.float32), []
+                loop.wall_time_s = row["wall_time_s"]
                 if row["eval_return_mean"] is not None:
-                    eval_returns.append(row["eval_return_mean"])
+                    loop.eval_returns.append(row["eval_return_mean"])
+                if checkpoint is not None:
+                    checkpoint({"agent": self.state_dict(), "row": row}, done_steps)
+                logger.write(row)
                 report(done_steps, None, row["eval_return_mean"])
             elif step % 50 == 0:
                 report(done_steps, None, None)
         return RunSummary(
             env_steps=self.total_steps,
-            final_return=eval_returns[-1] if eval_returns else float("nan"),
-            best_return=max(eval_returns) if eval_returns else float("nan"),
+            final_return=loop.eval_returns[-1] if loop.eval_returns else float("nan"),
+            best_return=max(loop.eval_returns) if loop.eval_returns else float("nan"),
             wall_time_s=time.perf_counter() - start_time,
-            rows=rows,
+            rows=loop.rows,
         )
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-exactly from the last evaluation row."""
+        return {
+            "loop": dataclasses.asdict(self.loop),
+            "policy": self.policy.state_dict(),
+            "real_buffer": self.real_buffer.state_dict(),
+            "rng": capture_rng(),
+            "env": capture_env(self.env),
+            "eval_env": capture_env(self.eval_env),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loop = LoopState(**state["loop"])
+        self.policy.load_state_dict(state["policy"])
+        self.real_buffer.load_state_dict(state["real_buffer"])
+        restore_env(self.env, state["env"])
+        restore_env(self.eval_env, state["eval_env"])
+        restore_rng(state["rng"])
+        self._metrics, self._summed, self._loss_sums, self._loss_count = {}, set(), {}, 0
+        self.timers.pop()
+
+    def reseed(self, salt: int) -> None:
+        """A fresh random stream after a rollback, so a divergence is not replayed exactly."""
+        torch.manual_seed(self.seed + 1_000_003 * salt)
+        np.random.seed((self.seed + 1_000_003 * salt) % 2**32)
 
     def after_env_step(
         self, obs: torch.Tensor, action: torch.Tensor, reward: float, next_obs: torch.Tensor

@@ -111,11 +111,14 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}
 
 
-def prepare_run_dir(out: Path, config: dict[str, Any]) -> None:
-    """Create the run folder, refusing one that holds another run or any earlier progress."""
+def prepare_run_dir(out: Path, config: dict[str, Any], resume: bool = False) -> None:
+    """Create the run folder, refusing one that holds another run, or (unless resuming) any
+    earlier progress of this one."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     config_path = out / "config.json"
+    if resume and not config_path.exists():
+        raise UsageError(f"--resume: no run to resume in {out} (no config.json there)")
     if config_path.exists():
         try:
             existing = json.loads(config_path.read_text())
@@ -123,8 +126,10 @@ def prepare_run_dir(out: Path, config: dict[str, Any]) -> None:
             raise UsageError(f"{config_path} is unreadable; refusing to overwrite it") from None
         if comparable(existing) != comparable(json.loads(json.dumps(config, default=str))):
             raise UsageError(f"{out} already holds a different run; choose another --out")
-        if (out / "progress.csv").exists():
-            raise UsageError(f"{out} already holds this run's progress.csv; choose another --out")
+        if (out / "progress.csv").exists() and not resume:
+            raise UsageError(
+                f"{out} already holds this run's progress.csv; add --resume to continue it"
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -132,6 +137,69 @@ def prepare_run_dir(out: Path, config: dict[str, Any]) -> None:
         probe.unlink()
     except OSError as error:
         raise UsageError(f"cannot write to {out}: {error.strerror}") from None
+
+
+class RunLock:
+    """An exclusive lock on a run folder, so two processes never write one run. The OS drops it
+    when its holder dies, even by SIGKILL."""
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+        import socket
+
+        self.path = out / ".lock"
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise UsageError(f"{out} is in use by {holder}; wait for it or stop it") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(
+            f"pid {os.getpid()} on {socket.gethostname()} "
+            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        )
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def reconcile_progress(path: Path, rows: int) -> tuple[int, list[str]]:
+    """Make `progress.csv` agree with a checkpoint that has written `rows` rows.
+
+    A torn last line (a kill mid-write) is removed; rows beyond the checkpoint (possible only
+    when falling back to an older checkpoint) are dropped, since the resumed run writes them
+    again. Returns how many rows the file now holds and what was done.
+    """
+    if not path.exists():
+        return 0, []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    notes = []
+    if data and not data.endswith(b"\n"):
+        notes.append("removed a torn last line from progress.csv")
+    lines = lines[:-1]  # the text after the final newline: empty, or the torn line
+    header, body = lines[:1], lines[1:]
+    if len(body) > rows:
+        notes.append(
+            f"dropped {len(body) - rows} progress row(s) newer than the checkpoint; "
+            f"they are computed again"
+        )
+        body = body[:rows]
+    if notes:
+        write_text_atomic(path, b"\n".join(header + body).decode() + "\n" if header else "")
+    return len(body), notes
+
+
+def append_event(out: Path, message: str) -> None:
+    """A timestamped line in the run's `events.log`: resumes, fallbacks, rollbacks."""
+    with open(out / "events.log", "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
 
 class PhaseTimer:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -15,12 +18,21 @@ from typing import Any
 
 import torch
 
+from usbpo_cli.checkpoint import Checkpointer
 from usbpo_cli.config import parse_overrides, resolve_config
 from usbpo_cli.envs import task_info
 from usbpo_cli.errors import UsageError
 from usbpo_cli.loop import Reporter, RunSummary, _no_report
 from usbpo_cli.registry import get_algorithm
-from usbpo_cli.runlog import CsvLogger, prepare_run_dir, write_json_atomic
+from usbpo_cli.runlog import (
+    CsvLogger,
+    RunLock,
+    TrainingDiverged,
+    append_event,
+    prepare_run_dir,
+    reconcile_progress,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -109,36 +121,127 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
     return config, payload
 
 
+MAX_ROLLBACKS = 3
+
+Notify = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
 @dataclass
 class PreparedRun:
-    """A validated run whose folder and config.json exist: all that can fail on input is past."""
+    """A validated, locked run whose folder and config.json exist (and, when resuming, whose
+    agent is restored): all that can fail on input is past."""
 
     spec: RunSpec
     agent: Any
+    checkpointer: Checkpointer
+    lock: RunLock
+    notify: Notify = _quiet
+    resumed_from: int | None = None
+
+    def note(self, message: str, echo: bool = True) -> None:
+        append_event(Path(self.spec.out), message)
+        if echo:
+            self.notify(message)
+
+    def _checkpoint(self, state: dict, step: int) -> None:
+        self.checkpointer.save(state, step)
 
     def train(self, report: Reporter = _no_report) -> RunSummary:
+        """Train to the end, rolling back to the last good checkpoint when training diverges
+        (with a fresh random stream), and stopping after MAX_ROLLBACKS of them."""
         logger = CsvLogger(Path(self.spec.out) / "progress.csv")
+        rollbacks = 0
         try:
-            return self.agent.train(logger, report)
+            while True:
+                try:
+                    summary = self.agent.train(logger, report, self._checkpoint)
+                    self.note(f"finished at env step {summary.env_steps}", echo=False)
+                    return summary
+                except TrainingDiverged as error:
+                    rollbacks += 1
+                    state, warnings = self.checkpointer.load_latest()
+                    if rollbacks > MAX_ROLLBACKS or state is None:
+                        self.note(f"stopped: {error}")
+                        raise TrainingDiverged(
+                            f"{error}; stopped after {rollbacks - 1} rollback(s) to the last "
+                            f"good checkpoint (rows so far are kept)"
+                        ) from None
+                    for warning in warnings:
+                        self.note(warning)
+                    self.agent.load_state_dict(state["agent"])
+                    self.agent.reseed(rollbacks)
+                    self.note(
+                        f"warning: {error}; rolled back to env step "
+                        f"{self.agent.loop.next_step} ({rollbacks}/{MAX_ROLLBACKS})"
+                    )
         finally:
             logger.close()
+            self.lock.release()
 
 
-def prepare_run(spec: RunSpec) -> PreparedRun:
+def prepare_run(
+    spec: RunSpec, *, resume: bool = False, keep_checkpoints: int = 2, notify: Notify = _quiet
+) -> PreparedRun:
     config, payload = resolve_run(spec)
     out = Path(spec.out)
-    prepare_run_dir(out, payload)
-    agent = get_algorithm(spec.algo).agent_cls(
-        spec.env_id,
-        config,
-        seed=spec.seed,
-        total_steps=spec.steps,
-        device=resolve_device(spec.device),
-        truncate_obs=spec.truncate_obs,
-    )
-    write_json_atomic(out / "config.json", payload)
-    return PreparedRun(spec, agent)
+    prepare_run_dir(out, payload, resume)
+    checkpointer = Checkpointer(out, {"algo": spec.algo, "env_id": spec.env_id}, keep_checkpoints)
+    lock = RunLock(out)
+    try:
+        agent = get_algorithm(spec.algo).agent_cls(
+            spec.env_id,
+            config,
+            seed=spec.seed,
+            total_steps=spec.steps,
+            device=resolve_device(spec.device),
+            truncate_obs=spec.truncate_obs,
+        )
+        run = PreparedRun(spec, agent, checkpointer, lock, notify)
+        state = _restore(run) if resume else None
+        if state is None:
+            if (out / "progress.csv").exists():  # progress without any checkpoint: keep it aside
+                kept = out / f"progress.unresumable-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+                os.replace(out / "progress.csv", kept)
+                run.note(f"no checkpoint to resume from; earlier rows kept in {kept.name}")
+            write_json_atomic(out / "config.json", payload)
+            agent.begin()
+            checkpointer.save({"agent": agent.state_dict(), "row": None}, 0)
+        return run
+    except BaseException:
+        lock.release()
+        raise
 
 
-def run_training(spec: RunSpec, report: Reporter = _no_report) -> RunSummary:
-    return prepare_run(spec).train(report)
+def _restore(run: PreparedRun) -> dict | None:
+    """Load the newest good checkpoint into the agent and make progress.csv agree with it."""
+    state, warnings = run.checkpointer.load_latest()
+    for warning in warnings:
+        run.note(f"warning: {warning}")
+    if state is None:
+        return None
+    run.agent.load_state_dict(state["agent"])
+    expected = state["agent"]["loop"]["rows"]
+    progress = Path(run.spec.out) / "progress.csv"
+    have, notes = reconcile_progress(progress, expected)
+    for message in notes:
+        run.note(message)
+    if have == expected - 1 and state["row"] is not None:
+        logger = CsvLogger(progress)  # the row the kill kept from the CSV, from the checkpoint
+        logger.write(state["row"])
+        logger.close()
+    elif have != expected:
+        raise UsageError(
+            f"{progress} has {have} rows but the checkpoint has {expected}; "
+            f"restore the file or start a new run"
+        )
+    run.resumed_from = run.agent.loop.next_step
+    run.note(f"resumed from env step {run.resumed_from}")
+    return state
+
+
+def run_training(spec: RunSpec, report: Reporter = _no_report, resume: bool = False) -> RunSummary:
+    return prepare_run(spec, resume=resume).train(report)

@@ -1,0 +1,140 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped.
+
+A checkpoint is written at every evaluation row, before the row reaches `progress.csv`, by
+writing a temporary file and renaming it, so a kill at any moment leaves either the old or the
+new checkpoint complete. It holds the agent (networks, optimisers, buffers, schedule position),
+the loop's position, every random generator, the simulator state of both environments, and the
+row itself, so a row lost between checkpoint and CSV is written on resume.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from usbpo_cli.errors import UsageError
+
+FORMAT_VERSION = 1
+PATTERN = "ckpt-*.pt"
+
+
+def capture_env(env: gym.Env) -> dict[str, Any]:
+    """The state a gymnasium env needs to go on bit-exactly: its random generator, the MuJoCo
+    integration state (positions, velocities, warm start, time) and the time-limit counter."""
+    base = env.unwrapped
+    state: dict[str, Any] = {"np_random": base.np_random.bit_generator.state}
+    if hasattr(base, "model") and hasattr(base, "data"):
+        import mujoco
+
+        kind = mujoco.mjtState.mjSTATE_INTEGRATION
+        buffer = np.empty(mujoco.mj_stateSize(base.model, kind))
+        mujoco.mj_getState(base.model, base.data, buffer, kind)
+        state["mujoco"] = buffer
+    wrapper = env
+    while isinstance(wrapper, gym.Wrapper):
+        if isinstance(wrapper, gym.wrappers.TimeLimit):
+            state["elapsed_steps"] = wrapper._elapsed_steps
+        wrapper = wrapper.env
+    return state
+
+
+def restore_env(env: gym.Env, state: dict[str, Any]) -> None:
+    base = env.unwrapped
+    base.np_random.bit_generator.state = state["np_random"]
+    if "mujoco" in state:
+        import mujoco
+
+        kind = mujoco.mjtState.mjSTATE_INTEGRATION
+        mujoco.mj_setState(base.model, base.data, state["mujoco"], kind)
+        mujoco.mj_forward(base.model, base.data)
+    wrapper = env
+    while isinstance(wrapper, gym.Wrapper):
+        if isinstance(wrapper, gym.wrappers.TimeLimit) and "elapsed_steps" in state:
+            wrapper._elapsed_steps = state["elapsed_steps"]
+        wrapper = wrapper.env
+
+
+def capture_rng() -> dict[str, Any]:
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class Checkpointer:
+    """Writes and finds a run's checkpoints in `<run>/checkpoints/`, keeping the newest `keep`."""
+
+    def __init__(self, run_dir: Path, identity: dict[str, Any], keep: int = 2) -> None:
+        if keep < 1:
+            raise UsageError(f"--keep-checkpoints must be >= 1, got {keep}")
+        self.folder = Path(run_dir) / "checkpoints"
+        self.identity, self.keep = identity, keep
+        self.last_bytes, self.last_seconds = 0, 0.0
+
+    def paths(self) -> list[Path]:
+        """Checkpoints, newest first."""
+        return sorted(self.folder.glob(PATTERN), reverse=True)
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        start = time.perf_counter()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"ckpt-{step:010d}.pt"
+        tmp = target.with_suffix(".pt.tmp")
+        payload = {"format_version": FORMAT_VERSION, **self.identity, "state": state}
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        for old in self.paths()[self.keep :]:
+            old.unlink(missing_ok=True)
+        self.last_bytes = target.stat().st_size
+        self.last_seconds = time.perf_counter() - start
+        return target
+
+    def load_latest(self) -> tuple[dict[str, Any] | None, list[str]]:
+        """The newest readable checkpoint's state (None if there is none) and warnings about
+        newer ones that were torn and skipped."""
+        warnings = []
+        for path in self.paths():
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as error:  # a torn or corrupt file: fall back to the previous one
+                warnings.append(
+                    f"checkpoint {path.name} is unreadable ({type(error).__name__}); "
+                    f"falling back to the one before it"
+                )
+                continue
+            self._check(payload, path)
+            return payload["state"], warnings
+        return None, warnings
+
+    def _check(self, payload: dict[str, Any], path: Path) -> None:
+        version = payload.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UsageError(
+                f"{path} has checkpoint format {version!r}; this usbpo reads up to "
+                f"{FORMAT_VERSION}: upgrade usbpo to resume it"
+            )
+        for key, expected in self.identity.items():
+            if payload.get(key) != expected:
+                raise UsageError(f"{path} belongs to {key} {payload.get(key)!r}, not {expected!r}")
