@@ -323,6 +323,36 @@ def ablate(
         console.print(f"figure: usbpo plot --figure {chosen.figure} --runs {out}")
 
 
+# SAC after 1M env steps, public CleanRL benchmark (DESIGN.md "Reference numbers").
+PUBLISHED_SAC = {
+    "HalfCheetah": 9600.0,
+    "Walker2d": 3600.0,
+    "Hopper": 2300.0,
+    "InvertedPendulum": 900.0,
+    "Humanoid": 5000.0,
+}
+
+
+def _sac_asymptotes(text: str | None, envs: list[str]) -> dict[str, float] | None:
+    if not text:
+        return None
+    if text == "published":
+        found = {
+            env: PUBLISHED_SAC[env.split("-v")[0]]
+            for env in envs
+            if env.split("-v")[0] in PUBLISHED_SAC
+        }
+        return found or None
+    values = {}
+    for pair in _split(text):
+        env, _, value = pair.partition("=")
+        try:
+            values[env.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--sac-asymptote {pair!r}: expected ENV=RETURN") from None
+    return values
+
+
 @app.command()
 def plot(
     figure: str = typer.Option(None, help="figure name (see --list)"),
@@ -331,6 +361,9 @@ def plot(
     out: Path = typer.Option(None, help="output file; .png (default), .pdf or .svg"),
     reference: Path = typer.Option(
         None, help="published curves to overlay (e.g. ../shared/reference)"
+    ),
+    sac_asymptote: str = typer.Option(
+        None, help="dashed SAC line: 'published' (CleanRL, 1M steps) or ENV=RETURN,..."
     ),
 ) -> None:
     """Draw a paper figure from progress CSVs (never imports torch)."""
@@ -347,7 +380,10 @@ def plot(
             raise UsageError(f"--reference {reference}: not a folder")
         data = aggregate.load_runs(runs)
         target = out or runs / f"{figure}.png"
-        written = plots.plot_figure(figure, data, target, reference_dir=reference)
+        asymptotes = _sac_asymptotes(sac_asymptote, sorted(data["env"].unique()))
+        written = plots.plot_figure(
+            figure, data, target, reference_dir=reference, sac_asymptote=asymptotes
+        )
         console.print(f"figure: {written}")
 
 
