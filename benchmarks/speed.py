@@ -28,6 +28,7 @@ import torch
 from baselines.mbpo import MBPOAgent
 from usbpo_cli.buffers import Batch
 from usbpo_cli.config import PAPER_TASKS, DynaConfig, USBPOConfig
+from usbpo_cli.dyna import fit_settings
 from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble
 from usbpo_cli.runlog import CsvLogger
 from usbpo_cli.sac import SAC, make_adam
@@ -98,19 +99,7 @@ def bench_ensemble_epoch(device: torch.device, stored: int) -> float:
     optimizer = make_adam(model.parameters(), c.model_lr)
 
     def one_epoch() -> None:
-        fit_ensemble(
-            model,
-            optimizer,
-            inputs,
-            targets,
-            batch_size=c.model_batch_size,
-            weight_decay=c.model_weight_decay,
-            logvar_penalty=c.model_logvar_penalty,
-            holdout_ratio=c.model_holdout_ratio,
-            max_holdout=c.model_max_holdout,
-            patience=c.model_patience,
-            max_epochs=1,
-        )
+        fit_ensemble(model, optimizer, inputs, targets, **{**fit_settings(c), "max_epochs": 1})
 
     return timed(one_epoch, 2, device)
 

@@ -27,6 +27,19 @@ DIAGNOSTIC_SAMPLES = 1024  # (s, a) pairs behind the logged model shift, model b
 MAX_LOGVAR_BOUND = 20.0
 
 
+def fit_settings(config: DynaConfig) -> dict:
+    """Phase-1 settings from the config, as `fit_ensemble` takes them."""
+    return {
+        "batch_size": config.model_batch_size,
+        "weight_decay": config.model_weight_decay,
+        "logvar_penalty": config.model_logvar_penalty,
+        "holdout_ratio": config.model_holdout_ratio,
+        "max_holdout": config.model_max_holdout,
+        "patience": config.model_patience,
+        "max_epochs": config.model_max_epochs,
+    }
+
+
 def check_model(model: GaussianEnsemble, fit: FitResult, step: int) -> None:
     """Raise TrainingDiverged on a non-finite loss or an exploding log-variance bound."""
     if not math.isfinite(fit.train_loss) or not math.isfinite(fit.holdout_mse):
@@ -97,24 +110,12 @@ class DynaAgent(OffPolicyAgent):
         self.update_policy(self.config.updates_per_step)
 
     def train_model(self, step: int) -> None:
-        c = self.config
         before = self._model_buffer_inputs(DIAGNOSTIC_SAMPLES)
         frozen = copy.deepcopy(self.model).requires_grad_(False)  # M1, normaliser included
         with self.timers("model_phase1"):
             inputs, targets = self.model_training_data()
-            fit = fit_ensemble(
-                self.model,
-                self.model_opt,
-                inputs,
-                targets,
-                batch_size=c.model_batch_size,
-                weight_decay=c.model_weight_decay,
-                logvar_penalty=c.model_logvar_penalty,
-                holdout_ratio=c.model_holdout_ratio,
-                max_holdout=c.model_max_holdout,
-                patience=c.model_patience,
-                max_epochs=c.model_max_epochs,
-            )
+            settings = fit_settings(self.config)
+            fit = fit_ensemble(self.model, self.model_opt, inputs, targets, **settings)
         check_model(self.model, fit, step)
         validation = fit.holdout_inputs[:DIAGNOSTIC_SAMPLES]
         with torch.no_grad():
