@@ -20,6 +20,8 @@ from usbpo_cli.app import load_algorithms
 from usbpo_cli.runlog import TIMING_COLUMNS
 from usbpo_cli.runner import RunSpec, run_training
 
+STEPS = 7000  # 5000 exploration steps + 2 learning epochs of 1000
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,11 +36,13 @@ def main() -> None:
     rows = {}
     for algo in args.algos.split(","):
         out = args.out / args.env / algo
-        shutil.rmtree(out, ignore_errors=True)
-        print(f"training {algo} on {args.env} ...", flush=True)
-        spec = RunSpec(args.env, algo, 0, 7000, out)  # 5000 exploration + 2 learning epochs
-        run_training(spec)
-        last = pd.read_csv(out / "progress.csv").iloc[-1]
+        progress = out / "progress.csv"
+        done = progress.exists() and pd.read_csv(progress).env_step.max() >= STEPS
+        if not done:  # a finished run is reused, so algos can be trained by separate processes
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"training {algo} on {args.env} ...", flush=True)
+            run_training(RunSpec(args.env, algo, 0, STEPS, out))
+        last = pd.read_csv(progress).iloc[-1]
         rows[algo] = last
     algos = list(rows)
 
