@@ -28,10 +28,63 @@ def usbpo(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproces
     )
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under `root`, files with a content hash."""
+def snapshot(root: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every file and folder under `root`, files with a content hash; names in `exclude` are
+    left out."""
     state = {}
     for path in sorted(root.rglob("*")):
+        if path.name in exclude:
+            continue
         key = str(path.relative_to(root))
         state[key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
     return state
+
+
+def usbpo_inproc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`usbpo ARGS` run in this process through typer's CliRunner (no interpreter start-up, so
+    a table of error cases stays fast). An exception that escapes the CLI is appended to stderr
+    as a traceback, so a "Traceback" check sees it as it would in a real process."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from usbpo_cli.app import app
+
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
+    finally:
+        os.chdir(before)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
+
+
+def spawn_usbpo(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
+    """`usbpo ARGS` started in the background (for kills); stdout and stderr go to `log`."""
+    with open(log, "ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "usbpo_cli.app", *args],
+            cwd=cwd,
+            env=cli_env(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def progress_rows(run: Path) -> list[dict[str, str]]:
+    """progress.csv as dicts, one per evaluation row."""
+    import csv
+
+    with open(run / "progress.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def stable_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Rows without the timing columns (`wall_time_s`, `t_*`), which differ between runs."""
+    return [
+        {k: v for k, v in row.items() if k != "wall_time_s" and not k.startswith("t_")}
+        for row in rows
+    ]

@@ -104,6 +104,9 @@ def build_grid(
     """Every (env, variant, seed) run, validated up front so a typo fails before any training."""
     if seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {seeds}")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, not a folder")
     if not envs or not variants:
         raise UsageError("the grid is empty: give at least one env and one algo")
     grid = []

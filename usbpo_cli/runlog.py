@@ -145,7 +145,6 @@ class RunLock:
 
     def __init__(self, out: Path) -> None:
         import fcntl
-        import socket
 
         self.path = out / ".lock"
         self._file = open(self.path, "a+")
@@ -156,6 +155,12 @@ class RunLock:
             holder = self._file.read().strip() or "another process"
             self._file.close()
             raise UsageError(f"{out} is in use by {holder}; wait for it or stop it") from None
+
+    def announce(self) -> None:
+        """Name this process as the holder (once the run is sure to start, so a refused run
+        leaves the file as it was)."""
+        import socket
+
         self._file.seek(0)
         self._file.truncate()
         self._file.write(

@@ -187,6 +187,8 @@ def prepare_run(
     spec: RunSpec, *, resume: bool = False, keep_checkpoints: int = 2, notify: Notify = _quiet
 ) -> PreparedRun:
     config, payload = resolve_run(spec)
+    if keep_checkpoints < 1:
+        raise UsageError(f"--keep-checkpoints must be >= 1, got {keep_checkpoints}")
     out = Path(spec.out)
     prepare_run_dir(out, payload, resume)
     checkpointer = Checkpointer(out, {"algo": spec.algo, "env_id": spec.env_id}, keep_checkpoints)
@@ -210,6 +212,7 @@ def prepare_run(
             write_json_atomic(out / "config.json", payload)
             agent.begin()
             checkpointer.save({"agent": agent.state_dict(), "row": None}, 0)
+        lock.announce()
         return run
     except BaseException:
         lock.release()
