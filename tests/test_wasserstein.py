@@ -128,3 +128,14 @@ def test_gradients_reach_only_the_updated_model_and_stay_finite():
     grads = [p.grad for p in model_2.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert all(p.grad is None for p in model_1.parameters())
+
+
+def test_precomputed_frozen_predictions_give_the_same_estimates():
+    model_1, model_2 = _toy_ensemble(0), _toy_ensemble(1)
+    inputs = torch.randn(32, 5)
+    k1, k2 = model_1.elites[torch.randint(5, (32,))], model_2.elites[torch.randint(5, (32,))]
+    with torch.no_grad():
+        cached = model_1.mean_std(inputs)
+    direct = shift_and_bias(model_1, model_2, inputs, k1, k2)
+    reused = shift_and_bias(model_1, model_2, inputs, k1, k2, cached)
+    assert torch.allclose(torch.stack(direct), torch.stack(reused))

@@ -356,7 +356,10 @@ def _delta_runs(runs: pd.DataFrame) -> pd.DataFrame:
             "no label has all three"
         )
     usbpo = [label for label in with_values if str(label).startswith("usbpo")]
-    return runs[runs["label"].isin(usbpo or with_values)]
+    chosen = runs[runs["label"].isin(usbpo or with_values)]
+    # Delta needs a model buffer from before the update, so it starts at the second model
+    # training; the first one (from an untrained M1) would dwarf everything after it.
+    return chosen[pd.to_numeric(chosen["delta"], errors="coerce").notna()]
 
 
 # ----------------------------------------------------------------------------- compute cost

@@ -38,9 +38,10 @@ class USBPOAgent(DynaAgent):
         inputs: torch.Tensor,
         k1: torch.Tensor | None = None,
         k2: torch.Tensor | None = None,
+        frozen_out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """J on raw (s, a) inputs; `phase2_terms` selects terms for the ablation study."""
-        shift, bias = shift_and_bias(frozen, self.model, inputs, k1, k2)
+        shift, bias = shift_and_bias(frozen, self.model, inputs, k1, k2, frozen_out)
         terms = self.config.phase2_terms
         return shift + bias if terms == "both" else (shift if terms == "shift" else bias)
 
@@ -54,10 +55,12 @@ class USBPOAgent(DynaAgent):
         val_inputs = holdout[pick]
         # Fixed member draws for validation, so every snapshot is scored on the same terms.
         val_k1, val_k2 = draw_elites(frozen, len(pick)), draw_elites(self.model, len(pick))
+        with torch.no_grad():
+            val_frozen = frozen.mean_std(val_inputs)  # M1 is fixed: predict once, not per step
 
         def validate() -> float:
             with torch.no_grad():
-                return self.objective(frozen, val_inputs, val_k1, val_k2).item()
+                return self.objective(frozen, val_inputs, val_k1, val_k2, val_frozen).item()
 
         best_j = validate()
         best_state = {k: v.clone() for k, v in self.model.state_dict().items()}

@@ -66,16 +66,21 @@ def shift_and_bias(
     inputs: torch.Tensor,
     k1: torch.Tensor | None = None,
     k2: torch.Tensor | None = None,
+    model_1_out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch means of model shift (M1 -> M2) and model bias (within M2) on raw inputs [N, in].
 
-    Gradients flow into `model_2` only; `model_1` is the frozen pre-update copy.
+    Gradients flow into `model_2` only; `model_1` is the frozen pre-update copy, whose
+    predictions on fixed inputs can be passed in once (`model_1_out`) instead of recomputed.
     """
     n = inputs.shape[0]
     k1 = draw_elites(model_1, n) if k1 is None else k1
     k2 = draw_elites(model_2, n) if k2 is None else k2
-    with torch.no_grad():
-        mean_1, std_1 = model_1.mean_std(inputs)
+    if model_1_out is not None:
+        mean_1, std_1 = model_1_out
+    else:
+        with torch.no_grad():
+            mean_1, std_1 = model_1.mean_std(inputs)
     mean_2, std_2 = model_2.mean_std(inputs)
     shift = model_shift(mean_1, std_1, k1, mean_2, std_2, k2).mean()
     bias = model_bias(mean_2, std_2, k2).mean()
