@@ -132,7 +132,7 @@ def bench_loop(
     """Env steps/s of one steady block: a model training (warm-started), a rollout, and `block`
     env steps with G SAC updates each, on a real buffer pre-filled with `stored` random-policy
     Hopper transitions."""
-    config = dataclasses.replace(config, initial_steps=0, epoch_length=10**9, eval_episodes=0)
+    config = dataclasses.replace(config, initial_steps=0, eval_episodes=0)
     agent = agent_cls(ENV, config, seed=0, total_steps=stored + block, device=device)
     env, obs = agent.env, agent.env.reset(seed=0)[0]
     for _ in range(stored):
