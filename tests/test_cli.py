@@ -282,8 +282,8 @@ def test_config_lists_usbpo_settings_with_task_values(tmp_path: Path) -> None:
     assert cells["target_entropy"] == "-1.0"
 
 
-def test_algos_lists_all_three(tmp_path: Path) -> None:
+def test_algos_lists_every_algorithm(tmp_path: Path) -> None:
     result = usbpo("algos", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
-    assert sorted(names) == ["mbpo", "sac", "usbpo"]
+    assert sorted(names) == ["cmlo", "mbpo", "pdml", "sac", "usbpo"]

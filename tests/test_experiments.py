@@ -126,7 +126,6 @@ def test_plot_draws_from_a_grid_and_rejects_bad_input(tmp_path: Path) -> None:
         (["compare", "--workers", "0", "--steps", "100"], "--workers"),
         (["compare", "--executor", "slurm"], "unknown executor"),
         (["ablate", "--study", "nosuch"], "unknown study"),
-        (["ablate", "--study", "cmlo-threshold"], "cmlo"),
     ],
 )
 def test_bad_grid_input_is_one_line_and_creates_nothing(
@@ -173,3 +172,35 @@ def test_ablate_runs_the_phase2_terms_study(tmp_path: Path) -> None:
 
     config = json.loads((out / ENV / "phase2-shift" / "seed0" / "config.json").read_text())
     assert config["algo"] == "usbpo" and config["config"]["phase2_terms"] == "shift"
+
+
+def test_ablate_runs_the_cmlo_threshold_study(tmp_path: Path) -> None:
+    out = tmp_path / "cmlo"
+    result = usbpo(
+        "ablate",
+        "--study",
+        "cmlo-threshold",
+        "--env",
+        ENV,
+        "--seeds",
+        "1",
+        "--steps",
+        "200",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = results(out)
+    assert {r["algo"] for r in rows} == {"cmlo-alpha1", "cmlo-alpha3", "cmlo-alpha5"}
+    assert all(r["model_update_step"] == "101.0" for r in rows if r["env_step"] == "200")
+    import json
+
+    for alpha in (1, 3, 5):
+        run = out / ENV / f"cmlo-alpha{alpha}" / "seed0"
+        config = json.loads((run / "config.json").read_text())
+        assert config["algo"] == "cmlo" and config["config"]["cmlo_alpha"] == alpha

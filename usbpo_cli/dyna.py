@@ -100,6 +100,11 @@ class DynaAgent(OffPolicyAgent):
         targets = torch.cat([data.rew.unsqueeze(-1), data.next_obs - data.obs], dim=-1)
         return inputs, targets
 
+    def model_sample_weights(self) -> torch.Tensor | None:
+        """Per-row sampling weights for phase 1, aligned with `model_training_data` (PDML's);
+        None trains on every row alike."""
+        return None
+
     def rollout_start_states(self, n: int) -> torch.Tensor:
         return self.real_buffer.sample(n).obs
 
@@ -110,12 +115,27 @@ class DynaAgent(OffPolicyAgent):
         self.update_policy(self.config.updates_per_step)
 
     def train_model(self, step: int) -> None:
+        """MBPO couples the two: retrain the model, then refill the model buffer from it."""
         before = self._model_buffer_inputs(DIAGNOSTIC_SAMPLES)
+        self.fit_model(step)
+        with self.timers("rollout"):
+            added = self.rollout(step)
+        if before is not None and added > 0:
+            idx = self.model_buffer.recent_indices(DIAGNOSTIC_SAMPLES, added)
+            after = torch.cat([self.model_buffer.obs[idx], self.model_buffer.act[idx]], dim=-1)
+            self.record("delta", self._bias_estimate(before) - self._bias_estimate(after))
+
+    def fit_model(self, step: int) -> None:
+        """Phase 1, then the subclass's phase 2, with their diagnostics; no rollouts (CMLO
+        retrains on its own schedule and rolls out on MBPO's)."""
         frozen = copy.deepcopy(self.model).requires_grad_(False)  # M1, normaliser included
         with self.timers("model_phase1"):
             inputs, targets = self.model_training_data()
             settings = fit_settings(self.config)
-            fit = fit_ensemble(self.model, self.model_opt, inputs, targets, **settings)
+            weights = self.model_sample_weights()
+            fit = fit_ensemble(
+                self.model, self.model_opt, inputs, targets, sample_weights=weights, **settings
+            )
         check_model(self.model, fit, step)
         validation = fit.holdout_inputs[:DIAGNOSTIC_SAMPLES]
         with torch.no_grad():
@@ -132,12 +152,6 @@ class DynaAgent(OffPolicyAgent):
         self.record("model_loss_holdout", fit.holdout_mse)
         self.record("model_epochs", fit.epochs)
         self.record("model_trainings", 1, total=True)
-        with self.timers("rollout"):
-            added = self.rollout(step)
-        if before is not None and added > 0:
-            idx = self.model_buffer.recent_indices(DIAGNOSTIC_SAMPLES, added)
-            after = torch.cat([self.model_buffer.obs[idx], self.model_buffer.act[idx]], dim=-1)
-            self.record("delta", self._bias_estimate(before) - self._bias_estimate(after))
 
     @torch.no_grad()
     def _bias_estimate(self, inputs: torch.Tensor) -> float:

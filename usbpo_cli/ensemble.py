@@ -156,14 +156,21 @@ def fit_ensemble(
     max_holdout: int,
     patience: int,
     max_epochs: int | None,
+    sample_weights: torch.Tensor | None = None,
 ) -> FitResult:
     """Phase 1 (MLE), warm-started: train until no member improves its holdout MSE by more than
-    1% for `patience` epochs, keeping each member's best weights; then re-pick the elites."""
+    1% for `patience` epochs, keeping each member's best weights; then re-pick the elites.
+
+    With `sample_weights` (one non-negative weight per row, PDML's), each member's epoch draws
+    its training rows with replacement in proportion to their weights instead of visiting every
+    row once; the holdout split stays uniform, so early stopping still judges all the data.
+    """
     n = inputs.shape[0]
     n_holdout = min(int(n * holdout_ratio), max_holdout)
     perm = torch.randperm(n, device=inputs.device)
     hold_in, hold_tgt = inputs[perm[:n_holdout]], targets[perm[:n_holdout]]
     train_in, train_tgt = inputs[perm[n_holdout:]], targets[perm[n_holdout:]]
+    train_weights = None if sample_weights is None else sample_weights[perm[n_holdout:]]
     if n_holdout == 0:  # too little data to hold any out: validate on the training set
         hold_in, hold_tgt = train_in, train_tgt
     model.fit_normaliser(train_in)
@@ -173,8 +180,11 @@ def fit_ensemble(
     snapshot = [p.detach().clone() for p in model.member_parameters()]
     epochs_since_update, epoch, train_loss = 0, 0, math.nan
     while max_epochs is None or epoch < max_epochs:
-        # Each member sees the same data in its own order.
-        order = torch.argsort(torch.rand(members, n_train, device=inputs.device), dim=1)
+        if train_weights is None:  # each member sees the same data in its own order
+            order = torch.argsort(torch.rand(members, n_train, device=inputs.device), dim=1)
+        else:
+            rows = train_weights.expand(members, -1)
+            order = torch.multinomial(rows, n_train, replacement=True)
         losses = []
         for start in range(0, n_train, batch_size):
             idx = order[:, start : start + batch_size]

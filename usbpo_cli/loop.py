@@ -135,9 +135,11 @@ class OffPolicyAgent:
                     self._loss_sums[key] = self._loss_sums.get(key, 0.0) + value
                 self._loss_count += 1
 
-    def record(self, name: str, value: float, total: bool = False) -> None:
-        """Collect a per-row metric; the row shows the mean (or, with `total`, the sum) of what
-        was recorded since the last row."""
+    def record(self, name: str, value: float, total: bool = False, latest: bool = False) -> None:
+        """Collect a per-row metric; the row shows the mean (with `total`, the sum; with
+        `latest`, the last value) of what was recorded since the last row."""
+        if latest:
+            self._metrics[name] = []
         self._metrics.setdefault(name, []).append(float(value))
         if total:
             self._summed.add(name)

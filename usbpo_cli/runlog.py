@@ -49,6 +49,8 @@ PROGRESS_COLUMNS: tuple[str, ...] = (
     "t_rollout",
     "t_policy",
     "t_eval",
+    "model_update_step",
+    "event_sum",
 )
 TIMING_COLUMNS: tuple[str, ...] = tuple(c for c in PROGRESS_COLUMNS if c.startswith("t_"))
 VOLATILE_CONFIG_KEYS = ("versions", "git_commit", "created", "command")

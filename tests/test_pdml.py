@@ -1,0 +1,245 @@
+"""PDML: the TV bound and segment weights against hand computations, the agent's segmentation of
+real data by model trainings, weighted phase-1 sampling in `fit_ensemble`, and a tiny run that
+resumes exactly."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import progress_rows, stable_rows, usbpo  # tests/ is on sys.path
+from test_ensemble import fit, linear_dynamics, make_model
+
+import usbpo_cli.ensemble as ensemble
+from baselines.pdml import PDMLAgent, gaussian_kl, segment_weights, tv_upper_bound
+from usbpo_cli.config import PDMLConfig, resolve_config
+
+ENV = "InvertedPendulum-v4"
+LOG2 = math.log(2.0)
+
+
+def kl_1d(mu_p: float, sd_p: float, mu_q: float, sd_q: float) -> float:
+    """KL(N(mu_p, sd_p^2) || N(mu_q, sd_q^2)), by hand."""
+    return math.log(sd_q / sd_p) + (sd_p**2 + (mu_p - mu_q) ** 2) / (2 * sd_q**2) - 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# the TV bound and the pure weighting
+
+
+def test_gaussian_kl_and_tv_bound_match_the_closed_form() -> None:
+    t = torch.tensor
+    assert gaussian_kl(t([0.0]), t([0.0]), t([1.0]), t([LOG2])).item() == pytest.approx(
+        LOG2 + 2 / 8 - 0.5
+    )
+    # diagonal: the dimensions add up
+    kl = gaussian_kl(t([0.0, 0.5]), t([0.0, 0.0]), t([1.0, 0.0]), t([LOG2, 0.0]))
+    assert kl.item() == pytest.approx(kl_1d(0, 1, 1, 2) + kl_1d(0.5, 1, 0, 1))
+    tv = tv_upper_bound(t([[0.5], [0.5]]), t([[0.0], [0.0]]), t([[1.0], [0.0]]), t([[LOG2], [0.0]]))
+    assert tv.tolist() == pytest.approx(
+        [math.sqrt(kl_1d(0.5, 1, 1, 2) / 2), math.sqrt(kl_1d(0.5, 1, 0, 1) / 2)]
+    )
+    assert tv_upper_bound(t([0.3]), t([-1.0]), t([0.3]), t([-1.0])).item() == 0.0
+
+
+def test_weights_by_hand_sum_to_one() -> None:
+    # warm-up (4 rows), segment 0 (2 rows, TV 0.5), segment 1 (2 rows, TV 0.25)
+    weights = segment_weights(
+        torch.tensor([0.0, 0.5, 0.25]), torch.tensor([4, 2, 2]), torch.tensor([True, False, False])
+    )
+    per_row = [0.05 * 2.0] * 4 + [2.0] * 2 + [4.0] * 2  # 1/TV; warm-up 0.05 x the oldest's
+    total = sum(per_row)
+    assert weights.tolist() == pytest.approx([w / total for w in per_row])
+    assert weights.sum().item() == pytest.approx(1.0)
+
+
+def test_closest_policy_gets_the_largest_weight_and_zero_tv_stays_finite() -> None:
+    weights = segment_weights(
+        torch.tensor([0.0, 0.4, 0.0, 0.9]),
+        torch.tensor([5, 3, 3, 3]),
+        torch.tensor([True, False, False, False]),
+    )
+    assert torch.isfinite(weights).all()
+    assert weights.argmax().item() in (8, 9, 10)  # the rows of segment 1 (TV 0)
+    assert weights[8] > 1e3 * weights[5]
+
+
+def test_newest_segment_share_is_floored_at_max_rate() -> None:
+    # 40 segments of 10 rows; the newest is far from the current policy (TV 100)
+    tv = torch.tensor([0.0] + [0.5] * 39 + [100.0])
+    sizes = torch.tensor([50] + [10] * 40)
+    warmup = torch.arange(41) == 0
+    raw = segment_weights(tv, sizes, warmup, max_rate=0.0)
+    floored = segment_weights(tv, sizes, warmup, max_rate=0.02)
+    assert raw[-10:].sum().item() < 0.02
+    assert floored[-10:].sum().item() == pytest.approx(0.02)
+    assert floored.sum().item() == pytest.approx(1.0)
+    # the others keep their proportions
+    assert (floored[:-10] / raw[:-10]).std().item() == pytest.approx(0.0, abs=1e-12)
+    # a newest segment already above max_rate is left alone
+    tv[-1] = 0.5
+    unfloored = segment_weights(tv, sizes, warmup, max_rate=0.0)
+    assert torch.equal(segment_weights(tv, sizes, warmup, max_rate=0.02), unfloored)
+
+
+@pytest.mark.parametrize("factor", [0.05, 0.2, 0.0])
+def test_warmup_rows_weigh_factor_times_the_oldest_segment(factor: float) -> None:
+    weights = segment_weights(
+        torch.tensor([0.0, 0.8, 0.2]),
+        torch.tensor([6, 4, 4]),
+        torch.tensor([True, False, False]),
+        warmup_factor=factor,
+    )
+    assert (weights[:6] / weights[6]).tolist() == pytest.approx([factor] * 6)
+    assert weights[10] / weights[6] == pytest.approx(4.0)  # 1/0.2 over 1/0.8
+
+
+def test_only_warmup_data_gives_uniform_weights() -> None:
+    weights = segment_weights(torch.tensor([0.0]), torch.tensor([7]), torch.tensor([True]))
+    assert weights.tolist() == pytest.approx([1 / 7] * 7)
+
+
+# ---------------------------------------------------------------------------------------------
+# the agent: segments by model training, snapshots, TV on each segment's own states
+
+
+def set_gaussian(actor: torch.nn.Module, mean: float, std: float) -> None:
+    """Make the actor's pre-tanh Gaussian the same N(mean, std^2) on every state."""
+    last = actor.body[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([mean, math.log(std)]))
+
+
+def add_transitions(agent: PDMLAgent, n: int) -> None:
+    for _ in range(n):
+        obs = torch.randn(agent.obs_dim)
+        agent.real_buffer.add(obs, torch.zeros(agent.act_dim), 0.0, obs + 0.1, 0.0)
+
+
+@pytest.fixture
+def agent() -> PDMLAgent:
+    config, _ = resolve_config(PDMLConfig, "InvertedPendulum", "tiny", {})
+    return PDMLAgent(ENV, config, seed=0, total_steps=1000)
+
+
+def test_agent_weights_match_a_hand_computation(agent: PDMLAgent) -> None:
+    actor = agent.policy.actor
+    add_transitions(agent, 4)  # warm-up
+    set_gaussian(actor, 0.0, 1.0)
+    agent.take_snapshot()  # training 0: snapshot A = N(0, 1)
+    add_transitions(agent, 2)  # segment 0, after A
+    set_gaussian(actor, 1.0, 2.0)
+    agent.take_snapshot()  # training 1: snapshot B = N(1, 4)
+    add_transitions(agent, 2)  # segment 1, after B
+    set_gaussian(actor, 0.5, 1.0)  # the current policy C = N(0.5, 1)
+    agent.take_snapshot()
+    assert agent.boundaries == [4, 6, 8]
+    assert agent.probe_segment.tolist() == [0, 0, 1, 1]
+    weights = agent.data_weights()
+
+    tv0 = math.sqrt(kl_1d(0.5, 1, 0, 1) / 2)  # C against A: sqrt(0.125 / 2) = 0.25
+    tv1 = math.sqrt(kl_1d(0.5, 1, 1, 2) / 2)  # C against B
+    per_row = [0.05 / tv0] * 4 + [1 / tv0] * 2 + [1 / tv1] * 2
+    assert tv0 == pytest.approx(0.25)
+    assert weights.tolist() == pytest.approx([w / sum(per_row) for w in per_row], rel=1e-5)
+    assert weights.sum().item() == pytest.approx(1.0, rel=1e-6)
+
+    # the current policy equal to B: segment 1, which B collected, weighs the most
+    set_gaussian(actor, 1.0, 2.0)
+    weights = agent.data_weights()
+    assert weights[6:].min() > 100 * weights[:6].max()
+
+
+def test_rollouts_start_from_weighted_states(agent: PDMLAgent) -> None:
+    add_transitions(agent, 10)
+    agent.take_snapshot()
+    agent.weights = torch.zeros(10)
+    agent.weights[7] = 1.0
+    starts = agent.rollout_start_states(50)
+    assert torch.equal(starts, agent.real_buffer.obs[7].expand(50, -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# fit_ensemble with and without sample weights
+
+
+def test_fit_without_weights_is_unchanged() -> None:
+    """The numbers `fit_ensemble` gave on this machine before sample weights existed."""
+    results = []
+    for extra in ({}, {"sample_weights": None}):
+        model = make_model(3)
+        inputs, targets = linear_dynamics(300, seed=1)
+        torch.manual_seed(11)
+        result = fit(model, inputs, targets, max_epochs=6, **extra)
+        total = sum(p.double().sum().item() for p in model.parameters())
+        results.append((result.train_loss, result.holdout_mse, model.elites.tolist(), total))
+        assert result.epochs == 6
+        assert result.train_loss == pytest.approx(4.249517985752651, rel=1e-5)
+        assert result.holdout_mse == pytest.approx(2.314122438430786, rel=1e-5)
+        assert model.elites.tolist() == [2, 0, 5, 4, 6]
+        assert total == pytest.approx(-47.312107772173476, rel=1e-5)
+    assert results[0] == results[1]
+
+
+def test_weighted_fit_trains_on_the_weighted_rows_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs, targets = linear_dynamics(200, seed=2)
+    inputs[:, 0] = torch.arange(200, dtype=torch.float32)  # the row id, to see who is trained on
+    weights = torch.zeros(200)
+    weights[:60] = 1.0
+    seen: list[torch.Tensor] = []
+    original = ensemble.mle_loss
+
+    def spy(model, batch_inputs, *args, **kwargs):
+        seen.append(batch_inputs[..., 0].flatten())
+        return original(model, batch_inputs, *args, **kwargs)
+
+    monkeypatch.setattr(ensemble, "mle_loss", spy)
+    model = make_model(0)
+    torch.manual_seed(0)
+    result = fit(model, inputs, targets, max_epochs=3, sample_weights=weights)
+    trained = torch.cat(seen).long().unique()
+    assert trained.max().item() < 60 and trained.numel() > 30
+    # the holdout stays a uniform split over all rows
+    held = result.holdout_inputs[:, 0].long()
+    assert held.numel() == 40 and (held >= 60).sum().item() > 10
+    # every epoch still visits as many rows as the unweighted fit would
+    assert sum(s.numel() for s in seen) == 3 * 7 * (200 - 40)
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny run, and exact resume
+
+
+@pytest.fixture(scope="module")
+def pdml_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pdml")
+    args = ["train", "--env", ENV, "--algo", "pdml", "--preset", "tiny", "--steps", "300"]
+    result = usbpo(*args, "--quiet", "--out", str(root / "run"), cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "run"
+
+
+def test_tiny_run_trains_on_mbpo_schedule(pdml_run: Path) -> None:
+    rows = progress_rows(pdml_run)
+    assert [int(r["env_step"]) for r in rows] == [100, 200, 300]
+    for row in rows[1:]:
+        assert float(row["model_trainings"]) == 2.0  # tiny: every 50 steps, as MBPO
+        assert row["model_loss_train"] != "" and row["rollout_length"] != ""
+        assert row["model_update_step"] == row["event_sum"] == ""  # CMLO's columns
+
+
+def test_resume_continues_bit_exactly(pdml_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(pdml_run, run)
+    (run / "checkpoints" / "ckpt-0000000300.pt").unlink()  # back to the step-200 checkpoint
+    lines = (run / "progress.csv").read_text().splitlines(keepends=True)
+    (run / "progress.csv").write_text("".join(lines[:-1]))
+    args = ["train", "--env", ENV, "--algo", "pdml", "--preset", "tiny", "--steps", "300"]
+    result = usbpo(*args, "--quiet", "--resume", "--out", str(run), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from env step 200" in (run / "events.log").read_text()
+    assert stable_rows(progress_rows(run)) == stable_rows(progress_rows(pdml_run))
