@@ -11,8 +11,8 @@ install:
 	$(PYTHON) -m pip install -q -e ".[dev,ray]"
 
 demo: install
-	usbpo train --env InvertedPendulum-v4 --algo usbpo --preset demo --steps 4000 \
-		--seed 0 --out runs/demo-$$(date +%Y%m%d-%H%M%S)/InvertedPendulum-v4/usbpo/seed0
+	usbpo train --env InvertedPendulum-v4 --algo usbpo --steps 8000 --seed 0 \
+		--out runs/demo-$$(date +%Y%m%d-%H%M%S)/InvertedPendulum-v4/usbpo/seed0
 
 test: install
 	$(PYTHON) -m pytest -q
