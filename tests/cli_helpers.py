@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,32 @@ def stable_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
         {k: v for k, v in row.items() if k != "wall_time_s" and not k.startswith("t_")}
         for row in rows
     ]
+
+
+def assert_resume_reproduces(algo: str, finished: Path, tmp_path: Path) -> None:
+    """Roll a finished 300-step tiny run back to its step-200 checkpoint (dropping the newest
+    checkpoint and the last row), resume it, and demand the same rows as the finished run."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "checkpoints" / "ckpt-0000000300.pt").unlink()
+    lines = (run / "progress.csv").read_text().splitlines(keepends=True)
+    (run / "progress.csv").write_text("".join(lines[:-1]))
+    args = [
+        "train",
+        "--env",
+        "InvertedPendulum-v4",
+        "--algo",
+        algo,
+        "--preset",
+        "tiny",
+        "--steps",
+        "300",
+        "--quiet",
+        "--resume",
+        "--out",
+        str(run),
+    ]
+    result = usbpo(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from env step 200" in (run / "events.log").read_text()
+    assert stable_rows(progress_rows(run)) == stable_rows(progress_rows(finished))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import progress_rows, stable_rows, usbpo  # tests/ is on sys.path
+from cli_helpers import assert_resume_reproduces, progress_rows, usbpo  # tests/ is on sys.path
 from scipy.spatial import ConvexHull
 
 from baselines.cmlo import EventTrigger, coverage_volume, hull_volume, pca_project
@@ -222,15 +222,4 @@ def test_tiny_run_logs_each_model_update(cmlo_run: Path) -> None:
 
 
 def test_resume_continues_bit_exactly(cmlo_run: Path, tmp_path: Path) -> None:
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(cmlo_run, run)
-    (run / "checkpoints" / "ckpt-0000000300.pt").unlink()  # back to the step-200 checkpoint
-    lines = (run / "progress.csv").read_text().splitlines(keepends=True)
-    (run / "progress.csv").write_text("".join(lines[:-1]))
-    args = ["train", "--env", ENV, "--algo", "cmlo", "--preset", "tiny", "--steps", "300"]
-    result = usbpo(*args, "--quiet", "--resume", "--out", str(run), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "resumed from env step 200" in (run / "events.log").read_text()
-    assert stable_rows(progress_rows(run)) == stable_rows(progress_rows(cmlo_run))
+    assert_resume_reproduces("cmlo", cmlo_run, tmp_path)

@@ -145,12 +145,12 @@ def test_ablate_list_describes_every_study(tmp_path: Path) -> None:
         assert study in result.stdout
 
 
-def test_ablate_runs_the_phase2_terms_study(tmp_path: Path) -> None:
-    out = tmp_path / "terms"
-    result = usbpo(
+def run_tiny_study(study: str, out: Path, cwd: Path):
+    """One seed of every variant of `study`, 200 tiny env steps each, two at a time."""
+    return usbpo(
         "ablate",
         "--study",
-        "phase2-terms",
+        study,
         "--env",
         ENV,
         "--seeds",
@@ -163,8 +163,13 @@ def test_ablate_runs_the_phase2_terms_study(tmp_path: Path) -> None:
         str(out),
         "--workers",
         "2",
-        cwd=tmp_path,
+        cwd=cwd,
     )
+
+
+def test_ablate_runs_the_phase2_terms_study(tmp_path: Path) -> None:
+    out = tmp_path / "terms"
+    result = run_tiny_study("phase2-terms", out, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     labels = {r["algo"] for r in results(out)}
     assert labels == {"mbpo", "phase2-shift", "phase2-bias", "phase2-both"}
@@ -176,24 +181,7 @@ def test_ablate_runs_the_phase2_terms_study(tmp_path: Path) -> None:
 
 def test_ablate_runs_the_cmlo_threshold_study(tmp_path: Path) -> None:
     out = tmp_path / "cmlo"
-    result = usbpo(
-        "ablate",
-        "--study",
-        "cmlo-threshold",
-        "--env",
-        ENV,
-        "--seeds",
-        "1",
-        "--steps",
-        "200",
-        "--preset",
-        "tiny",
-        "--out",
-        str(out),
-        "--workers",
-        "2",
-        cwd=tmp_path,
-    )
+    result = run_tiny_study("cmlo-threshold", out, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = results(out)
     assert {r["algo"] for r in rows} == {"cmlo-alpha1", "cmlo-alpha3", "cmlo-alpha5"}

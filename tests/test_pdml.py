@@ -5,12 +5,11 @@ resumes exactly."""
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import progress_rows, stable_rows, usbpo  # tests/ is on sys.path
+from cli_helpers import assert_resume_reproduces, progress_rows, usbpo  # tests/ is on sys.path
 from test_ensemble import fit, linear_dynamics, make_model
 
 import usbpo_cli.ensemble as ensemble
@@ -233,13 +232,4 @@ def test_tiny_run_trains_on_mbpo_schedule(pdml_run: Path) -> None:
 
 
 def test_resume_continues_bit_exactly(pdml_run: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(pdml_run, run)
-    (run / "checkpoints" / "ckpt-0000000300.pt").unlink()  # back to the step-200 checkpoint
-    lines = (run / "progress.csv").read_text().splitlines(keepends=True)
-    (run / "progress.csv").write_text("".join(lines[:-1]))
-    args = ["train", "--env", ENV, "--algo", "pdml", "--preset", "tiny", "--steps", "300"]
-    result = usbpo(*args, "--quiet", "--resume", "--out", str(run), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "resumed from env step 200" in (run / "events.log").read_text()
-    assert stable_rows(progress_rows(run)) == stable_rows(progress_rows(pdml_run))
+    assert_resume_reproduces("pdml", pdml_run, tmp_path)
