@@ -233,6 +233,15 @@ def _report_grid(out: Path, grid: list, baseline_of_interest: str = "usbpo") -> 
     console.print(f"results: {out / 'results.csv'}")
 
 
+# Options every grid command (compare, ablate) takes, declared once.
+WORKERS_OPTION = typer.Option(1, help="runs at once (capped at the CPU cores)")
+EXECUTOR_OPTION = typer.Option("local", help="local (processes) or ray")
+ADDRESS_OPTION = typer.Option(None, help="Ray cluster address (default: start a local Ray)")
+DEVICE_OPTION = typer.Option("cpu", help="cpu, cuda or cuda:N")
+PRESET_OPTION = typer.Option("paper", help="config preset for every run")
+SET_OPTION = typer.Option([], "--set", help="override for every run: key=value")
+
+
 @app.command()
 def compare(
     envs: str = typer.Option("Hopper-v4", help="comma-separated task ids"),
@@ -240,12 +249,12 @@ def compare(
     seeds: int = typer.Option(5, help="seeds per (env, algo): 0..N-1"),
     steps: int = typer.Option(100_000, help="env steps per run"),
     out: Path = typer.Option(Path("runs/compare"), help="grid folder"),
-    workers: int = typer.Option(1, help="runs at once (capped at the CPU cores)"),
-    executor: str = typer.Option("local", help="local (processes) or ray"),
-    address: str = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
-    preset: str = typer.Option("paper", help="config preset for every run"),
-    set_: list[str] = typer.Option([], "--set", help="override for every run: key=value"),
+    workers: int = WORKERS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    address: str = ADDRESS_OPTION,
+    device: str = DEVICE_OPTION,
+    preset: str = PRESET_OPTION,
+    set_: list[str] = SET_OPTION,
 ) -> None:
     """Run (or finish) a grid of env x algo x seed and summarise it; rerun to resume."""
     with user_errors():
@@ -278,12 +287,12 @@ def ablate(
     seeds: int = typer.Option(3, help="seeds per variant"),
     steps: int = typer.Option(100_000, help="env steps per run"),
     out: Path = typer.Option(None, help="grid folder (default runs/ablate/<study>)"),
-    workers: int = typer.Option(1, help="runs at once (capped at the CPU cores)"),
-    executor: str = typer.Option("local", help="local (processes) or ray"),
-    address: str = typer.Option(None, help="Ray cluster address"),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
-    preset: str = typer.Option("paper", help="config preset for every run"),
-    set_: list[str] = typer.Option([], "--set", help="override for every run: key=value"),
+    workers: int = WORKERS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    address: str = ADDRESS_OPTION,
+    device: str = DEVICE_OPTION,
+    preset: str = PRESET_OPTION,
+    set_: list[str] = SET_OPTION,
 ) -> None:
     """Run a named ablation study of the USB-PO paper; rerun to resume."""
     with user_errors():
