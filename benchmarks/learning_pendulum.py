@@ -39,11 +39,7 @@ def main() -> None:
         for seed in range(args.seeds):
             out = args.out / args.env / algo / f"seed{seed}"
             csv = out / "progress.csv"
-            done = (
-                csv.exists()
-                and len(pd.read_csv(csv))
-                and pd.read_csv(csv).env_step.max() >= args.steps
-            )
+            done = csv.exists() and pd.read_csv(csv).env_step.max() >= args.steps
             if not done:
                 if out.exists():
                     for f in out.iterdir():

@@ -118,3 +118,24 @@ def assert_resume_reproduces(algo: str, finished: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resumed from env step 200" in (run / "events.log").read_text()
     assert stable_rows(progress_rows(run)) == stable_rows(progress_rows(finished))
+
+
+def tiny_run(algo: str, root: Path) -> Path:
+    """A finished 300-step tiny run of `algo` on InvertedPendulum-v4 in `root/run`."""
+    args = [
+        "train",
+        "--env",
+        "InvertedPendulum-v4",
+        "--algo",
+        algo,
+        "--preset",
+        "tiny",
+        "--steps",
+        "300",
+        "--quiet",
+        "--out",
+        str(root / "run"),
+    ]
+    result = usbpo(*args, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "run"

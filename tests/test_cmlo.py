@@ -9,7 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import assert_resume_reproduces, progress_rows, usbpo  # tests/ is on sys.path
+from cli_helpers import (  # tests/ is on sys.path
+    assert_resume_reproduces,
+    progress_rows,
+    tiny_run,
+)
 from scipy.spatial import ConvexHull
 
 from baselines.cmlo import EventTrigger, coverage_volume, hull_volume, pca_project
@@ -193,11 +197,7 @@ def test_dotted_set_alias_and_deviation() -> None:
 
 @pytest.fixture(scope="module")
 def cmlo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cmlo")
-    args = ["train", "--env", ENV, "--algo", "cmlo", "--preset", "tiny", "--steps", "300"]
-    result = usbpo(*args, "--quiet", "--out", str(root / "run"), cwd=root)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return root / "run"
+    return tiny_run("cmlo", tmp_path_factory.mktemp("cmlo"))
 
 
 def test_tiny_run_logs_each_model_update(cmlo_run: Path) -> None:

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import assert_resume_reproduces, progress_rows, usbpo  # tests/ is on sys.path
+from cli_helpers import (  # tests/ is on sys.path
+    assert_resume_reproduces,
+    progress_rows,
+    tiny_run,
+)
 from test_ensemble import fit, linear_dynamics, make_model
 
 import usbpo_cli.ensemble as ensemble
@@ -215,11 +219,7 @@ def test_weighted_fit_trains_on_the_weighted_rows_only(monkeypatch: pytest.Monke
 
 @pytest.fixture(scope="module")
 def pdml_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pdml")
-    args = ["train", "--env", ENV, "--algo", "pdml", "--preset", "tiny", "--steps", "300"]
-    result = usbpo(*args, "--quiet", "--out", str(root / "run"), cwd=root)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return root / "run"
+    return tiny_run("pdml", tmp_path_factory.mktemp("pdml"))
 
 
 def test_tiny_run_trains_on_mbpo_schedule(pdml_run: Path) -> None:

@@ -123,13 +123,14 @@ def build_grid(
                     preset,
                     [*variant.overrides, *(overrides or [])],
                 )
-                resolve_run(spec)  # raises UsageError on any bad part of the request
-                grid.append(GridRun(env, variant, seed, spec, run_status(spec)))
+                _, payload = resolve_run(spec)  # raises UsageError on any bad part
+                grid.append(GridRun(env, variant, seed, spec, run_status(spec, payload)))
     return grid
 
 
-def run_status(spec: RunSpec) -> str:
-    """complete: same config and every evaluation row written; partial: anything else there."""
+def run_status(spec: RunSpec, wanted: dict) -> str:
+    """complete: same config (`wanted`, the resolved config.json payload) and every evaluation
+    row written; partial: anything else there."""
     folder = Path(spec.out)
     config_path, progress = folder / "config.json", folder / "progress.csv"
     if folder.exists() and not folder.is_dir():
@@ -138,7 +139,6 @@ def run_status(spec: RunSpec) -> str:
         return "new"
     try:
         existing = json.loads(config_path.read_text())
-        _, wanted = resolve_run(spec)
         if comparable(existing) != comparable(json.loads(json.dumps(wanted, default=str))):
             raise UsageError(f"{folder} holds a run with different settings; use another --out")
         lines = progress.read_text().strip().splitlines()
