@@ -98,7 +98,21 @@ class OffPolicyAgent:
         self.real_buffer = ReplayBuffer(
             min(config.replay_size, total_steps), self.obs_dim, self.act_dim, self.device
         )
-        self.policy = SAC(
+        self.policy = self.make_policy()
+        self.timers = PhaseTimer(self.device)
+        self.loop: LoopState | None = None
+        self._step = 0
+        self._metrics: dict[str, list[float]] = {}
+        self._summed: set[str] = set()
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._loss_count = 0
+
+    # --- what subclasses specialise -------------------------------------------------------
+    def make_policy(self) -> SAC:
+        """The policy optimiser `config.policy` names. It must offer `act(obs, deterministic)`,
+        `update(batch) -> dict of detached losses`, `state_dict()` and `load_state_dict()`."""
+        config = self.config
+        return SAC(
             self.obs_dim,
             self.act_dim,
             self.act_low,
@@ -110,15 +124,7 @@ class OffPolicyAgent:
             target_entropy=config.target_entropy,
             device=self.device,
         )
-        self.timers = PhaseTimer(self.device)
-        self.loop: LoopState | None = None
-        self._step = 0
-        self._metrics: dict[str, list[float]] = {}
-        self._summed: set[str] = set()
-        self._loss_sums: dict[str, torch.Tensor] = {}
-        self._loss_count = 0
 
-    # --- what subclasses specialise -------------------------------------------------------
     def learn(self, step: int) -> None:
         """Called after every real env step once `initial_steps` have been taken."""
         raise NotImplementedError
