@@ -117,6 +117,34 @@ class PDMLConfig(DynaConfig):
     pdml_tv_states: int = param(250, "states per segment on which the TV bound is averaged")
 
 
+@dataclass
+class PPOConfig:
+    """On-policy PPO, a family of its own: none of the off-policy settings (replay, updates per
+    step, initial random steps) apply, so it does not extend PolicyConfig; the evaluation
+    settings keep their shared names so presets and the per-task epoch_length reach it."""
+
+    epoch_length: int = param(
+        1000, "env steps between evaluations; a row is logged at the first rollout end after each"
+    )
+    eval_episodes: int = param(5, "deterministic-policy episodes per evaluation")
+    hidden_size: int = param(64, "width of the two tanh hidden layers of actor and critic")
+    gamma: float = param(0.99, "discount factor")
+    ppo_num_envs: int = param(1, "envs stepped together (SyncVectorEnv) to collect each rollout")
+    ppo_num_steps: int = param(2048, "env steps per env in each rollout")
+    ppo_gae_lambda: float = param(0.95, "GAE lambda")
+    ppo_epochs: int = param(10, "passes over each rollout per policy update")
+    ppo_num_minibatches: int = param(32, "minibatches per pass")
+    ppo_clip: float = param(0.2, "clip range of the probability ratio (and of the value change)")
+    ppo_clip_value_loss: bool = param(True, "clip the value change to +-ppo_clip (as ppo2)")
+    ppo_value_coef: float = param(0.5, "weight of the value loss in the joint loss")
+    ppo_entropy_coef: float = param(0.0, "weight of the entropy bonus in the joint loss")
+    ppo_lr: float = param(3e-4, "Adam learning rate (Adam eps 1e-5)")
+    ppo_anneal_lr: bool = param(True, "anneal the learning rate linearly to 0 over the run")
+    ppo_max_grad_norm: float = param(0.5, "clip of the global gradient norm of each step")
+    ppo_obs_clip: float = param(10.0, "normalised observations are clipped to +-this")
+    ppo_reward_clip: float = param(10.0, "normalised rewards are clipped to +-this")
+
+
 # Paper hyperparameters per task family (MBPO's, reused unchanged by USB-PO).
 PAPER_TASKS: dict[str, dict[str, Any]] = {
     "Hopper": {
@@ -191,6 +219,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "phase2_max_steps": 5,
         "phase2_batch_size": 128,
         "phase2_val_size": 128,
+        "ppo_num_envs": 2,
+        "ppo_num_steps": 50,
+        "ppo_epochs": 2,
+        "ppo_num_minibatches": 4,
     },
 }
 
@@ -266,8 +298,33 @@ def parse_overrides(pairs: list[str], config_cls: type) -> dict[str, Any]:
     return overrides
 
 
-def validate(config: PolicyConfig) -> None:
+def _validate_ppo(config: PPOConfig) -> None:
+    positive = ["epoch_length", "hidden_size", "ppo_num_envs", "ppo_num_steps", "ppo_epochs"]
+    positive += ["ppo_num_minibatches", "ppo_clip", "ppo_lr", "ppo_max_grad_norm"]
+    positive += ["ppo_obs_clip", "ppo_reward_clip"]
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise UsageError(f"{name} must be positive, got {getattr(config, name)}")
+    for name in ("eval_episodes", "ppo_value_coef", "ppo_entropy_coef"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if not 0.0 < config.gamma <= 1.0:
+        raise UsageError(f"gamma must lie in (0, 1], got {config.gamma}")
+    if not 0.0 <= config.ppo_gae_lambda <= 1.0:
+        raise UsageError(f"ppo_gae_lambda must lie in [0, 1], got {config.ppo_gae_lambda}")
+    rollout = config.ppo_num_envs * config.ppo_num_steps
+    if config.ppo_num_minibatches > rollout:
+        raise UsageError(
+            f"ppo_num_minibatches ({config.ppo_num_minibatches}) cannot exceed the rollout size "
+            f"ppo_num_envs * ppo_num_steps ({rollout})"
+        )
+
+
+def validate(config: PolicyConfig | PPOConfig) -> None:
     """Reject values that would crash or silently misbehave deep inside a run."""
+    if isinstance(config, PPOConfig):  # on-policy: none of the off-policy checks below apply
+        _validate_ppo(config)
+        return
     positive = ["epoch_length", "updates_per_step", "hidden_size", "batch_size", "replay_size"]
     if isinstance(config, DynaConfig):
         positive += [
@@ -333,7 +390,7 @@ def validate(config: PolicyConfig) -> None:
 
 def resolve_config(
     config_cls: type, family: str | None, preset: str, overrides: dict[str, Any]
-) -> tuple[PolicyConfig, dict[str, dict[str, Any]]]:
+) -> tuple[PolicyConfig | PPOConfig, dict[str, dict[str, Any]]]:
     """Paper defaults for the task, then the preset, then the user's overrides.
 
     Returns the config and its deviations from the paper:

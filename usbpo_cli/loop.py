@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -61,6 +62,37 @@ def check_finite(row: dict[str, Any], step: int) -> None:
         value = row.get(key)
         if value is not None and not math.isfinite(value):
             raise TrainingDiverged(f"{key} became {value} before env step {step}")
+
+
+def evaluate_episodes(
+    env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int
+) -> list[float]:
+    """Returns of `episodes` fresh episodes of `env` under `act` (observation -> env action).
+    Every agent evaluates through this, so an evaluation means the same thing for all of them."""
+    returns = []
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return returns
+
+
+def evaluation_row(
+    step: int, epoch_length: int, returns: list[float], train_returns: list[float], wall: float
+) -> dict[str, float | None]:
+    """The columns every algorithm's row starts with; the agent adds its losses and timings."""
+    return {
+        "env_step": step,
+        "epoch": step // epoch_length,
+        "eval_return_mean": float(np.mean(returns)) if returns else None,
+        "eval_return_std": float(np.std(returns)) if returns else None,
+        "train_return": float(np.mean(train_returns)) if train_returns else None,
+        "wall_time_s": wall,
+    }
 
 
 @dataclass
@@ -158,31 +190,16 @@ class OffPolicyAgent:
         return self.act_low.to(self.device) + u * (self.act_high - self.act_low).to(self.device)
 
     def evaluate(self) -> list[float]:
-        returns = []
-        for _ in range(self.config.eval_episodes):
-            obs, _ = self.eval_env.reset()
-            total, done = 0.0, False
-            while not done:
-                action = self.policy.act(self._obs_tensor(obs).unsqueeze(0), deterministic=True)
-                obs, reward, terminated, truncated, _ = self.eval_env.step(
-                    action[0].cpu().numpy().reshape(self.env.action_space.shape)
-                )
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-        return returns
+        def act(obs: np.ndarray) -> np.ndarray:
+            action = self.policy.act(self._obs_tensor(obs).unsqueeze(0), deterministic=True)
+            return action[0].cpu().numpy().reshape(self.env.action_space.shape)
+
+        return evaluate_episodes(self.eval_env, act, self.config.eval_episodes)
 
     def _row(self, step: int, train_returns: list[float], wall: float) -> dict[str, float | None]:
         with self.timers("eval"):
             returns = self.evaluate()
-        row: dict[str, float | None] = {
-            "env_step": step,
-            "epoch": step // self.config.epoch_length,
-            "eval_return_mean": float(np.mean(returns)) if returns else None,
-            "eval_return_std": float(np.std(returns)) if returns else None,
-            "train_return": float(np.mean(train_returns)) if train_returns else None,
-            "wall_time_s": wall,
-        }
+        row = evaluation_row(step, self.config.epoch_length, returns, train_returns, wall)
         if self._loss_count:
             for key, total in self._loss_sums.items():
                 row[key] = float(total) / self._loss_count
