@@ -118,6 +118,29 @@ class PDMLConfig(DynaConfig):
 
 
 @dataclass
+class ALMConfig(PolicyConfig):
+    """ALM (Ghugare et al. 2022): encoder, latent model, critic and policy under one lower bound.
+    Values from the paper and the authors' code (RajGhugare19/alm, cfgs/agent/alm.yaml)."""
+
+    policy: str = param("alm", "policy optimiser: alm (ALM trains its own latent actor-critic)")
+    updates_per_step: int = param(1, "ALM updates (all networks) per real env step")
+    hidden_size: int = param(512, "width of the hidden layers of encoder, actor, critic, reward")
+    policy_lr: float = param(1e-4, "Adam learning rate of every ALM network")
+    batch_size: int = param(512, "sequences (and transitions) per ALM update")
+    replay_size: int = param(100_000, "capacity of the real-transition replay buffer")
+    alm_latent_dim: int = param(50, "size of the latent state z")
+    alm_model_hidden_size: int = param(1024, "width of the latent model's two hidden layers")
+    alm_seq_len: int = param(3, "K: real sequence length of the model loss, imagined steps")
+    alm_classifier_weight: float = param(0.1, "weight of the classifier reward log C/(1-C)")
+    alm_lambda: float = param(0.95, "lambda of the policy's lambda-returns (1: K rewards + Q)")
+    alm_expl_start: float = param(1.0, "exploration noise std when learning starts")
+    alm_expl_end: float = param(0.1, "exploration noise std after alm_expl_steps")
+    alm_expl_steps: int = param(100_000, "env steps over which the std decays linearly")
+    alm_noise_clip: float = param(0.3, "clip of the action noise inside updates (not acting)")
+    alm_max_grad_norm: float = param(100.0, "gradient-norm clip of each optimiser's step")
+
+
+@dataclass
 class PPOConfig:
     """On-policy PPO, a family of its own: none of the off-policy settings (replay, updates per
     step, initial random steps) apply, so it does not extend PolicyConfig; the evaluation
@@ -223,6 +246,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ppo_num_steps": 50,
         "ppo_epochs": 2,
         "ppo_num_minibatches": 4,
+        "alm_latent_dim": 8,
+        "alm_model_hidden_size": 32,
     },
 }
 
@@ -344,6 +369,9 @@ def validate(config: PolicyConfig | PPOConfig) -> None:
         positive += ["cmlo_compute_interval", "cmlo_max_interval"]
     if isinstance(config, PDMLConfig):
         positive += ["pdml_tv_states"]
+    if isinstance(config, ALMConfig):
+        positive += ["alm_latent_dim", "alm_model_hidden_size", "alm_seq_len", "alm_expl_steps"]
+        positive += ["alm_max_grad_norm"]
     for name in positive:
         if getattr(config, name) <= 0:
             raise UsageError(f"{name} must be positive, got {getattr(config, name)}")
@@ -351,7 +379,7 @@ def validate(config: PolicyConfig | PPOConfig) -> None:
         raise UsageError("initial_steps and eval_episodes must be >= 0")
     if not 0.0 < config.gamma <= 1.0 or not 0.0 < config.tau <= 1.0:
         raise UsageError("gamma and tau must lie in (0, 1]")
-    if config.policy not in ("sac",):
+    if config.policy not in ("sac",) and not isinstance(config, ALMConfig):
         raise UsageError(f"policy {config.policy!r} is not available (choose: sac)")
     if isinstance(config, DynaConfig):
         if not 0.0 <= config.real_ratio <= 1.0:
@@ -386,6 +414,22 @@ def validate(config: PolicyConfig | PPOConfig) -> None:
             raise UsageError(f"pdml_max_rate must lie in [0, 1), got {config.pdml_max_rate}")
         if config.pdml_warmup_factor < 0:
             raise UsageError(f"pdml_warmup_factor must be >= 0, got {config.pdml_warmup_factor}")
+    if isinstance(config, ALMConfig):
+        _validate_alm(config)
+
+
+def _validate_alm(config: ALMConfig) -> None:
+    if config.policy != "alm":
+        raise UsageError(
+            f"algo alm trains its own actor-critic: policy must be alm, not {config.policy!r}"
+        )
+    if config.batch_size < 2:
+        raise UsageError("alm needs batch_size >= 2 (half real, half imagined for the classifier)")
+    if not 0.0 <= config.alm_lambda <= 1.0:
+        raise UsageError(f"alm_lambda must lie in [0, 1], got {config.alm_lambda}")
+    for name in ("alm_classifier_weight", "alm_expl_start", "alm_expl_end", "alm_noise_clip"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"{name} must be >= 0, got {getattr(config, name)}")
 
 
 def resolve_config(
