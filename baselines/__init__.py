@@ -1,3 +1,3 @@
 """Baseline agents. Importing this package registers them with `usbpo_cli.registry`."""
 
-from baselines import alm, cmlo, mbpo, pdml, ppo, sac  # noqa: F401
+from baselines import alm, cmlo, mbpo, pdml, ppo, sac, td3  # noqa: F401

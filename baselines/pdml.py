@@ -14,7 +14,11 @@ At each model training:
    snapshot: Pinsker's TV <= sqrt(KL(current || snapshot) / 2), with the closed-form KL of the
    actors' pre-tanh diagonal Gaussians, averaged over `pdml_tv_states` states of the segment
    (evenly spaced in it). TV is unchanged by the tanh squashing, a bijection, so the bound holds
-   for the actions themselves.
+   for the actions themselves. With `policy=td3` the actor is deterministic and the policy that
+   collected the data is its exploration Gaussian N(mu(s), (td3_exploration_noise * scale)^2)
+   before the clip to the bounds: the KL of two such Gaussians (same std) is
+   ||mu - mu'||^2 / (2 std^2), and the clip, like any map not depending on the policy, can only
+   shrink TV.
 3. `segment_weights` turns the bounds into one weight per transition: 1/TV for its segment, a
    warm-up transition `pdml_warmup_factor` times one of the oldest segment, normalised to one over
    all transitions, and the newest segment's share raised to `pdml_max_rate` if below it.
@@ -43,12 +47,19 @@ from usbpo_cli.config import PDMLConfig
 from usbpo_cli.dyna import DynaAgent
 from usbpo_cli.registry import register
 from usbpo_cli.sac import LOG_STD_MAX, LOG_STD_MIN
+from usbpo_cli.td3 import DeterministicActor
 
 MIN_TV = 1e-6  # a segment whose policy equals the current one gets a large, finite weight
 
 
 def actor_gaussian(actor: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SAC actor's pre-tanh Gaussian: mean and log-std, clamped as the actor clamps them."""
+    """The Gaussian behind the actor's actions: for SAC the pre-tanh Gaussian (mean and log-std,
+    clamped as the actor clamps them); for TD3 the exploration Gaussian N(mu(s), std^2) in action
+    units, before the clip to the bounds. Either is mapped to the action by a function that does
+    not depend on the policy, which can only shrink the total variation: the bound still holds."""
+    if isinstance(actor, DeterministicActor):
+        mean = actor(obs)
+        return mean, actor.exploration_std.log().expand_as(mean)
     mean, log_std = actor.body(obs).chunk(2, dim=-1)
     return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 

@@ -286,4 +286,4 @@ def test_algos_lists_every_algorithm(tmp_path: Path) -> None:
     result = usbpo("algos", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
-    assert sorted(names) == ["alm", "cmlo", "mbpo", "pdml", "ppo", "sac", "usbpo"]
+    assert sorted(names) == ["alm", "cmlo", "mbpo", "pdml", "ppo", "sac", "td3", "usbpo"]

@@ -24,22 +24,35 @@ def param(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
+# The policy optimisers every off-policy agent can use (`--set policy=td3`).
+POLICIES = ("sac", "td3")
+
+
 @dataclass
 class PolicyConfig:
-    """Shared by every off-policy agent: the environment loop, evaluation and SAC."""
+    """Shared by every off-policy agent: the environment loop, evaluation and the policy
+    optimiser (SAC or TD3)."""
 
     initial_steps: int = param(5000, "env steps taken with uniform random actions before learning")
     epoch_length: int = param(1000, "env steps per epoch; one evaluation row is logged per epoch")
     eval_episodes: int = param(5, "deterministic-policy episodes per evaluation")
     updates_per_step: int = param(20, "policy gradient updates per real env step (G)")
-    policy: str = param("sac", "policy optimiser: sac")
+    policy: str = param("sac", "policy optimiser: sac or td3")
     hidden_size: int = param(256, "width of the two hidden layers of actor and critics")
     policy_lr: float = param(3e-4, "Adam learning rate of actor, critics and entropy temperature")
     batch_size: int = param(256, "policy update batch size")
     gamma: float = param(0.99, "discount factor")
-    tau: float = param(5e-3, "Polyak rate of the target critics")
+    tau: float = param(5e-3, "Polyak rate of the target networks")
     target_entropy: float | None = param(None, "SAC target entropy; None means -action_dim")
     replay_size: int = param(1_000_000, "capacity of the real-transition replay buffer")
+    td3_exploration_noise: float = param(
+        0.1, "TD3: std of the Gaussian action noise when acting, in units of the action scale"
+    )
+    td3_policy_noise: float = param(
+        0.2, "TD3: std of the target-policy smoothing noise, in units of the action scale"
+    )
+    td3_noise_clip: float = param(0.5, "TD3: the smoothing noise is clipped to +-this")
+    td3_policy_delay: int = param(2, "TD3: critic updates per actor and target update")
 
 
 @dataclass
@@ -47,6 +60,15 @@ class SACConfig(PolicyConfig):
     """Model-free SAC as in its paper: one update per env step, target entropy -action_dim."""
 
     updates_per_step: int = param(1, "policy gradient updates per real env step")
+
+
+@dataclass
+class TD3Config(PolicyConfig):
+    """Model-free TD3 as in its paper: one update per env step; the random initial steps are
+    SAC's (5000), so the two model-free baselines start learning at the same point."""
+
+    policy: str = param("td3", "policy optimiser: td3 (the model-free td3 algo trains TD3 only)")
+    updates_per_step: int = param(1, "critic updates per real env step")
 
 
 @dataclass
@@ -379,8 +401,22 @@ def validate(config: PolicyConfig | PPOConfig) -> None:
         raise UsageError("initial_steps and eval_episodes must be >= 0")
     if not 0.0 < config.gamma <= 1.0 or not 0.0 < config.tau <= 1.0:
         raise UsageError("gamma and tau must lie in (0, 1]")
-    if config.policy not in ("sac",) and not isinstance(config, ALMConfig):
-        raise UsageError(f"policy {config.policy!r} is not available (choose: sac)")
+    if config.policy not in POLICIES and not isinstance(config, ALMConfig):
+        raise UsageError(
+            f"policy {config.policy!r} is not available (choose: {', '.join(POLICIES)})"
+        )
+    for model_free, name in ((SACConfig, "sac"), (TD3Config, "td3")):
+        if type(config) is model_free and config.policy != name:
+            raise UsageError(
+                f"algo {name} trains {name} only: for model-free {config.policy} use "
+                f"--algo {config.policy}"
+            )
+    td3_noise = ("td3_exploration_noise", "td3_policy_noise", "td3_noise_clip")
+    for name in td3_noise:
+        if getattr(config, name) < 0:
+            raise UsageError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if config.td3_policy_delay < 1:
+        raise UsageError(f"td3_policy_delay must be >= 1, got {config.td3_policy_delay}")
     if isinstance(config, DynaConfig):
         if not 0.0 <= config.real_ratio <= 1.0:
             raise UsageError(f"real_ratio must lie in [0, 1], got {config.real_ratio}")
@@ -414,6 +450,11 @@ def validate(config: PolicyConfig | PPOConfig) -> None:
             raise UsageError(f"pdml_max_rate must lie in [0, 1), got {config.pdml_max_rate}")
         if config.pdml_warmup_factor < 0:
             raise UsageError(f"pdml_warmup_factor must be >= 0, got {config.pdml_warmup_factor}")
+        if config.policy == "td3" and config.td3_exploration_noise <= 0:
+            raise UsageError(
+                "pdml with policy td3 needs td3_exploration_noise > 0 (its policy distance "
+                "compares the exploration Gaussians)"
+            )
     if isinstance(config, ALMConfig):
         _validate_alm(config)
 

@@ -24,6 +24,7 @@ from usbpo_cli.config import PolicyConfig
 from usbpo_cli.envs import make_env
 from usbpo_cli.runlog import CsvLogger, PhaseTimer, TrainingDiverged
 from usbpo_cli.sac import SAC
+from usbpo_cli.td3 import TD3
 
 # Called with (env_step, phase name or None, last eval return or None).
 Reporter = Callable[[int, str | None, float | None], None]
@@ -136,14 +137,32 @@ class OffPolicyAgent:
         self._step = 0
         self._metrics: dict[str, list[float]] = {}
         self._summed: set[str] = set()
+        # Per loss: its sum and how many updates reported it (TD3's actor loss comes only
+        # from its delayed actor updates, so each key is averaged over its own count).
         self._loss_sums: dict[str, torch.Tensor] = {}
-        self._loss_count = 0
+        self._loss_counts: dict[str, int] = {}
 
     # --- what subclasses specialise -------------------------------------------------------
-    def make_policy(self) -> SAC:
+    def make_policy(self) -> SAC | TD3:
         """The policy optimiser `config.policy` names. It must offer `act(obs, deterministic)`,
         `update(batch) -> dict of detached losses`, `state_dict()` and `load_state_dict()`."""
         config = self.config
+        if config.policy == "td3":
+            return TD3(
+                self.obs_dim,
+                self.act_dim,
+                self.act_low,
+                self.act_high,
+                hidden_size=config.hidden_size,
+                lr=config.policy_lr,
+                gamma=config.gamma,
+                tau=config.tau,
+                exploration_noise=config.td3_exploration_noise,
+                policy_noise=config.td3_policy_noise,
+                noise_clip=config.td3_noise_clip,
+                policy_delay=config.td3_policy_delay,
+                device=self.device,
+            )
         return SAC(
             self.obs_dim,
             self.act_dim,
@@ -171,7 +190,7 @@ class OffPolicyAgent:
                 losses = self.policy.update(self.policy_batch())
                 for key, value in losses.items():
                     self._loss_sums[key] = self._loss_sums.get(key, 0.0) + value
-                self._loss_count += 1
+                    self._loss_counts[key] = self._loss_counts.get(key, 0) + 1
 
     def record(self, name: str, value: float, total: bool = False, latest: bool = False) -> None:
         """Collect a per-row metric; the row shows the mean (with `total`, the sum; with
@@ -200,14 +219,13 @@ class OffPolicyAgent:
         with self.timers("eval"):
             returns = self.evaluate()
         row = evaluation_row(step, self.config.epoch_length, returns, train_returns, wall)
-        if self._loss_count:
-            for key, total in self._loss_sums.items():
-                row[key] = float(total) / self._loss_count
+        for key, total in self._loss_sums.items():
+            row[key] = float(total) / self._loss_counts[key]
         for key, values in self._metrics.items():
             row[key] = float(np.sum(values) if key in self._summed else np.mean(values))
         for phase, seconds in self.timers.pop().items():
             row[f"t_{phase}"] = seconds
-        self._metrics, self._loss_sums, self._loss_count = {}, {}, 0
+        self._metrics, self._loss_sums, self._loss_counts = {}, {}, {}
         return row
 
     # --- the loop ------------------------------------------------------------------------------
@@ -296,7 +314,7 @@ class OffPolicyAgent:
         restore_env(self.env, state["env"])
         restore_env(self.eval_env, state["eval_env"])
         restore_rng(state["rng"])
-        self._metrics, self._summed, self._loss_sums, self._loss_count = {}, set(), {}, 0
+        self._metrics, self._summed, self._loss_sums, self._loss_counts = {}, set(), {}, {}
         self.timers.pop()
 
     def reseed(self, salt: int) -> None:
