@@ -180,7 +180,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 
 BAD_INPUT = [
     pytest.param(["--env", "Hoper-v4"], ["Hoper-v4", "did you mean Hopper-v4"], id="env-typo"),
-    pytest.param(["--algo", "ppo"], ["unknown algo 'ppo'", "usbpo", "mbpo", "sac"], id="algo"),
+    pytest.param(
+        ["--algo", "dreamer"], ["unknown algo 'dreamer'", "usbpo", "mbpo", "sac"], id="algo"
+    ),
     pytest.param(["--steps", "0"], ["--steps", "0"], id="steps-0"),
     pytest.param(["--steps", "-5"], ["--steps", "-5"], id="steps-neg"),
     pytest.param(["--set", "nosuchkey=1"], ["nosuchkey"], id="set-unknown"),

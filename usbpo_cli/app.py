@@ -65,7 +65,9 @@ def user_errors() -> Iterator[None]:
 @app.command()
 def train(
     env: str = typer.Option("Hopper-v4", help="gymnasium task id, e.g. Hopper-v4"),
-    algo: str = typer.Option("usbpo", help="usbpo, mbpo or sac"),
+    algo: str = typer.Option(
+        "usbpo", help="algorithm (see `usbpo algos`): usbpo, mbpo, cmlo, pdml, alm, sac, td3, ppo"
+    ),
     seed: int = typer.Option(0, help="random seed (same seed, same CSV on CPU)"),
     steps: int = typer.Option(100_000, help="total real env steps, exploration included"),
     out: Path = typer.Option(None, help="run folder (default runs/train/<env>/<algo>/seed<k>)"),
