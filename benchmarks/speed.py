@@ -7,12 +7,18 @@ transitions) and late (50k stored, rollout length 15), and USB-PO's wall-time ra
 peak memory; and mbrl-lib's MBPO (`../shared/anchors/mbrl_lib/run.sh paper`) measured in the same
 run, with the ratio ours/theirs. The last line is that ratio (or ours / FLOP floor without it).
 
-usage: python benchmarks/speed.py [--quick] [--device cpu|cuda] [--no-anchor]
+`--quick` (under a minute) skips the 50k/100k epochs and the late stage, composes the early
+block from its timed parts, and compares with the anchor figure cached by the last full run.
+`--profile` adds torch.profiler tables for a SAC update and an ensemble epoch.
+
+usage: python benchmarks/speed.py [--quick] [--profile] [--device cpu|cuda] [--no-anchor]
+       [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import re
@@ -23,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from baselines.mbpo import MBPOAgent
@@ -30,7 +37,7 @@ from usbpo_cli.buffers import Batch
 from usbpo_cli.config import PAPER_TASKS, DynaConfig, USBPOConfig
 from usbpo_cli.dyna import fit_settings
 from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble
-from usbpo_cli.runlog import CsvLogger
+from usbpo_cli.runlog import TIMING_COLUMNS, CsvLogger
 from usbpo_cli.sac import SAC, make_adam
 from usbpo_cli.usbpo import USBPOAgent
 
@@ -38,6 +45,14 @@ ENV = "Hopper-v4"
 OBS, ACT = 11, 3
 ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "mbrl_lib" / "run.sh"
 BLOCK = 250  # env steps between model trainings: one steady-state block of the loop
+# Cap on the untimed from-scratch model training on the pre-filled data (full, --quick).
+WARMUP_EPOCHS = {False: 100, True: 30}
+# --quick caps the timed (warm-started) training: steady-state trainings in the paper-preset
+# Hopper run of benchmarks/runs/bench-phases took 35-50 epochs.
+QUICK_MAX_EPOCHS = 40
+# The anchor's last full-mode result, so that --quick (which cannot afford minutes of mbrl-lib)
+# can still give the ratio against it; the line it prints says when that figure was measured.
+ANCHOR_CACHE = Path.home() / ".cache" / "usbpo-anchors" / "mbrl_lib_paper_result.json"
 
 
 def sync(device: torch.device) -> None:
@@ -121,48 +136,110 @@ def bench_rollout_step(device: torch.device, states: int) -> float:
     return timed(step, 3, device)
 
 
-def bench_loop(
-    agent_cls,
-    config: DynaConfig,
-    stored: int,
-    device: torch.device,
-    block: int,
-    warmup_epochs: int | None = None,
-) -> dict[str, float]:
-    """Env steps/s of one steady block: a model training (warm-started), a rollout, and `block`
-    env steps with G SAC updates each, on a real buffer pre-filled with `stored` random-policy
-    Hopper transitions."""
-    config = dataclasses.replace(config, initial_steps=0, eval_episodes=0)
-    agent = agent_cls(ENV, config, seed=0, total_steps=stored + block, device=device)
-    env, obs = agent.env, agent.env.reset(seed=0)[0]
+def random_dataset(stored: int) -> list[tuple]:
+    """`stored` Hopper transitions under a uniformly random policy (seeded)."""
+    from usbpo_cli.envs import make_env
+
+    env = make_env(ENV, seed=0)
+    env.action_space.seed(0)
+    obs, rows = env.reset(seed=0)[0], []
     for _ in range(stored):
         action = env.action_space.sample()
         next_obs, reward, terminated, truncated, _ = env.step(action)
+        rows.append((obs, action, float(reward), next_obs, float(terminated)))
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    return rows
+
+
+def conditioned_agent(
+    agent_cls,
+    config: DynaConfig,
+    data: list[tuple],
+    device: torch.device,
+    shared: dict,
+    warmup_epochs: int,
+):
+    """An agent in the state a run is in just before a model training in steady state.
+
+    Its real buffer holds `data`; its model (shared between the agents compared, so both start
+    from the same one) has been trained from scratch for up to `warmup_epochs` epochs and rolled
+    out; then the agent takes `BLOCK` env steps with its policy and no learning, so the timed
+    training is a warm-started one with a block of new data, as every training after a run's
+    first is.
+    """
+    config = dataclasses.replace(config, initial_steps=0, eval_episodes=0)
+    agent = agent_cls(ENV, config, seed=0, total_steps=len(data) + 2 * BLOCK, device=device)
+    for obs, action, reward, next_obs, terminated in data:
         agent.real_buffer.add(
             torch.as_tensor(obs),
             torch.as_tensor(action),
-            float(reward),
+            reward,
             torch.as_tensor(next_obs),
-            float(terminated),
+            terminated,
         )
-        obs = env.reset()[0] if terminated or truncated else next_obs
-    # Warm-up: the first training starts from scratch, later ones are warm-started.
-    agent.config = dataclasses.replace(config, model_max_epochs=warmup_epochs)
-    agent.train_model(0)
-    agent.config = config
-    agent.update_policy(10)
-    agent.total_steps = block  # the buffer was sized for the pre-fill; now time one block
+    if "model" not in shared:
+        agent.config = dataclasses.replace(config, model_max_epochs=warmup_epochs)
+        agent.train_model(0)
+        agent.config = config
+        shared["model"] = copy.deepcopy(agent.model.state_dict())
+        shared["model_opt"] = copy.deepcopy(agent.model_opt.state_dict())
+    else:
+        agent.model.load_state_dict(shared["model"])
+        agent.model_opt.load_state_dict(shared["model_opt"])
+        agent.rollout(0)
+    agent.should_train_model = lambda step: False
+    agent.learn = lambda step: None
+    run_block(agent, BLOCK)
+    del agent.should_train_model, agent.learn  # back to the class's methods
     agent.timers.pop()
+    return agent
+
+
+def run_block(agent, steps: int) -> tuple[float, dict[str, float]]:
+    """Seconds for `steps` env steps of the unchanged loop, and its own per-phase seconds."""
+    agent.total_steps = steps
+    agent.loop = None
     with tempfile.TemporaryDirectory() as folder:
         logger = CsvLogger(Path(folder) / "progress.csv")
         start = time.perf_counter()
         agent.train(logger)
         seconds = time.perf_counter() - start
         logger.close()
-    return {"steps_per_s": block / seconds, "seconds": seconds}
+        row = pd.read_csv(Path(folder) / "progress.csv").iloc[-1]
+    phases = {c[2:]: float(row[c]) for c in TIMING_COLUMNS if c in row and pd.notna(row[c])}
+    return seconds, phases
 
 
-def run_anchor(loop_steps: int) -> dict[str, float] | None:
+def bench_loop(agent, quick: bool) -> dict[str, float]:
+    """Steady-state env steps/s of the whole loop.
+
+    Full mode times one whole 250-step block of the unchanged loop: a warm-started model
+    training to convergence (phase 1, and phase 2 for USB-PO), a rollout, then 250 env steps
+    with G updates each. Quick mode times the same parts separately (the training capped at
+    QUICK_MAX_EPOCHS epochs, then a 25-step stretch of the loop) and composes the block:
+    250 / (training + rollout + 250 x seconds per loop step).
+    """
+    if not quick:
+        seconds, phases = run_block(agent, BLOCK)
+        return {"steps_per_s": BLOCK / seconds, "block_s": seconds, **phases}
+    agent.config = dataclasses.replace(agent.config, model_max_epochs=QUICK_MAX_EPOCHS)
+    start = time.perf_counter()
+    agent.train_model(0)
+    model_s = time.perf_counter() - start
+    agent.should_train_model = lambda step: False
+    stretch = 25
+    seconds, _ = run_block(agent, stretch)
+    block_s = model_s + BLOCK * seconds / stretch
+    return {
+        "steps_per_s": BLOCK / block_s,
+        "block_s": block_s,
+        "model training + rollout": model_s,
+        f"{BLOCK} loop steps": BLOCK * seconds / stretch,
+    }
+
+
+def run_anchor(loop_steps: int) -> dict | None:
+    """mbrl-lib's MBPO at the paper settings, in its own venv; cached for --quick."""
     if not ANCHOR.exists():
         return None
     result = subprocess.run(
@@ -173,21 +250,69 @@ def run_anchor(loop_steps: int) -> dict[str, float] | None:
         return None
     steps = re.search(r"steady env steps/s: ([0-9.]+)", result.stdout)
     sac = re.search(r"ms per SAC update: ([0-9.]+)", result.stdout)
-    return {
+    anchor = {
         "steps_per_s": float(steps.group(1)) if steps else float("nan"),
         "sac_ms": float(sac.group(1)) if sac else float("nan"),
+        "measured": time.strftime("%Y-%m-%d %H:%M"),
     }
+    ANCHOR_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    ANCHOR_CACHE.write_text(json.dumps(anchor) + "\n")
+    return anchor
+
+
+def cached_anchor() -> dict | None:
+    try:
+        return json.loads(ANCHOR_CACHE.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def profile_update(device: torch.device) -> None:
+    """Where the time of one SAC update and one ensemble minibatch goes (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sac = SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), device=device)
+    n = 256
+    batch = Batch(
+        torch.randn(n, OBS, device=device),
+        torch.rand(n, ACT, device=device) * 2 - 1,
+        torch.randn(n, device=device),
+        torch.randn(n, OBS, device=device),
+        torch.zeros(n, device=device),
+    )
+    model = GaussianEnsemble(OBS, ACT).to(device)
+    inputs = torch.randn(5000, OBS + ACT, device=device)
+    targets = torch.randn(5000, OBS + 1, device=device)
+    optimizer = make_adam(model.parameters(), 1e-3)
+    settings = {**fit_settings(DynaConfig()), "max_epochs": 1}
+    for label, fn in (
+        ("SAC update x50", lambda: [sac.update(batch) for _ in range(50)]),
+        (
+            "ensemble epoch, 5k rows",
+            lambda: fit_ensemble(model, optimizer, inputs, targets, **settings),
+        ),
+    ):
+        fn()
+        activities = [ProfilerActivity.CPU] + (
+            [ProfilerActivity.CUDA] if device.type == "cuda" else []
+        )
+        with profile(activities=activities) as prof:
+            fn()
+        print(f"--- profile: {label}")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="under a minute: smaller blocks")
+    parser.add_argument("--quick", action="store_true", help="under a minute: parts, not blocks")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-anchor", action="store_true", help="skip mbrl-lib")
+    parser.add_argument("--profile", action="store_true", help="also print torch.profiler tables")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
+    began = time.perf_counter()
     figures: dict[str, float] = {}
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
 
@@ -202,6 +327,8 @@ def main() -> None:
         f"SAC update (batch 256, 256x256, twin critics): {sac_s * 1e3:.2f} ms; FLOP floor "
         f"{floor_s * 1e3:.2f} ms; ratio {sac_s / floor_s:.2f}x"
     )
+    if args.profile:
+        profile_update(device)
 
     for stored in (10_000,) if args.quick else (10_000, 50_000, 100_000):
         seconds = bench_ensemble_epoch(device, stored)
@@ -213,25 +340,30 @@ def main() -> None:
     figures["rollout_step_ms"] = seconds * 1e3
     print(f"model rollout step, {states // 1000}k states: {seconds * 1e3:.0f} ms")
 
-    hopper = {k: v for k, v in PAPER_TASKS["Hopper"].items()}
-    block = 25 if args.quick else BLOCK
+    hopper = dict(PAPER_TASKS["Hopper"])
     stages = {"early": (5_000, hopper["rollout_schedule"])}
     if not args.quick:
         stages["late"] = (50_000, (0, 0, 15, 15))
     for stage, (stored, schedule) in stages.items():
+        data, shared = random_dataset(stored), {}
+        if args.quick:
+            print(f"(--quick: timed model trainings capped at {QUICK_MAX_EPOCHS} epochs)")
         for name, cls, config_cls in (
             ("MBPO", MBPOAgent, DynaConfig),
             ("USB-PO", USBPOAgent, USBPOConfig),
         ):
             config = dataclasses.replace(config_cls(), **{**hopper, "rollout_schedule": schedule})
-            result = bench_loop(
-                cls, config, stored, device, block, warmup_epochs=10 if args.quick else None
-            )
+            agent = conditioned_agent(cls, config, data, device, shared, WARMUP_EPOCHS[args.quick])
+            result = bench_loop(agent, args.quick)
             figures[f"loop_{stage}_{name}"] = result["steps_per_s"]
+            parts = ", ".join(
+                f"{k} {v:.1f} s" for k, v in result.items() if k not in ("steps_per_s", "block_s")
+            )
             print(
-                f"whole loop {stage} ({stored // 1000}k stored, schedule {schedule}) {name}: "
-                f"{result['steps_per_s']:.2f} env steps/s ({result['seconds']:.0f} s "
-                f"for {block} steps)"
+                f"whole loop {stage} ({stored // 1000}k stored, rollout length {schedule[2]}"
+                f"{'' if schedule[2] == schedule[3] else '-' + str(schedule[3])}) {name}: "
+                f"{result['steps_per_s']:.2f} env steps/s ({result['block_s']:.1f} s per "
+                f"{BLOCK}-step block: {parts})"
             )
         ratio = figures[f"loop_{stage}_MBPO"] / figures[f"loop_{stage}_USB-PO"]
         figures[f"usbpo_over_mbpo_walltime_{stage}"] = ratio
@@ -241,16 +373,23 @@ def main() -> None:
     figures["peak_rss_mb"] = peak_mb
     print(f"peak memory (max RSS): {peak_mb:.0f} MB")
     if device.type == "cuda":
-        print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
+        figures["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        print(f"peak CUDA memory: {figures['peak_cuda_mb']:.0f} MB")
 
-    anchor = None if (args.no_anchor or args.quick) else run_anchor(500)
+    anchor, anchor_note = None, "measured in this run"
+    if not args.no_anchor:
+        if args.quick:
+            anchor, anchor_note = cached_anchor(), "cached from the last full run"
+        else:
+            anchor = run_anchor(2 * BLOCK)
     ours = figures["loop_early_MBPO"]
     if args.json:
         args.json.write_text(json.dumps({**figures, "anchor": anchor}, indent=2) + "\n")
+    print(f"benchmark wall time: {time.perf_counter() - began:.0f} s")
     if anchor:
         print(
-            f"mbrl-lib MBPO: {anchor['steps_per_s']:.2f} env steps/s, "
-            f"{anchor['sac_ms']:.1f} ms per SAC update"
+            f"mbrl-lib MBPO ({anchor_note}, {anchor.get('measured', '?')}): "
+            f"{anchor['steps_per_s']:.2f} env steps/s, {anchor['sac_ms']:.1f} ms per SAC update"
         )
         print(f"whole loop, early, ours (MBPO) / mbrl-lib: {ours / anchor['steps_per_s']:.2f}x")
     else:
