@@ -62,9 +62,11 @@ from usbpo_cli.loop import (
     Reporter,
     RunSummary,
     _no_report,
-    check_finite,
+    commit_row,
     evaluate_episodes,
     evaluation_row,
+    reseed_after_rollback,
+    run_summary,
 )
 from usbpo_cli.registry import register
 from usbpo_cli.runlog import CsvLogger, PhaseTimer
@@ -482,23 +484,9 @@ class PPOAgent:
                 report(step, None, None)
                 continue
             row = self._row(step, loop.train_returns, time.perf_counter() - start_time)
-            check_finite(row, step)
-            loop.next_step, loop.rows = step, loop.rows + 1
-            loop.obs, loop.train_returns = self.obs.cpu().numpy(), []
-            loop.wall_time_s = row["wall_time_s"]
-            if row["eval_return_mean"] is not None:
-                loop.eval_returns.append(row["eval_return_mean"])
-            if checkpoint is not None:
-                checkpoint({"agent": self.state_dict(), "row": row}, step)
-            logger.write(row)
-            report(step, None, row["eval_return_mean"])
-        return RunSummary(
-            env_steps=step,
-            final_return=loop.eval_returns[-1] if loop.eval_returns else float("nan"),
-            best_return=max(loop.eval_returns) if loop.eval_returns else float("nan"),
-            wall_time_s=time.perf_counter() - start_time,
-            rows=loop.rows,
-        )
+            obs = self.obs.cpu().numpy()
+            commit_row(loop, row, obs, self.state_dict, logger, report, checkpoint)
+        return run_summary(loop, step, start_time)
 
     # --- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -531,9 +519,7 @@ class PPOAgent:
         self.timers.pop()
 
     def reseed(self, salt: int) -> None:
-        """A fresh random stream after a rollback, so a divergence is not replayed exactly."""
-        torch.manual_seed(self.seed + 1_000_003 * salt)
-        np.random.seed((self.seed + 1_000_003 * salt) % 2**32)
+        reseed_after_rollback(self.seed, salt)
 
 
 register(

@@ -105,6 +105,46 @@ class RunSummary:
     rows: int
 
 
+def commit_row(
+    loop: LoopState,
+    row: dict[str, Any],
+    obs: np.ndarray,
+    snapshot: Callable[[], dict],
+    logger: CsvLogger,
+    report: Reporter,
+    checkpoint: Callable[[dict, int], None] | None,
+) -> None:
+    """Advance `loop` past an evaluation row, checkpoint (the row inside), then append the row:
+    a kill between the two loses nothing. Every agent's loop ends its evaluations here."""
+    step = row["env_step"]
+    check_finite(row, step)
+    loop.next_step, loop.rows = step, loop.rows + 1
+    loop.obs, loop.train_returns = obs, []
+    loop.wall_time_s = row["wall_time_s"]
+    if row["eval_return_mean"] is not None:
+        loop.eval_returns.append(row["eval_return_mean"])
+    if checkpoint is not None:
+        checkpoint({"agent": snapshot(), "row": row}, step)
+    logger.write(row)
+    report(step, None, row["eval_return_mean"])
+
+
+def run_summary(loop: LoopState, env_steps: int, start_time: float) -> RunSummary:
+    return RunSummary(
+        env_steps=env_steps,
+        final_return=loop.eval_returns[-1] if loop.eval_returns else float("nan"),
+        best_return=max(loop.eval_returns) if loop.eval_returns else float("nan"),
+        wall_time_s=time.perf_counter() - start_time,
+        rows=loop.rows,
+    )
+
+
+def reseed_after_rollback(seed: int, salt: int) -> None:
+    """A fresh random stream after a rollback, so a divergence is not replayed exactly."""
+    torch.manual_seed(seed + 1_000_003 * salt)
+    np.random.seed((seed + 1_000_003 * salt) % 2**32)
+
+
 class OffPolicyAgent:
     """Owns the real env, the real replay buffer, the policy optimiser and the evaluation."""
 
@@ -275,25 +315,11 @@ class OffPolicyAgent:
             done_steps = step + 1
             if done_steps % config.epoch_length == 0 or done_steps == self.total_steps:
                 row = self._row(done_steps, loop.train_returns, time.perf_counter() - start_time)
-                check_finite(row, done_steps)
-                loop.next_step, loop.rows = done_steps, loop.rows + 1
-                loop.obs, loop.train_returns = np.asarray(next_np, dtype=np.float32), []
-                loop.wall_time_s = row["wall_time_s"]
-                if row["eval_return_mean"] is not None:
-                    loop.eval_returns.append(row["eval_return_mean"])
-                if checkpoint is not None:
-                    checkpoint({"agent": self.state_dict(), "row": row}, done_steps)
-                logger.write(row)
-                report(done_steps, None, row["eval_return_mean"])
+                obs_np = np.asarray(next_np, dtype=np.float32)
+                commit_row(loop, row, obs_np, self.state_dict, logger, report, checkpoint)
             elif step % 50 == 0:
                 report(done_steps, None, None)
-        return RunSummary(
-            env_steps=self.total_steps,
-            final_return=loop.eval_returns[-1] if loop.eval_returns else float("nan"),
-            best_return=max(loop.eval_returns) if loop.eval_returns else float("nan"),
-            wall_time_s=time.perf_counter() - start_time,
-            rows=loop.rows,
-        )
+        return run_summary(loop, self.total_steps, start_time)
 
     # --- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -318,9 +344,7 @@ class OffPolicyAgent:
         self.timers.pop()
 
     def reseed(self, salt: int) -> None:
-        """A fresh random stream after a rollback, so a divergence is not replayed exactly."""
-        torch.manual_seed(self.seed + 1_000_003 * salt)
-        np.random.seed((self.seed + 1_000_003 * salt) % 2**32)
+        reseed_after_rollback(self.seed, salt)
 
     def after_env_step(
         self, obs: torch.Tensor, action: torch.Tensor, reward: float, next_obs: torch.Tensor
