@@ -187,34 +187,24 @@ class OffPolicyAgent:
         """The policy optimiser `config.policy` names. It must offer `act(obs, deterministic)`,
         `update(batch) -> dict of detached losses`, `state_dict()` and `load_state_dict()`."""
         config = self.config
+        shared = {
+            "hidden_size": config.hidden_size,
+            "lr": config.policy_lr,
+            "gamma": config.gamma,
+            "tau": config.tau,
+            "device": self.device,
+        }
+        bounds = (self.obs_dim, self.act_dim, self.act_low, self.act_high)
         if config.policy == "td3":
             return TD3(
-                self.obs_dim,
-                self.act_dim,
-                self.act_low,
-                self.act_high,
-                hidden_size=config.hidden_size,
-                lr=config.policy_lr,
-                gamma=config.gamma,
-                tau=config.tau,
+                *bounds,
                 exploration_noise=config.td3_exploration_noise,
                 policy_noise=config.td3_policy_noise,
                 noise_clip=config.td3_noise_clip,
                 policy_delay=config.td3_policy_delay,
-                device=self.device,
+                **shared,
             )
-        return SAC(
-            self.obs_dim,
-            self.act_dim,
-            self.act_low,
-            self.act_high,
-            hidden_size=config.hidden_size,
-            lr=config.policy_lr,
-            gamma=config.gamma,
-            tau=config.tau,
-            target_entropy=config.target_entropy,
-            device=self.device,
-        )
+        return SAC(*bounds, target_entropy=config.target_entropy, **shared)
 
     def learn(self, step: int) -> None:
         """Called after every real env step once `initial_steps` have been taken."""
