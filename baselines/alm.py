@@ -79,7 +79,7 @@ from baselines.pdml import gaussian_kl
 from usbpo_cli.buffers import Batch, ReplayBuffer
 from usbpo_cli.config import ALMConfig
 from usbpo_cli.loop import OffPolicyAgent
-from usbpo_cli.nets import BatchedLinear
+from usbpo_cli.nets import BatchedLinear, mlp
 from usbpo_cli.registry import register
 from usbpo_cli.sac import make_adam
 
@@ -108,13 +108,7 @@ class GaussianMLP(nn.Module):
 
     def __init__(self, in_dim: int, hidden_size: int, latent_dim: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_size),
-            nn.ELU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ELU(),
-            nn.Linear(hidden_size, 2 * latent_dim),
-        )
+        self.net = mlp(in_dim, hidden_size, 2 * latent_dim, nn.ELU)
         orthogonal_init(self)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,13 +172,7 @@ class LatentActor(nn.Module):
 
     def __init__(self, latent_dim: int, hidden_size: int, act_dim: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, hidden_size),
-            nn.ELU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ELU(),
-            nn.Linear(hidden_size, act_dim),
-        )
+        self.net = mlp(latent_dim, hidden_size, act_dim, nn.ELU)
         orthogonal_init(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

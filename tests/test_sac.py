@@ -6,7 +6,7 @@ import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
 from usbpo_cli.buffers import Batch
-from usbpo_cli.nets import BatchedMLP
+from usbpo_cli.nets import BatchedMLP, twin_q
 from usbpo_cli.sac import SAC, TanhGaussianActor
 
 
@@ -40,7 +40,7 @@ def test_deterministic_action_is_squashed_mean():
 def test_twin_critics_are_one_batched_network():
     sac = SAC(4, 2, -torch.ones(2), torch.ones(2), hidden_size=32)
     assert isinstance(sac.critic, BatchedMLP) and sac.critic.members == 2
-    q = sac._q(torch.randn(9, 4), torch.randn(9, 2), sac.critic)
+    q = twin_q(sac.critic, torch.randn(9, 4), torch.randn(9, 2))
     assert q.shape == (2, 9)
     assert not torch.allclose(q[0], q[1])  # independently initialised twins
 

@@ -69,3 +69,23 @@ class BatchedMLP(nn.Module):
             x = self.activation(torch.baddbmm(layer.bias.detach(), x, layer.weight.detach()))
         last = self.layers[-1]
         return torch.baddbmm(last.bias.detach(), x, last.weight.detach())
+
+
+def mlp(
+    in_dim: int, hidden_size: int, out_dim: int, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
+    """Two hidden layers of `hidden_size` and a linear head: the actors' and ALM's encoders'
+    shape (`nn.Linear`'s default init; callers re-initialise where their paper says so)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_size),
+        activation(),
+        nn.Linear(hidden_size, hidden_size),
+        activation(),
+        nn.Linear(hidden_size, out_dim),
+    )
+
+
+def twin_q(net: BatchedMLP, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """Both members of a twin critic on the same (obs, act) batch: [members, N]."""
+    x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(net.members, -1, -1)
+    return net(x).squeeze(-1)

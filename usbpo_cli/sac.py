@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from usbpo_cli.buffers import Batch
-from usbpo_cli.nets import BatchedMLP
+from usbpo_cli.nets import BatchedMLP, mlp, twin_q
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -37,13 +37,7 @@ class TanhGaussianActor(nn.Module):
         act_high: torch.Tensor,
     ) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Linear(obs_dim, hidden_size),
-            nn.ReLU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ReLU(),
-            nn.Linear(hidden_size, 2 * act_dim),
-        )
+        self.body = mlp(obs_dim, hidden_size, 2 * act_dim)
         self.register_buffer("act_scale", (act_high - act_low) / 2.0)
         self.register_buffer("act_bias", (act_high + act_low) / 2.0)
 
@@ -100,10 +94,6 @@ class SAC:
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp()
 
-    def _q(self, obs: torch.Tensor, act: torch.Tensor, net: BatchedMLP) -> torch.Tensor:
-        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(2, -1, -1)
-        return net(x).squeeze(-1)  # [2, N]
-
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         return self.actor(obs, deterministic)[0]
@@ -113,9 +103,9 @@ class SAC:
         alpha = self.alpha
         with torch.no_grad():
             next_act, next_log_prob = self.actor(batch.next_obs)
-            next_q = self._q(batch.next_obs, next_act, self.critic_target).min(0).values
+            next_q = twin_q(self.critic_target, batch.next_obs, next_act).min(0).values
             target = batch.rew + self.gamma * (1.0 - batch.done) * (next_q - alpha * next_log_prob)
-        q = self._q(batch.obs, batch.act, self.critic)
+        q = twin_q(self.critic, batch.obs, batch.act)
         critic_loss = 0.5 * ((q - target) ** 2).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()

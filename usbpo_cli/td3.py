@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from usbpo_cli.buffers import Batch
-from usbpo_cli.nets import BatchedMLP
+from usbpo_cli.nets import BatchedMLP, mlp, twin_q
 from usbpo_cli.sac import make_adam
 
 
@@ -40,13 +40,7 @@ class DeterministicActor(nn.Module):
         exploration_noise: float = 0.1,
     ) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Linear(obs_dim, hidden_size),
-            nn.ReLU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ReLU(),
-            nn.Linear(hidden_size, act_dim),
-        )
+        self.body = mlp(obs_dim, hidden_size, act_dim)
         act_scale = (act_high - act_low) / 2.0
         self.register_buffer("act_scale", act_scale)
         self.register_buffer("act_bias", (act_high + act_low) / 2.0)
@@ -100,10 +94,6 @@ class TD3:
         self._target_params = [*self.critic_target.parameters(), *self.actor_target.parameters()]
         self.updates = 0  # critic updates so far; the actor moves when it is a multiple of delay
 
-    def _q(self, obs: torch.Tensor, act: torch.Tensor, net: BatchedMLP) -> torch.Tensor:
-        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(2, -1, -1)
-        return net(x).squeeze(-1)  # [2, N]
-
     def _q1_detached(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """The first critic alone, its parameters cut from autograd (the actor's loss: TD3
         ascends Q1, not the minimum of the twins, and only the actor may get gradients)."""
@@ -139,7 +129,7 @@ class TD3:
     def td_target(self, batch: Batch) -> torch.Tensor:
         """Clipped double-Q: r + gamma (1 - done) min_i Q'_i(s', smoothed target action)."""
         next_act = self.target_actions(batch.next_obs)
-        next_q = self._q(batch.next_obs, next_act, self.critic_target).min(0).values
+        next_q = twin_q(self.critic_target, batch.next_obs, next_act).min(0).values
         return batch.rew + self.gamma * (1.0 - batch.done) * next_q
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -147,7 +137,7 @@ class TD3:
         update of all targets. Returns only the losses computed in this call (no `actor_loss`
         on critic-only calls), so the logged actor loss is a mean over real actor updates."""
         target = self.td_target(batch)
-        q = self._q(batch.obs, batch.act, self.critic)
+        q = twin_q(self.critic, batch.obs, batch.act)
         # The same scale as SAC's critic loss (half the summed twin MSEs), so the CSV column
         # compares across policy optimisers; Adam makes the factor irrelevant to learning.
         critic_loss = 0.5 * ((q - target) ** 2).mean(1).sum()
