@@ -91,6 +91,25 @@ def stable_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     ]
 
 
+def tiny_train_args(algo: str, out: Path) -> list[str]:
+    """`usbpo train` arguments of the 300-step tiny InvertedPendulum-v4 run the algorithm
+    tests share."""
+    return [
+        "train",
+        "--env",
+        "InvertedPendulum-v4",
+        "--algo",
+        algo,
+        "--preset",
+        "tiny",
+        "--steps",
+        "300",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+
+
 def assert_resume_reproduces(algo: str, finished: Path, tmp_path: Path) -> None:
     """Roll a finished 300-step tiny run back to its step-200 checkpoint (dropping the newest
     checkpoint and the last row), resume it, and demand the same rows as the finished run."""
@@ -99,22 +118,7 @@ def assert_resume_reproduces(algo: str, finished: Path, tmp_path: Path) -> None:
     (run / "checkpoints" / "ckpt-0000000300.pt").unlink()
     lines = (run / "progress.csv").read_text().splitlines(keepends=True)
     (run / "progress.csv").write_text("".join(lines[:-1]))
-    args = [
-        "train",
-        "--env",
-        "InvertedPendulum-v4",
-        "--algo",
-        algo,
-        "--preset",
-        "tiny",
-        "--steps",
-        "300",
-        "--quiet",
-        "--resume",
-        "--out",
-        str(run),
-    ]
-    result = usbpo(*args, cwd=tmp_path)
+    result = usbpo(*tiny_train_args(algo, run), "--resume", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resumed from env step 200" in (run / "events.log").read_text()
     assert stable_rows(progress_rows(run)) == stable_rows(progress_rows(finished))
@@ -122,20 +126,6 @@ def assert_resume_reproduces(algo: str, finished: Path, tmp_path: Path) -> None:
 
 def tiny_run(algo: str, root: Path) -> Path:
     """A finished 300-step tiny run of `algo` on InvertedPendulum-v4 in `root/run`."""
-    args = [
-        "train",
-        "--env",
-        "InvertedPendulum-v4",
-        "--algo",
-        algo,
-        "--preset",
-        "tiny",
-        "--steps",
-        "300",
-        "--quiet",
-        "--out",
-        str(root / "run"),
-    ]
-    result = usbpo(*args, cwd=root)
+    result = usbpo(*tiny_train_args(algo, root / "run"), cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     return root / "run"
