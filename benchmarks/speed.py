@@ -95,21 +95,20 @@ def sac_update_flops(obs: int, act: int, hidden: int, batch: int) -> float:
     return 2.0 * batch * macs
 
 
+def random_batch(device: torch.device, n: int = 256) -> Batch:
+    """A SAC batch of Hopper's shapes (its values do not matter to the timing)."""
+    return Batch(
+        torch.randn(n, OBS, device=device),
+        torch.rand(n, ACT, device=device) * 2 - 1,
+        torch.randn(n, device=device),
+        torch.randn(n, OBS, device=device),
+        torch.zeros(n, device=device),
+    )
+
+
 def bench_sac(device: torch.device, repeats: int) -> float:
     sac = SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), device=device)
-    n = 256
-    batch = Batch(
-        *(
-            t.to(device)
-            for t in (
-                torch.randn(n, OBS),
-                torch.rand(n, ACT) * 2 - 1,
-                torch.randn(n),
-                torch.randn(n, OBS),
-                torch.zeros(n),
-            )
-        )
-    )
+    batch = random_batch(device)
     return timed(lambda: sac.update(batch), repeats, device)
 
 
@@ -286,14 +285,7 @@ def profile_update(device: torch.device) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     sac = SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), device=device)
-    n = 256
-    batch = Batch(
-        torch.randn(n, OBS, device=device),
-        torch.rand(n, ACT, device=device) * 2 - 1,
-        torch.randn(n, device=device),
-        torch.randn(n, OBS, device=device),
-        torch.zeros(n, device=device),
-    )
+    batch = random_batch(device)
     model = GaussianEnsemble(OBS, ACT).to(device)
     inputs = torch.randn(5000, OBS + ACT, device=device)
     targets = torch.randn(5000, OBS + 1, device=device)
