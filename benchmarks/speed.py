@@ -41,8 +41,9 @@ from usbpo_cli.buffers import Batch
 from usbpo_cli.config import PAPER_TASKS, DynaConfig, USBPOConfig
 from usbpo_cli.dyna import fit_settings
 from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble
+from usbpo_cli.optim import make_adam
 from usbpo_cli.runlog import TIMING_COLUMNS, CsvLogger
-from usbpo_cli.sac import SAC, make_adam
+from usbpo_cli.sac import SAC
 from usbpo_cli.usbpo import USBPOAgent
 
 ENV = "Hopper-v4"

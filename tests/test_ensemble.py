@@ -7,7 +7,7 @@ import torch
 
 from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble, holdout_mse
 from usbpo_cli.nets import BatchedMLP
-from usbpo_cli.sac import make_adam
+from usbpo_cli.optim import make_adam
 
 OBS, ACT = 4, 2
 

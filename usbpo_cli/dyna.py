@@ -17,8 +17,8 @@ from usbpo_cli.buffers import Batch, ReplayBuffer
 from usbpo_cli.config import DynaConfig
 from usbpo_cli.ensemble import FitResult, GaussianEnsemble, fit_ensemble
 from usbpo_cli.loop import OffPolicyAgent
+from usbpo_cli.optim import make_adam
 from usbpo_cli.runlog import TrainingDiverged
-from usbpo_cli.sac import make_adam
 from usbpo_cli.termination import termination_fn
 from usbpo_cli.wasserstein import draw_elites, model_bias, shift_and_bias
 

@@ -7,9 +7,12 @@ forward pass is a handful of `baddbmm` calls instead of a Python loop over membe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+Layer = tuple[torch.Tensor, torch.Tensor]  # weight [members, in, out] and bias [members, 1, out]
 
 
 class BatchedLinear(nn.Module):
@@ -63,13 +66,6 @@ class BatchedMLP(nn.Module):
             x = self.activation(layer(x, members))
         return self.layers[-1](x, members)
 
-    def forward_detached(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward with parameters cut from autograd: only `x` gets gradients (SAC's actor loss)."""
-        for layer in self.layers[:-1]:
-            x = self.activation(torch.baddbmm(layer.bias.detach(), x, layer.weight.detach()))
-        last = self.layers[-1]
-        return torch.baddbmm(last.bias.detach(), x, last.weight.detach())
-
 
 def mlp(
     in_dim: int, hidden_size: int, out_dim: int, activation: type[nn.Module] = nn.ReLU
@@ -87,5 +83,58 @@ def mlp(
 
 def twin_q(net: BatchedMLP, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """Both members of a twin critic on the same (obs, act) batch: [members, N]."""
-    x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(net.members, -1, -1)
-    return net(x).squeeze(-1)
+    return net(twin_input(obs, act, net.members)).squeeze(-1)
+
+
+def twin_input(obs: torch.Tensor, act: torch.Tensor, members: int = 2) -> torch.Tensor:
+    """[obs, act] shared by every member of a critic: [members, N, obs + act], no copies."""
+    return torch.cat([obs, act], dim=-1).unsqueeze(0).expand(members, -1, -1)
+
+
+def relu_forward(
+    layers: Sequence[Layer], x: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """ReLU MLP on [members, N, in], also returning each layer's input for `relu_backward`.
+
+    Where gradients are written by hand (SAC's update) there is no autograd graph to keep the
+    activations, so the forward hands them over; `layers` may be views of `nn.Linear` weights.
+    """
+    inputs = []
+    for weight, bias in layers[:-1]:
+        inputs.append(x)
+        x = torch.baddbmm(bias, x, weight).relu_()
+    inputs.append(x)
+    weight, bias = layers[-1]
+    return inputs, torch.baddbmm(bias, x, weight)
+
+
+def relu_backward(
+    layers: Sequence[Layer],
+    inputs: Sequence[torch.Tensor],
+    grad_out: torch.Tensor,
+    *,
+    param_grads: bool = True,
+    input_columns: slice | None = None,
+) -> tuple[list[Layer], torch.Tensor | None]:
+    """Backward of `relu_forward` from the gradient of its output: each layer's (weight, bias)
+    gradient (in the weight's own memory layout, so a transposed `nn.Linear` view gets a
+    contiguous `[out, in]` gradient) and, with `input_columns`, the gradient of those input
+    columns. Skipping what is not needed (parameter gradients when only the input's is wanted,
+    the input gradient of the first layer) is where this beats autograd, besides its overhead.
+    """
+    grads: list[Layer] = []
+    grad = grad_out
+    for i in range(len(layers) - 1, -1, -1):
+        weight, _ = layers[i]
+        if param_grads:
+            if weight.stride(-1) == 1:
+                weight_grad = torch.bmm(inputs[i].mT, grad)
+            else:  # a transposed view: compute the transposed product, contiguous
+                weight_grad = torch.bmm(grad.mT, inputs[i]).mT
+            grads.append((weight_grad, grad.sum(1, keepdim=True)))
+        if i > 0:
+            grad = torch.ops.aten.threshold_backward(torch.bmm(grad, weight.mT), inputs[i], 0)
+    grads.reverse()
+    if input_columns is None:
+        return grads, None
+    return grads, torch.bmm(grad, layers[0][0][:, input_columns].mT)

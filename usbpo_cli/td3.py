@@ -19,7 +19,7 @@ from torch import nn
 
 from usbpo_cli.buffers import Batch
 from usbpo_cli.nets import BatchedMLP, mlp, twin_q
-from usbpo_cli.sac import make_adam
+from usbpo_cli.optim import make_adam
 
 
 class DeterministicActor(nn.Module):

@@ -13,7 +13,7 @@ import torch
 from usbpo_cli.config import USBPOConfig
 from usbpo_cli.dyna import DynaAgent
 from usbpo_cli.ensemble import FitResult, GaussianEnsemble, select_elites
-from usbpo_cli.sac import make_adam
+from usbpo_cli.optim import make_adam
 from usbpo_cli.wasserstein import draw_elites, shift_and_bias
 
 
