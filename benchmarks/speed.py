@@ -1,6 +1,7 @@
 """Speed benchmark at the paper preset for Hopper-v4, all figures from one process and one run.
 
-Prints: the machine's fp32 matmul GFLOP/s; ms per SAC update and its ratio to the FLOP floor;
+Prints: the machine's fp32 matmul GFLOP/s; ms per SAC update and its ratio to the FLOP floor,
+and the same update's matrix products alone (recorded and replayed: the floor this BLAS sets);
 ms per ensemble training epoch at 10k/50k/100k stored transitions; ms per 100k-state model
 rollout step; steady-state env steps/s of the whole loop for MBPO and USB-PO, early (5k stored
 transitions) and late (50k stored, rollout length 15), and USB-PO's wall-time ratio to MBPO;
@@ -111,6 +112,35 @@ def bench_sac(device: torch.device, repeats: int) -> float:
     sac = SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), device=device)
     batch = random_batch(device)
     return timed(lambda: sac.update(batch), repeats, device)
+
+
+def bench_sac_matmuls(device: torch.device, repeats: int) -> float:
+    """Seconds of one SAC update's matrix products alone: every mm/addmm/bmm/baddbmm call of a
+    real update is recorded (same shapes and memory layouts) and replayed back to back. What an
+    update with zero cost around its GEMMs would take on this machine's BLAS, a floor that,
+    unlike the FLOP floor, counts how efficiently these small shapes run."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    products = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm}
+    calls = []
+
+    class RecordProducts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in products:
+                calls.append((func, args, kwargs or {}))
+            return func(*args, **(kwargs or {}))
+
+    sac = SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), device=device)
+    batch = random_batch(device)
+    sac.update(batch)  # the first Adam step goes through Optimizer.step: record a later one
+    with RecordProducts():
+        sac.update(batch)
+
+    def replay() -> None:
+        for func, args, kwargs in calls:
+            func(*args, **kwargs)
+
+    return timed(replay, repeats, device)
 
 
 def bench_ensemble_epoch(device: torch.device, stored: int) -> float:
@@ -333,6 +363,13 @@ def main() -> None:
     print(
         f"SAC update (batch 256, 256x256, twin critics): {sac_s * 1e3:.2f} ms; FLOP floor "
         f"{floor_s * 1e3:.2f} ms; ratio {sac_s / floor_s:.2f}x"
+    )
+    matmul_s = bench_sac_matmuls(device, 50 if args.quick else 300)
+    figures["sac_matmuls_only_ms"] = matmul_s * 1e3
+    print(
+        f"  its matrix products alone (recorded from an update, replayed): {matmul_s * 1e3:.2f} "
+        f"ms = {matmul_s / floor_s:.2f}x the FLOP floor; the rest of the update: "
+        f"{(sac_s - matmul_s) * 1e3:.2f} ms"
     )
     if args.profile:
         profile_update(device)

@@ -60,6 +60,20 @@ def test_member_subset_matches_full_forward():
     assert torch.allclose(subset, full[members], atol=1e-6)
 
 
+@pytest.mark.parametrize("drawn", [[3], [6, 0, 2], list(range(7))])
+def test_member_mean_std_equals_picking_from_every_members_prediction(drawn):
+    model = make_model(seed=2)
+    gen = torch.Generator().manual_seed(len(drawn))
+    inputs = torch.randn(301, OBS + ACT, generator=gen) * 3
+    choice = torch.tensor(drawn)[torch.randint(len(drawn), (301,), generator=gen)]
+    mean, std = model.member_mean_std(inputs, choice)
+    full_mean, full_std = model.mean_std(inputs)
+    rows = torch.arange(301)
+    assert mean.shape == std.shape == (301, OBS + 1)
+    torch.testing.assert_close(mean, full_mean[choice, rows], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(std, full_std[choice, rows], rtol=1e-5, atol=1e-6)
+
+
 def test_log_variance_stays_within_learned_bounds():
     model = make_model()
     _, logvar = model(torch.randn(100, OBS + ACT) * 1000)

@@ -92,7 +92,7 @@ def test_model_shift_picks_the_drawn_members():
     mean_2 = torch.tensor([[[1.0]], [[4.0]]])
     std = torch.ones(2, 1, 1)
     for k1, k2, expected in ((0, 0, 1.0), (1, 0, 9.0), (0, 1, 4.0), (1, 1, 6.0)):
-        got = model_shift(mean_1, std, torch.tensor([k1]), mean_2, std, torch.tensor([k2]))
+        got = model_shift(mean_1[k1], std[k1], mean_2, std, torch.tensor([k2]))
         assert math.isclose(float(got), expected, abs_tol=1e-5)
 
 
@@ -135,7 +135,7 @@ def test_precomputed_frozen_predictions_give_the_same_estimates():
     inputs = torch.randn(32, 5)
     k1, k2 = model_1.elites[torch.randint(5, (32,))], model_2.elites[torch.randint(5, (32,))]
     with torch.no_grad():
-        cached = model_1.mean_std(inputs)
+        cached = model_1.member_mean_std(inputs, k1)
     direct = shift_and_bias(model_1, model_2, inputs, k1, k2)
     reused = shift_and_bias(model_1, model_2, inputs, k1, k2, cached)
     assert torch.allclose(torch.stack(direct), torch.stack(reused))

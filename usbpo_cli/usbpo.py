@@ -56,7 +56,8 @@ class USBPOAgent(DynaAgent):
         # Fixed member draws for validation, so every snapshot is scored on the same terms.
         val_k1, val_k2 = draw_elites(frozen, len(pick)), draw_elites(self.model, len(pick))
         with torch.no_grad():
-            val_frozen = frozen.mean_std(val_inputs)  # M1 is fixed: predict once, not per step
+            # M1 is fixed: predict once, not per step.
+            val_frozen = frozen.member_mean_std(val_inputs, val_k1)
 
         def validate() -> float:
             with torch.no_grad():

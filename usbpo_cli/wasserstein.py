@@ -37,15 +37,13 @@ def _pick(per_member: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
 def model_shift(
     mean_1: torch.Tensor,
     std_1: torch.Tensor,
-    k1: torch.Tensor,
     mean_2: torch.Tensor,
     std_2: torch.Tensor,
     k2: torch.Tensor,
 ) -> torch.Tensor:
-    """Per-sample W2(p_M1^k1(s,a), p_M2^k2(s,a)) from both ensembles' member predictions."""
-    return w2_diag_gaussian(
-        _pick(mean_1, k1), _pick(std_1, k1), _pick(mean_2, k2), _pick(std_2, k2)
-    )
+    """Per-sample W2(p_M1^k1(s,a), p_M2^k2(s,a)), given M1's Gaussians already under each
+    sample's k1 ([N, out], `GaussianEnsemble.member_mean_std`) and every M2 member's."""
+    return w2_diag_gaussian(mean_1, std_1, _pick(mean_2, k2), _pick(std_2, k2))
 
 
 def model_bias(mean_2: torch.Tensor, std_2: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
@@ -70,18 +68,18 @@ def shift_and_bias(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch means of model shift (M1 -> M2) and model bias (within M2) on raw inputs [N, in].
 
-    Gradients flow into `model_2` only; `model_1` is the frozen pre-update copy, whose
-    predictions on fixed inputs can be passed in once (`model_1_out`) instead of recomputed.
+    Gradients flow into `model_2` only. `model_1` is the frozen pre-update copy: it runs only
+    each sample's k1 member, and its predictions on fixed inputs can be passed in once
+    (`model_1_out`, from `member_mean_std(inputs, k1)`) instead of recomputed.
     """
     n = inputs.shape[0]
     k1 = draw_elites(model_1, n) if k1 is None else k1
     k2 = draw_elites(model_2, n) if k2 is None else k2
-    if model_1_out is not None:
-        mean_1, std_1 = model_1_out
-    else:
+    if model_1_out is None:
         with torch.no_grad():
-            mean_1, std_1 = model_1.mean_std(inputs)
+            model_1_out = model_1.member_mean_std(inputs, k1)
+    mean_1, std_1 = model_1_out
     mean_2, std_2 = model_2.mean_std(inputs)
-    shift = model_shift(mean_1, std_1, k1, mean_2, std_2, k2).mean()
+    shift = model_shift(mean_1, std_1, mean_2, std_2, k2).mean()
     bias = model_bias(mean_2, std_2, k2).mean()
     return shift, bias
