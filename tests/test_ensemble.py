@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble, holdout_mse
+from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble, holdout_mse, mle_loss
 from usbpo_cli.nets import BatchedMLP
 from usbpo_cli.optim import make_adam
 
@@ -72,6 +72,26 @@ def test_member_mean_std_equals_picking_from_every_members_prediction(drawn):
     assert mean.shape == std.shape == (301, OBS + 1)
     torch.testing.assert_close(mean, full_mean[choice, rows], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(std, full_std[choice, rows], rtol=1e-5, atol=1e-6)
+
+
+def test_mle_loss_gradients_and_value_match_autograd_through_the_whole_loss():
+    model = make_model(seed=4)
+    reference = copy.deepcopy(model)
+    inputs, targets = linear_dynamics(7 * 40, seed=4)
+    inputs, targets = inputs.view(7, 40, -1), targets.view(7, 40, -1)
+    decay = (2.5e-2, 5e-2, 1e-1)  # large, so a missing or doubled L2 gradient would show
+    loss = mle_loss(model, inputs, targets, decay, 0.01)
+
+    mean, logvar = reference(inputs)
+    full = (((mean - targets) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
+    full = full + sum(
+        d * 0.5 * (layer.weight**2).sum() for d, layer in zip(decay, reference.net.layers)
+    )
+    full = full + 0.01 * (reference.max_logvar.sum() - reference.min_logvar.sum())
+    full.backward()
+    torch.testing.assert_close(loss, full.detach())
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_log_variance_stays_within_learned_bounds():

@@ -135,7 +135,7 @@ def test_adam_step_is_bitwise_optimizer_step():
     params_b = [p.detach().clone().requires_grad_(True) for p in params_a]
     opt_a, opt_b = make_adam(params_a, 1e-2), make_adam(params_b, 1e-2)
     assert opt_b.param_groups[0]["fused"]  # the fast path is the one under test
-    for step in range(5):
+    for _ in range(5):
         grads = [torch.randn_like(p) for p in params_a]
         for p_a, p_b, g in zip(params_a, params_b, grads):
             p_a.grad, p_b.grad = g.clone(), g.clone()

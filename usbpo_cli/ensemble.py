@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from usbpo_cli.nets import BatchedMLP
+from usbpo_cli.optim import adam_step
 
 
 class GaussianEnsemble(nn.Module):
@@ -144,11 +145,24 @@ def mle_loss(
     weight_decay: tuple[float, ...],
     logvar_penalty: float,
 ) -> torch.Tensor:
+    """Phase 1's minibatch loss: the members' NLLs, the log-variance bound penalty and an L2
+    penalty of `weight_decay[i] / 2 * ||W_i||^2` on each layer's weights, backpropagated.
+
+    The L2 term's gradient, `weight_decay[i] * W_i`, is added to the gradients directly rather
+    than built into the autograd graph (about a tenth of a minibatch on a CPU); its value still
+    counts in the returned loss. Same gradient as autograd through the whole sum (tested).
+    """
     mean, logvar = model(inputs)
     loss = gaussian_nll(mean, logvar, targets).sum()
-    for decay, layer in zip(weight_decay, model.net.layers):
-        loss = loss + decay * 0.5 * (layer.weight**2).sum()
-    return loss + logvar_penalty * (model.max_logvar.sum() - model.min_logvar.sum())
+    loss = loss + logvar_penalty * (model.max_logvar.sum() - model.min_logvar.sum())
+    loss.backward()
+    with torch.no_grad():
+        weights = [layer.weight for layer in model.net.layers]
+        for decay, weight in zip(weight_decay, weights):
+            weight.grad.add_(weight, alpha=decay)
+        norms = torch.stack(torch._foreach_norm(weights[: len(weight_decay)]))
+        decays = torch.tensor(weight_decay[: len(weights)], device=norms.device)
+        return loss.detach() + 0.5 * (decays * norms.square()).sum()
 
 
 @torch.no_grad()
@@ -215,11 +229,10 @@ def fit_ensemble(
         losses = []
         for start in range(0, n_train, batch_size):
             idx = order[:, start : start + batch_size]
-            loss = mle_loss(model, train_in[idx], train_tgt[idx], weight_decay, logvar_penalty)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
+            loss = mle_loss(model, train_in[idx], train_tgt[idx], weight_decay, logvar_penalty)
+            adam_step(optimizer)
+            losses.append(loss)
         train_loss = torch.stack(losses).mean().item() / members
         epoch += 1
         mse = holdout_mse(model, hold_in, hold_tgt)
