@@ -208,35 +208,49 @@ def conditioned_agent(
     anchor does before the block it times.
     """
     config = dataclasses.replace(config, initial_steps=0, eval_episodes=0)
-    agent = agent_cls(ENV, config, seed=0, total_steps=len(data) + 2 * BLOCK, device=device)
-    for obs, action, reward, next_obs, terminated in data:
-        agent.real_buffer.add(
-            torch.as_tensor(obs),
-            torch.as_tensor(action),
-            reward,
-            torch.as_tensor(next_obs),
-            terminated,
-        )
+
+    def new_agent():
+        fresh = agent_cls(ENV, config, seed=0, total_steps=len(data) + 2 * BLOCK, device=device)
+        for obs, action, reward, next_obs, terminated in data:
+            fresh.real_buffer.add(
+                torch.as_tensor(obs),
+                torch.as_tensor(action),
+                reward,
+                torch.as_tensor(next_obs),
+                terminated,
+            )
+        return fresh
+
+    agent = new_agent()
     if whole_block:
         run_block(agent, BLOCK)
         agent.timers.pop()
         return agent
-    if "model" not in shared:
-        agent.config = dataclasses.replace(config, model_max_epochs=warmup_epochs)
-        agent.train_model(0)
-        agent.config = config
-        shared["model"] = copy.deepcopy(agent.model.state_dict())
-        shared["model_opt"] = copy.deepcopy(agent.model_opt.state_dict())
-    else:
-        agent.model.load_state_dict(shared["model"])
-        agent.model_opt.load_state_dict(shared["model_opt"])
-        agent.rollout(0)
+    if "model" not in shared:  # trained once, by an agent of its own, for all compared agents
+        trainer = new_agent()
+        trainer.config = dataclasses.replace(config, model_max_epochs=warmup_epochs)
+        trainer.train_model(0)
+        shared["model"] = copy.deepcopy(trainer.model.state_dict())
+        shared["model_opt"] = copy.deepcopy(trainer.model_opt.state_dict())
+        del trainer
+    agent.model.load_state_dict(shared["model"])
+    agent.model_opt.load_state_dict(shared["model_opt"])
+    same_random_stream()
+    agent.rollout(0)
     agent.should_train_model = lambda step: False
     agent.learn = lambda step: None
     run_block(agent, BLOCK)
     del agent.should_train_model, agent.learn  # back to the class's methods
     agent.timers.pop()
     return agent
+
+
+def same_random_stream(seed: int = 1) -> None:
+    """Reseed before each compared agent's shared steps, so that MBPO and USB-PO, in the same
+    state, draw the same numbers: their phase-1 trainings then run the same epochs, and the
+    timed difference is USB-PO's phase 2 rather than early stopping's luck."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
 
 
 def run_block(agent, steps: int) -> tuple[float, dict[str, float]]:
@@ -263,6 +277,7 @@ def bench_loop(agent, quick: bool) -> dict[str, float]:
     QUICK_MAX_EPOCHS epochs, then a 25-step stretch of the loop) and composes the block:
     250 / (training + rollout + 250 x seconds per loop step).
     """
+    same_random_stream(2)
     if not quick:
         seconds, phases = run_block(agent, BLOCK)
         return {"steps_per_s": BLOCK / seconds, "block_s": seconds, **phases}
