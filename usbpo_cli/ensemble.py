@@ -160,9 +160,9 @@ def mle_loss(
         weights = [layer.weight for layer in model.net.layers]
         for decay, weight in zip(weight_decay, weights):
             weight.grad.add_(weight, alpha=decay)
-        norms = torch.stack(torch._foreach_norm(weights[: len(weight_decay)]))
-        decays = torch.tensor(weight_decay[: len(weights)], device=norms.device)
-        return loss.detach() + 0.5 * (decays * norms.square()).sum()
+        norms = torch._foreach_norm(weights)  # Python-float decays: no host-to-device copy
+        penalty = sum(0.5 * decay * norm * norm for decay, norm in zip(weight_decay, norms))
+        return loss.detach() + penalty
 
 
 @torch.no_grad()
