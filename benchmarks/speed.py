@@ -40,7 +40,7 @@ import torch
 from baselines.mbpo import MBPOAgent
 from usbpo_cli.buffers import Batch
 from usbpo_cli.config import PAPER_TASKS, DynaConfig, USBPOConfig
-from usbpo_cli.dyna import fit_settings
+from usbpo_cli.dyna import act_in_passes, fit_settings
 from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble
 from usbpo_cli.optim import make_adam
 from usbpo_cli.runlog import TIMING_COLUMNS, CsvLogger
@@ -166,7 +166,7 @@ def bench_rollout_step(device: torch.device, states: int) -> float:
 
     def step() -> None:
         with torch.no_grad():
-            act = sac.act(obs)
+            act = act_in_passes(sac, obs)
             _, next_obs = model.sample_step(obs, act)
             done_fn(obs, act, next_obs)
 

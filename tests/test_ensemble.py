@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+import usbpo_cli.ensemble as ensemble_module
 from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble, holdout_mse, mle_loss
 from usbpo_cli.nets import BatchedMLP
 from usbpo_cli.optim import make_adam
@@ -92,6 +93,18 @@ def test_mle_loss_gradients_and_value_match_autograd_through_the_whole_loss():
     torch.testing.assert_close(loss, full.detach())
     for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_sample_step_in_passes_of_a_few_rows_gives_the_same_step(monkeypatch):
+    model = make_model(seed=5)
+    obs, act = torch.randn(103, OBS), torch.randn(103, ACT)
+    steps = []
+    for rows in (10**9, 4):  # one pass; passes of 4 rows per elite, the last one short
+        monkeypatch.setattr(ensemble_module, "ROWS_PER_PASS", rows)
+        torch.manual_seed(7)
+        steps.append(model.sample_step(obs, act))
+    for one_pass, in_passes in zip(*steps):
+        torch.testing.assert_close(in_passes, one_pass, rtol=1e-5, atol=1e-6)
 
 
 def test_log_variance_stays_within_learned_bounds():
