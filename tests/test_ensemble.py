@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import usbpo_cli.ensemble as ensemble_module
-from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble, holdout_mse, mle_loss
+from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble, holdout_mse, mle_backward
 from usbpo_cli.nets import BatchedMLP
 from usbpo_cli.optim import make_adam
 
@@ -81,7 +81,7 @@ def test_mle_loss_gradients_and_value_match_autograd_through_the_whole_loss():
     inputs, targets = linear_dynamics(7 * 40, seed=4)
     inputs, targets = inputs.view(7, 40, -1), targets.view(7, 40, -1)
     decay = (2.5e-2, 5e-2, 1e-1)  # large, so a missing or doubled L2 gradient would show
-    loss = mle_loss(model, inputs, targets, decay, 0.01)
+    loss = mle_backward(model, inputs, targets, decay, 0.01)
 
     mean, logvar = reference(inputs)
     full = (((mean - targets) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()

@@ -194,13 +194,13 @@ def test_weighted_fit_trains_on_the_weighted_rows_only(monkeypatch: pytest.Monke
     weights = torch.zeros(200)
     weights[:60] = 1.0
     seen: list[torch.Tensor] = []
-    original = ensemble.mle_loss
+    original = ensemble.mle_backward
 
     def spy(model, batch_inputs, *args, **kwargs):
         seen.append(batch_inputs[..., 0].flatten())
         return original(model, batch_inputs, *args, **kwargs)
 
-    monkeypatch.setattr(ensemble, "mle_loss", spy)
+    monkeypatch.setattr(ensemble, "mle_backward", spy)
     model = make_model(0)
     torch.manual_seed(0)
     result = fit(model, inputs, targets, max_epochs=3, sample_weights=weights)

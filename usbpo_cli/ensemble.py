@@ -147,15 +147,16 @@ def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, targets: torch.Tensor
     return (((mean - targets) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
 
 
-def mle_loss(
+def mle_backward(
     model: GaussianEnsemble,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     weight_decay: tuple[float, ...],
     logvar_penalty: float,
 ) -> torch.Tensor:
-    """Phase 1's minibatch loss: the members' NLLs, the log-variance bound penalty and an L2
-    penalty of `weight_decay[i] / 2 * ||W_i||^2` on each layer's weights, backpropagated.
+    """Backpropagate phase 1's minibatch loss into the parameters' gradients and return its
+    value: the members' NLLs, the log-variance bound penalty and an L2 penalty of
+    `weight_decay[i] / 2 * ||W_i||^2` on each layer's weights.
 
     The L2 term's gradient, `weight_decay[i] * W_i`, is added to the gradients directly rather
     than built into the autograd graph (about a tenth of a minibatch on a CPU); its value still
@@ -239,7 +240,7 @@ def fit_ensemble(
         for start in range(0, n_train, batch_size):
             idx = order[:, start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = mle_loss(model, train_in[idx], train_tgt[idx], weight_decay, logvar_penalty)
+            loss = mle_backward(model, train_in[idx], train_tgt[idx], weight_decay, logvar_penalty)
             adam_step(optimizer)
             losses.append(loss)
         train_loss = torch.stack(losses).mean().item() / members
