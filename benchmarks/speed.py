@@ -247,8 +247,9 @@ def conditioned_agent(
 
 def same_random_stream(seed: int = 1) -> None:
     """Reseed before each compared agent's shared steps, so that MBPO and USB-PO, in the same
-    state, draw the same numbers: their phase-1 trainings then run the same epochs, and the
-    timed difference is USB-PO's phase 2 rather than early stopping's luck."""
+    state, draw the same numbers and their phase-1 trainings differ only by floating-point
+    round-off (which early stopping can still turn into a different epoch count: hence the
+    ratio with phase 1 counted equal)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
 
