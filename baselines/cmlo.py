@@ -14,10 +14,13 @@ The model retrains when the sum exceeds `cmlo_alpha` and at least `cmlo_min_inte
 have passed since the last update, or after `cmlo_max_interval` steps whatever the sum; the very
 first training comes at the first learning step, as in MBPO.
 
-What stays MBPO's: rollouts still happen every `model_train_freq` env steps, from whatever the
-current model is. CMLO is built on MBPO and its authors' code keeps rolling out on a fixed
-schedule while the trigger gates only model training, so against MBPO the one difference is when
-the model trains (and a retrained model first feeds the policy at the next scheduled rollout).
+Rollouts follow the authors' code by default: once a model exists, every env step branches
+`cmlo_rollout_batch_size` (400) rollouts from real start states, at MBPO's rollout length
+schedule, whatever the trigger did; the model buffer holds `model_retain_epochs` epochs of them
+(400 x 1000 starts per epoch, as many as MBPO's 100k x 4). With `cmlo_rollout_every_step=false`
+rollouts follow MBPO's schedule instead (`rollout_batch_size` every `model_train_freq` steps),
+so that against MBPO the one difference is when the model trains. Either way the trigger gates
+only model training.
 
 Where we differ from the authors' code, on purpose: the ratio compares with the coverage at the
 last update (their code compares with the previous interval's); the hull takes the most recent
@@ -138,8 +141,17 @@ class CMLOAgent(DynaAgent):
         return self.trigger.should_update(step)
 
     def rollout_due(self, step: int) -> bool:
-        """MBPO's model-training schedule, kept for the rollouts alone."""
+        """Every env step once a model exists (the authors'), or MBPO's model-training
+        schedule kept for the rollouts alone."""
+        if self.config.cmlo_rollout_every_step:
+            return self.trigger.last_update is not None
         return super().should_train_model(step)
+
+    def rollout_starts_per_epoch(self) -> float:
+        c = self.config
+        if c.cmlo_rollout_every_step:
+            return c.cmlo_rollout_batch_size * c.epoch_length
+        return super().rollout_starts_per_epoch()
 
     @torch.no_grad()
     def after_env_step(
@@ -169,8 +181,10 @@ class CMLOAgent(DynaAgent):
             self.record("model_update_step", step + 1, latest=True)  # steps taken, as env_step
             self.record("event_sum", fired_at, latest=True)
         if self.rollout_due(step):
+            every_step = self.config.cmlo_rollout_every_step
+            starts = self.config.cmlo_rollout_batch_size if every_step else None
             with self.timers("rollout"):
-                self.rollout(step)
+                self.rollout(step, starts)
         self.update_policy(self.config.updates_per_step)
 
     def state_dict(self) -> dict:

@@ -158,21 +158,22 @@ def test_degenerate_or_low_dimensional_sets_do_not_crash() -> None:
 
 
 @pytest.mark.parametrize(
-    ("family", "alpha"),
-    [
-        ("Hopper", 1.2),
-        ("Walker2d", 3.0),
-        ("HalfCheetah", 2.0),
-        ("Ant", 2.0),
-        ("Humanoid", 2.5),
-        ("InvertedPendulum", 2.0),
+    ("family", "alpha", "interval"),
+    [  # the CMLO authors' per-task configs; tasks they did not run take alpha 2, interval 50
+        ("Hopper", 1.2, 20),
+        ("Walker2d", 3.0, 20),
+        ("HalfCheetah", 2.0, 50),
+        ("Ant", 2.0, 50),
+        ("Humanoid", 2.5, 50),
+        ("InvertedPendulum", 2.0, 50),
     ],
 )
-def test_alpha_per_task(family: str, alpha: float) -> None:
+def test_alpha_and_compute_interval_per_task(family: str, alpha: float, interval: int) -> None:
     config, deviations = resolve_config(CMLOConfig, family, "paper", {})
     assert config.cmlo_alpha == alpha and deviations == {}
-    assert config.cmlo_compute_interval == 50
+    assert config.cmlo_compute_interval == interval
     assert (config.cmlo_min_interval, config.cmlo_max_interval) == (150, 500)
+    assert config.cmlo_rollout_every_step and config.cmlo_rollout_batch_size == 400
 
 
 def test_dotted_set_alias_and_deviation() -> None:

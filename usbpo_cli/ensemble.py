@@ -207,14 +207,21 @@ def fit_ensemble(
     max_holdout: int,
     patience: int,
     max_epochs: int | None,
+    bootstrap: bool = True,
     sample_weights: torch.Tensor | None = None,
 ) -> FitResult:
     """Phase 1 (MLE), warm-started: train until no member improves its holdout MSE by more than
     1% for `patience` epochs, keeping each member's best weights; then re-pick the elites.
 
-    With `sample_weights` (one non-negative weight per row, PDML's), each member's epoch draws
-    its training rows with replacement in proportion to their weights instead of visiting every
-    row once; the holdout split stays uniform, so early stopping still judges all the data.
+    Which rows each member trains on:
+    - `bootstrap` (MBPO's, USB-PO's and mbrl-lib's code): each member draws its own resample of
+      the training rows with replacement once per training, and visits it in a new order every
+      epoch, so members differ by their data as well as their initialisation;
+    - otherwise each member visits every training row once per epoch, in its own order;
+    - with `sample_weights` (one non-negative weight per row, PDML's), each member's epoch
+      draws its rows with replacement in proportion to the weights (a weighted bootstrap,
+      redrawn every epoch), whatever `bootstrap` says.
+    The holdout split stays uniform in every case, so early stopping judges all the data.
     """
     n = inputs.shape[0]
     n_holdout = min(int(n * holdout_ratio), max_holdout)
@@ -227,12 +234,17 @@ def fit_ensemble(
     model.fit_normaliser(train_in)
 
     members, n_train = model.ensemble_size, train_in.shape[0]
+    resample = None
+    if bootstrap and train_weights is None:
+        resample = torch.randint(n_train, (members, n_train), device=inputs.device)
     best_mse = torch.full((members,), math.inf, device=inputs.device)
     snapshot = [p.detach().clone() for p in model.member_parameters()]
     epochs_since_update, epoch, train_loss = 0, 0, math.nan
     while max_epochs is None or epoch < max_epochs:
-        if train_weights is None:  # each member sees the same data in its own order
+        if train_weights is None:  # each member its own order of its rows
             order = torch.argsort(torch.rand(members, n_train, device=inputs.device), dim=1)
+            if resample is not None:
+                order = resample.gather(1, order)
         else:
             rows = train_weights.expand(members, -1)
             order = torch.multinomial(rows, n_train, replacement=True)
