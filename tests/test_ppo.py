@@ -296,16 +296,6 @@ def test_tiny_run_resumes_exactly(finished_run: Path, tmp_path: Path) -> None:
     assert_resume_reproduces("ppo", finished_run, tmp_path)
 
 
-def test_ppo_learns_to_balance_the_pendulum_a_little(tmp_path: Path) -> None:
-    overrides = ["ppo_num_envs=1", "ppo_num_steps=512", "ppo_epochs=10"]
-    overrides += ["ppo_num_minibatches=16", "hidden_size=64", "eval_episodes=3"]
-    overrides += ["epoch_length=512"]
-    rows = run_in_process(tmp_path / "learn", 5120, overrides)
-    returns = [float(row["eval_return_mean"]) for row in rows]
-    assert returns[0] < 60  # after one update the pole still falls within a few dozen steps
-    assert np.mean(returns[-3:]) > 3 * returns[0]
-
-
 # ---------------------------------------------------------------------------------------------
 # config
 

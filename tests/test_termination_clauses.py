@@ -256,3 +256,27 @@ def test_hopper_velocity_state_clause_is_hidden_by_the_clip(envs, version: str) 
         assert set(verdicts.values()) == {gym_terminated}
         assert obs[5 + 3] == np.sign(value) * 10.0
         assert not any(_our_verdicts(env_id, False, obs).values())
+
+
+@pytest.mark.parametrize(
+    ("env_id", "z", "terminated"),
+    [
+        # gymnasium's open healthy range (0.7, inf) excludes z = +inf itself
+        ("Hopper-v4", float("inf"), True),
+        ("Hopper-v4", 1e30, False),
+        ("Walker2d-v4", float("inf"), True),
+        ("Humanoid-v4", float("inf"), True),
+    ],
+)
+def test_an_infinite_height_is_outside_the_open_healthy_range(
+    env_id: str, z: float, terminated: bool
+) -> None:
+    """z < max_z with max_z = inf (Hopper) is false for z = inf: a model rollout that predicts
+    an infinite height must end, as gymnasium's `min_z < z < max_z` would say."""
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=0)
+    obs = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+    obs[0, 0] = z
+    rule, _ = termination_fn(env_id)
+    assert bool(rule(obs, torch.zeros(1, 1), obs)[0]) is terminated
+    env.close()

@@ -1,0 +1,411 @@
+"""Mutation testing for the maths modules: plant one small bug at a time, run the tests that
+should notice, and count the bugs that no test caught.
+
+    python tests/mutation.py                       # every module below, 2 workers
+    python tests/mutation.py --modules usbpo,dyna  # some of them
+    python tests/mutation.py --list                # the mutants, without running anything
+
+Why our own script and not mutmut or cosmic-ray: the suite needs torch, gymnasium and MuJoCo,
+whose import costs seconds, and a mutant must be judged by the few test files that target its
+module. Here a parent process imports the heavy libraries once and forks one child per mutant;
+the child writes the mutated module into a private copy of the repository (bytecode caching
+off, so no stale .pyc can stand in for the mutant), runs the module's tests with pytest in
+process, stopping at the first failure, and exits. A mutant is killed when its tests fail,
+error, or run past the time limit; it survives when they pass.
+
+The mutations are the bugs the issue names: an arithmetic operator swapped (+ -, * /), a unary
+minus or `not` dropped, a comparison moved across its boundary or turned round (< <= > >=,
+== !=), `and`/`or` swapped, a number changed (n -> n + 1, x -> 2x, 0.0 -> 1.0), True/False
+swapped, min/max-style pairs swapped (min max, amin amax, argmin argmax, clamp_min clamp_max,
+all any), and a call statement deleted (a dropped `restore`, `backward`, `copy_`). Docstrings,
+type annotations, error messages, argument defaults (callers pass the configured values) and
+`dim=`/`axis=` arguments (-1 and 1 coincide on 2-D tensors) are left alone.
+
+Mutants judged equivalent (the program cannot behave differently where it is used) are listed
+by hand in `tests/mutation_equivalent.txt`, one per line as `module | mutation | code  # why`
+(the code without its comment, as `--list` prints it); the score is killed / (all - equivalent). Results go to `benchmarks/mutation/<module>.json`; the summary
+table is printed at the end and kept in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# module name -> (source file, test files that must notice a bug in it)
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "wasserstein": ("usbpo_cli/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
+    "usbpo": ("usbpo_cli/usbpo.py", ["test_phase2.py"]),
+    "dyna": ("usbpo_cli/dyna.py", ["test_dyna.py", "test_phase2.py"]),
+    "ensemble": ("usbpo_cli/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
+    "sac": ("usbpo_cli/sac.py", ["test_sac.py", "test_hand_gradients.py"]),
+    "td3": ("usbpo_cli/td3.py", ["test_td3_actor.py", "test_td3.py"]),
+    "termination": ("usbpo_cli/termination.py", ["test_termination_clauses.py", "test_envs.py"]),
+    "buffers": ("usbpo_cli/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
+    "cmlo": ("baselines/cmlo.py", ["test_cmlo.py", "test_cmlo_agent.py"]),
+    "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py"]),
+    "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),
+    "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo.py"]),
+}
+
+SWAP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}
+SWAP_COMPARE = {
+    ast.Lt: (ast.LtE, ast.Gt),
+    ast.LtE: (ast.Lt, ast.GtE),
+    ast.Gt: (ast.GtE, ast.Lt),
+    ast.GtE: (ast.Gt, ast.LtE),
+    ast.Eq: (ast.NotEq,),
+    ast.NotEq: (ast.Eq,),
+    ast.Is: (ast.IsNot,),
+    ast.IsNot: (ast.Is,),
+}
+SWAP_NAMES = {
+    "min": "max",
+    "max": "min",
+    "amin": "amax",
+    "amax": "amin",
+    "argmin": "argmax",
+    "argmax": "argmin",
+    "clamp_min": "clamp_max",
+    "clamp_max": "clamp_min",
+    "minimum": "maximum",
+    "maximum": "minimum",
+    "all": "any",
+    "any": "all",
+}
+OP_TEXT = {
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+}
+
+
+@dataclass
+class Mutant:
+    module: str
+    index: int  # position among the module's mutants, stable for a given source
+    line: int
+    mutation: str  # e.g. "< -> <=", "delete call", "1e-4 -> 0.0002"
+    source_line: str
+    status: str = "pending"  # killed, survived, timeout, equivalent
+    seconds: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """Names the mutant by its code rather than its line number, so the list of
+        equivalent mutants survives edits elsewhere in the module."""
+        code = self.source_line.split("  #")[0].strip()
+        return f"{self.module} | {self.mutation} | {code}"
+
+
+def _skipped_nodes(tree: ast.AST) -> set[int]:
+    """ids of nodes never mutated: docstrings, annotations, strings and their contents."""
+    skip: set[int] = set()
+
+    def mark(node: ast.AST | None) -> None:
+        if node is not None:
+            skip.update(id(n) for n in ast.walk(node))
+
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                mark(body[0])
+        if isinstance(node, (ast.arg, ast.AnnAssign)):
+            mark(node.annotation)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            mark(node.returns)
+        if isinstance(node, ast.JoinedStr):
+            mark(node)
+        if isinstance(node, ast.Raise):
+            mark(node.exc)  # error messages and their formatting
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            mark(node)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register":
+            mark(node)  # registry entries: names and help texts
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for default in node.args.defaults + node.args.kw_defaults:
+                mark(default)  # argument defaults: the callers pass the configured values
+        if isinstance(node, ast.keyword) and node.arg in ("dim", "axis"):
+            mark(node.value)  # dim=-1 vs dim=1 on 2-D tensors: mostly equivalent noise
+    return skip
+
+
+def _sites(tree: ast.AST) -> list[tuple[ast.AST, str, object]]:
+    """Every (node, description, replacement spec) the operators above can mutate."""
+    skip = _skipped_nodes(tree)
+    sites: list[tuple[ast.AST, str, object]] = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in SWAP_BINOP:
+            new = SWAP_BINOP[type(node.op)]
+            sites.append((node, f"{OP_TEXT[type(node.op)]} -> {OP_TEXT[new]}", new))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Not)):
+            sites.append(
+                (node, "drop unary " + ("-" if isinstance(node.op, ast.USub) else "not"), None)
+            )
+        elif isinstance(node, ast.Compare):
+            for position, op in enumerate(node.ops):
+                for new in SWAP_COMPARE.get(type(op), ()):
+                    text = f"{OP_TEXT[type(op)]} -> {OP_TEXT[new]}"
+                    sites.append(
+                        (node, text + (f" (#{position})" if position else ""), (position, new))
+                    )
+        elif isinstance(node, ast.BoolOp):
+            new = ast.Or if isinstance(node.op, ast.And) else ast.And
+            sites.append((node, "and -> or" if new is ast.Or else "or -> and", new))
+        elif isinstance(node, ast.Constant) and not isinstance(node.value, str):
+            value = node.value
+            if isinstance(value, bool):
+                sites.append((node, f"{value} -> {not value}", not value))
+            elif isinstance(value, int):
+                sites.append((node, f"{value} -> {value + 1}", value + 1))
+            elif isinstance(value, float):
+                new_value = 1.0 if value == 0.0 else value * 2
+                sites.append((node, f"{value!r} -> {new_value!r}", new_value))
+        elif isinstance(node, ast.Attribute) and node.attr in SWAP_NAMES:
+            sites.append((node, f".{node.attr} -> .{SWAP_NAMES[node.attr]}", SWAP_NAMES[node.attr]))
+        elif isinstance(node, ast.Name) and node.id in ("min", "max"):
+            sites.append((node, f"{node.id} -> {SWAP_NAMES[node.id]}", SWAP_NAMES[node.id]))
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            sites.append((node, "delete call", None))
+    return sites
+
+
+def _apply(node: ast.AST, spec: object) -> None:
+    """Mutate `node` in place (on a copy of the tree) as its site says."""
+    if isinstance(node, (ast.BinOp, ast.AugAssign, ast.BoolOp)):
+        node.op = spec()  # type: ignore[operator]
+    elif isinstance(node, ast.Compare):
+        position, new = spec  # type: ignore[misc]
+        node.ops[position] = new()
+    elif isinstance(node, ast.Constant):
+        node.value = spec
+    elif isinstance(node, ast.Attribute):
+        node.attr = spec  # type: ignore[assignment]
+    elif isinstance(node, ast.Name):
+        node.id = spec  # type: ignore[assignment]
+
+
+class _Replace(ast.NodeTransformer):
+    """Replaces one node: a unary op by its operand, a call statement by `pass`."""
+
+    def __init__(self, target: ast.AST) -> None:
+        self.target = target
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        return node.operand if node is self.target else node
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST:
+        self.generic_visit(node)
+        return ast.Pass() if node is self.target else node
+
+
+def mutants_of(module: str) -> tuple[list[Mutant], list[str]]:
+    """The module's mutants and, aligned, each mutant's full source."""
+    path = ROOT / MODULES[module][0]
+    text = path.read_text()
+    lines = text.splitlines()
+    tree = ast.parse(text)
+    count = len(_sites(tree))
+    mutants, sources = [], []
+    for index in range(count):
+        mutated = copy.deepcopy(tree)
+        node, description, spec = _sites(mutated)[index]
+        if isinstance(node, (ast.UnaryOp, ast.Expr)):
+            mutated = _Replace(node).visit(mutated)
+        else:
+            _apply(node, spec)
+        ast.fix_missing_locations(mutated)
+        line = getattr(node, "lineno", 0)
+        source = lines[line - 1].strip() if line else ""
+        mutants.append(Mutant(module, index, line, description, source))
+        sources.append(ast.unparse(mutated))
+    return mutants, sources
+
+
+def load_equivalent() -> dict[str, str]:
+    """`module | mutation | code` -> the reason the mutant cannot change behaviour."""
+    path = ROOT / "tests" / "mutation_equivalent.txt"
+    reasons = {}
+    if path.exists():
+        for raw in path.read_text().splitlines():
+            if raw.strip() and not raw.startswith("#"):
+                key, _, why = raw.partition("  #")
+                reasons[key.strip()] = why.strip()
+    return reasons
+
+
+def make_copy(destination: Path) -> None:
+    """A private copy of the code and tests, without bytecode, runs or git data."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    ignore = shutil.ignore_patterns(".git", "runs", "__pycache__", "*.pyc", "figures", "mutation")
+    destination.mkdir(parents=True)
+    for name in ("usbpo_cli", "baselines", "tests", "pyproject.toml"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=ignore)
+        else:
+            shutil.copy2(source, destination / name)
+
+
+def run_child(copy_root: Path, relative: str, source: str, tests: list[str]) -> None:
+    """In the forked child: write the mutant, run the tests, exit with pytest's code."""
+    import pytest
+    import torch
+
+    torch.set_num_threads(1)
+    sys.dont_write_bytecode = True
+    os.chdir(copy_root)
+    sys.path[:0] = [str(copy_root), str(copy_root / "tests")]
+    (copy_root / relative).write_text(source)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    args = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    code = pytest.main(args + [f"tests/{t}" for t in tests])
+    os._exit(int(code))
+
+
+def judge(
+    mutants: list[Mutant], sources: list[str], tests: list[str], jobs: int, timeout: float
+) -> None:
+    """Run every mutant in forked children, `jobs` at a time, each in its own copy."""
+    relative = MODULES[mutants[0].module][0]
+    workdir = Path(os.environ.get("MUTATION_WORKDIR", "/tmp/usbpo-mutation"))
+    copies = [workdir / f"worker{k}" for k in range(jobs)]
+    for path in copies:
+        make_copy(path)
+    original = (ROOT / relative).read_text()
+    queue = [m for m in mutants if m.status == "pending"]
+    running: dict[int, tuple[Mutant, Path, float]] = {}
+    free = list(copies)
+    while queue or running:
+        while queue and free:
+            mutant, where = queue.pop(0), free.pop()
+            pid = os.fork()
+            if pid == 0:  # child
+                try:
+                    run_child(where, relative, sources[mutant.index], tests)
+                finally:
+                    os._exit(3)
+            running[pid] = (mutant, where, time.time())
+        time.sleep(0.05)
+        for pid, (mutant, where, start) in list(running.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            elapsed = time.time() - start
+            if done == 0 and elapsed < timeout:
+                continue
+            if done == 0:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                mutant.status = "timeout"
+            else:
+                code = os.waitstatus_to_exitcode(status)
+                mutant.status = "survived" if code == 0 else "killed"
+            mutant.seconds = round(elapsed, 1)
+            (where / relative).write_text(original)
+            del running[pid]
+            free.append(where)
+            mark = {"killed": ".", "timeout": "T", "survived": "S"}[mutant.status]
+            print(mark, end="", flush=True)
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modules", default=",".join(MODULES), help="comma-separated names")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
+    parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--tests", help="comma-separated test files instead of the module's own")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "mutation"))
+    args = parser.parse_args()
+    names = [n.strip() for n in args.modules.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)} (choose: {', '.join(MODULES)})")
+    equivalent = load_equivalent()
+    if not args.list:
+        # Heavy imports once, in the parent, before forking; nothing of the package itself.
+        import gymnasium  # noqa: F401
+        import numpy  # noqa: F401
+        import pandas  # noqa: F401
+        import pytest  # noqa: F401
+        import scipy.spatial  # noqa: F401
+        import torch  # noqa: F401
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        mutants, sources = mutants_of(name)
+        for mutant in mutants:
+            if mutant.key in equivalent:
+                mutant.status = "equivalent"
+        if args.list:
+            for m in mutants:
+                print(f"{m.line:4d} {m.status:10s} {m.key}")
+            continue
+        tests = args.tests.split(",") if args.tests else MODULES[name][1]
+        missing = [t for t in tests if not (ROOT / "tests" / t).exists()]
+        if missing:
+            sys.exit(f"{name}: test file(s) missing: {', '.join(missing)}")
+        start = time.time()
+        print(f"{name}: {len(mutants)} mutants, tests {' '.join(tests)}", flush=True)
+        judge(mutants, sources, tests, args.jobs, args.timeout)
+        counts = {s: sum(m.status == s for m in mutants) for s in ("killed", "timeout")}
+        survived = [m for m in mutants if m.status == "survived"]
+        eq = sum(m.status == "equivalent" for m in mutants)
+        judged = len(mutants) - eq
+        score = (counts["killed"] + counts["timeout"]) / judged if judged else 1.0
+        row = {
+            "module": name,
+            "mutants": len(mutants),
+            "equivalent": eq,
+            "killed": counts["killed"] + counts["timeout"],
+            "survived": len(survived),
+            "score": round(score, 4),
+            "seconds": round(time.time() - start),
+        }
+        rows.append(row)
+        (out / f"{name}.json").write_text(
+            json.dumps({**row, "mutants_detail": [asdict(m) for m in mutants]}, indent=1)
+        )
+        for m in survived:
+            print(f"  survived (line {m.line}) {m.key}")
+        print(f"{name}: score {score:.1%} ({row['killed']}/{judged}), {row['seconds']} s")
+    if rows:
+        print("\n| module | mutants | equivalent | killed | survived | score |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['module']} | {r['mutants']} | {r['equivalent']} | {r['killed']} | "
+                f"{r['survived']} | {r['score']:.1%} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
