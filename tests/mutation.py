@@ -23,7 +23,8 @@ type annotations, error messages, argument defaults (callers pass the configured
 
 Mutants judged equivalent (the program cannot behave differently where it is used) are listed
 by hand in `tests/mutation_equivalent.txt`, one per line as `module | mutation | code  # why`
-(the code without its comment, as `--list` prints it); the score is killed / (all - equivalent). Results go to `benchmarks/mutation/<module>.json`; the summary
+(the code without its comment, as `--list` prints it); the score is
+killed / (all - equivalent). Results go to `benchmarks/mutation/<module>.json`; the summary
 table is printed at the end and kept in benchmarks/RESULTS.md.
 """
 
@@ -46,14 +47,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # module name -> (source file, test files that must notice a bug in it)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "wasserstein": ("usbpo_cli/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
-    "usbpo": ("usbpo_cli/usbpo.py", ["test_phase2.py"]),
-    "dyna": ("usbpo_cli/dyna.py", ["test_dyna.py", "test_phase2.py"]),
+    "usbpo": ("usbpo_cli/usbpo.py", ["test_phase2.py", "test_agent_state.py"]),
+    "dyna": ("usbpo_cli/dyna.py", ["test_dyna.py", "test_phase2.py", "test_agent_state.py"]),
     "ensemble": ("usbpo_cli/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
-    "sac": ("usbpo_cli/sac.py", ["test_sac.py", "test_hand_gradients.py"]),
+    "sac": ("usbpo_cli/sac.py", ["test_sac.py", "test_hand_gradients.py", "test_agent_state.py"]),
     "td3": ("usbpo_cli/td3.py", ["test_td3_actor.py", "test_td3.py"]),
     "termination": ("usbpo_cli/termination.py", ["test_termination_clauses.py", "test_envs.py"]),
     "buffers": ("usbpo_cli/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
-    "cmlo": ("baselines/cmlo.py", ["test_cmlo.py", "test_cmlo_agent.py"]),
+    "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo.py"]),
     "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py"]),
     "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),
     "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo.py"]),
@@ -343,6 +344,12 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
     parser.add_argument("--tests", help="comma-separated test files instead of the module's own")
     parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="judge again only the mutants that survived the last run (after adding tests); "
+        "the others keep their recorded status",
+    )
+    parser.add_argument(
         "--sample",
         type=int,
         default=0,
@@ -372,6 +379,15 @@ def main() -> None:
             stride = len(mutants) / args.sample  # evenly spread, the same picks every time
             picked = {int(k * stride) for k in range(args.sample)}
             mutants = [m for m in mutants if m.index in picked]
+        previous = out / f"{name}.json"
+        if args.rerun_survivors and previous.exists():
+            recorded = json.loads(previous.read_text())["mutants_detail"]
+            status = {(m["index"], m["mutation"], m["source_line"]): m for m in recorded}
+            mutants = [m for m in mutants if (m.index, m.mutation, m.source_line) in status]
+            for m in mutants:
+                old = status[(m.index, m.mutation, m.source_line)]
+                if old["status"] in ("killed", "timeout"):
+                    m.status, m.seconds = old["status"], old["seconds"]
         for mutant in mutants:
             if mutant.key in equivalent:
                 mutant.status = "equivalent"

@@ -329,6 +329,10 @@ def shrinking(start: float, factor: float, count: int) -> list[float]:
         pytest.param([1.0, 1.2, 1.1, 0.5, 0.6, 0.7, 0.8, 0.9], 3, 10, 6, 3, id="reset"),
         # the best in the middle of a run cut by max_steps
         pytest.param([1.0, 0.9, 0.8, 0.85, 0.95, 0.99, 1.0], 10, 5, 5, 2, id="best-in-middle"),
+        # relative, not absolute: at J ~ 1000 a drop of 0.05 is a gain of 5e-5 (none), and a
+        # drop of 0.2 is 2e-4 (one)
+        pytest.param([1000.0] + [999.95] * 4, 3, 10, 3, 0, id="relative-at-scale-1000"),
+        pytest.param([1000.0, 999.8] + [999.79] * 4, 3, 10, 4, 1, id="relative-gain-at-1000"),
     ],
 )
 def test_early_stopping_and_restored_snapshot(
@@ -347,6 +351,48 @@ def test_early_stopping_and_restored_snapshot(
     for i in range(steps):  # every step moved the weights, so the snapshots are told apart
         assert not same_weights(spy.states[i], spy.states[i + 1])
     assert same_weights(state_of(agent.model), spy.states[best])
+
+
+def test_a_gain_of_exactly_the_threshold_is_not_an_improvement() -> None:
+    """The rule is a strict `>`: with the threshold 2^-10 and J going from 1 to 1 - 2^-10
+    (both exact in binary), the relative gain equals the threshold and does not count."""
+    agent = make_agent(phase2_max_steps=6, phase2_patience=2, phase2_min_improvement=2.0**-10)
+    frozen, fit = prepare(agent)
+    Spy(agent, script=[1.0] + [1.0 - 2.0**-10] * 6)
+    agent.fine_tune_model(frozen, fit)
+    assert steps_recorded(agent) == 2
+
+
+def test_validation_pairs_are_drawn_from_the_whole_holdout_set() -> None:
+    """`phase2_val_size` rows drawn from all 200 holdout rows (not from a leading few): the
+    draw covers rows far down the set, and every validation call sees the same rows."""
+    agent = make_agent(phase2_max_steps=3, phase2_val_size=64)
+    frozen, fit = prepare(agent)
+    spy = Spy(agent)
+    agent.fine_tune_model(frozen, fit)
+    inputs = spy.validations[0][0]
+    assert inputs.shape[0] == 64 and rows_within(inputs, fit.holdout_inputs)
+    index = (inputs.unsqueeze(1) == fit.holdout_inputs.unsqueeze(0)).all(-1).float().argmax(1)
+    assert index.max() >= 100 and len(set(index.tolist())) > 40  # about 54 distinct expected
+    for other, _, _ in spy.validations[1:]:
+        assert torch.equal(other, inputs)
+
+
+def test_leftover_gradients_from_phase_1_do_not_leak_into_phase_2() -> None:
+    """Phase 1 leaves its last minibatch's gradients on the parameters; phase 2 must clear them
+    before each step, so stale gradients change nothing: two agents, one with large junk
+    gradients on every parameter, take the same phase-2 steps."""
+    results = []
+    for junk in (False, True):
+        agent = make_agent(phase2_max_steps=3, phase2_patience=3)
+        frozen, fit = prepare(agent)
+        if junk:
+            for param in agent.model.parameters():
+                param.grad = torch.full_like(param, 50.0)
+        torch.manual_seed(5)
+        agent.fine_tune_model(frozen, fit)
+        results.append(state_of(agent.model))
+    assert same_weights(results[0], results[1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -147,3 +147,17 @@ def test_one_actor_step_moves_every_action_toward_q1s_preference(
     assert (moved * G.sign() > 0).all()  # every state, every action dimension, along +g
     assert (q1(data.obs, after) > q1(data.obs, before)).all()
     assert (q2(data.obs, after) < q2(data.obs, before)).all()
+
+
+def test_logged_critic_loss_is_half_the_summed_twin_mse_by_hand() -> None:
+    """critic_loss = 0.5 * (mean_b (Q1 - y)^2 + mean_b (Q2 - y)^2), SAC's scale, with the TD
+    target y fixed by hand (the target itself is tested in tests/test_td3.py)."""
+    td3 = make_td3()
+    data = batch()
+    y = torch.linspace(-1.0, 1.0, data.obs.shape[0])
+    td3.td_target = lambda b: y
+    losses = td3.update(data)
+    expected = 0.5 * (
+        ((q1(data.obs, data.act) - y) ** 2).mean() + ((q2(data.obs, data.act) - y) ** 2).mean()
+    )
+    assert losses["critic_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
