@@ -48,7 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES: dict[str, tuple[str, list[str]]] = {
     "wasserstein": ("usbpo_cli/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
     "usbpo": ("usbpo_cli/usbpo.py", ["test_phase2.py", "test_agent_state.py"]),
-    "dyna": ("usbpo_cli/dyna.py", ["test_dyna.py", "test_phase2.py", "test_agent_state.py"]),
+    "dyna": (
+        "usbpo_cli/dyna.py",
+        ["test_dyna.py", "test_dyna_loop.py", "test_phase2.py", "test_agent_state.py"],
+    ),
     "ensemble": ("usbpo_cli/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
     "sac": ("usbpo_cli/sac.py", ["test_sac.py", "test_hand_gradients.py", "test_agent_state.py"]),
     "td3": ("usbpo_cli/td3.py", ["test_td3_actor.py", "test_td3.py"]),

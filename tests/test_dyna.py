@@ -205,7 +205,7 @@ def test_bias_estimate_matches_the_formula() -> None:
 
 def test_delta_is_bias_before_minus_bias_after() -> None:
     """The model buffer holds only (s_b, a_b) = (3, ..., 3) from before the update; the update
-    (fit_model a no-op) rolls out only (s_a, a_a) = (0, ..., 0). With one elite (member 3)
+    (fit_model a no-op) rolls out only (s_a, a_a) = (1, ..., 1, 0). With one elite (member 3)
     delta = bias(s_b, a_b) - bias(s_a, a_a), each by hand, and positive here (the members
     disagree more at (3, ..., 3); asserted before it is relied on). Nothing is recorded on the
     first training (empty model buffer)."""
@@ -213,7 +213,7 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     agent = make_agent(num_elites=1, rollout_batch_size=8, model_retain_epochs=5)
     agent.model.elites.fill_(3)
     agent.fit_model = lambda step: None
-    agent.rollout_start_states = lambda n: torch.zeros(n, agent.obs_dim)
+    agent.rollout_start_states = lambda n: torch.ones(n, agent.obs_dim)
     agent.policy = SimpleNamespace(act=lambda obs: torch.zeros(obs.shape[0], agent.act_dim))
     agent.model.sample_step = lambda obs, act: (torch.zeros(obs.shape[0]), obs.clone())
     agent.termination = terminate_at({})
@@ -228,8 +228,9 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     fill(agent.model_buffer, 20, 3.0)
     agent.train_model(step)
     before = bias_by_hand(agent.model, torch.full((1, agent.model.in_dim), 3.0), 3)
-    after = bias_by_hand(agent.model, torch.zeros(1, agent.model.in_dim), 3)
-    assert before > after + 0.05  # the constructed pair has a clear sign
+    rolled = torch.cat([torch.ones(1, agent.obs_dim), torch.zeros(1, agent.act_dim)], dim=-1)
+    after = bias_by_hand(agent.model, rolled, 3)
+    assert before > after + 0.05 and after > 0.01  # a clear sign, and before + after differs
     assert agent._metrics["delta"] == [pytest.approx(before - after, rel=1e-4)]
 
 

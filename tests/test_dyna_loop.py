@@ -215,3 +215,36 @@ def test_each_rollout_records_its_length() -> None:
     fill_real(agent, 50)
     agent.rollout(60)
     assert agent._metrics["rollout_length"] == [2.0]
+
+
+def test_model_training_data_is_inputs_s_a_and_targets_r_and_the_state_change() -> None:
+    """Phase 1 learns [r, s' - s] from [s, a], oldest row first."""
+    agent = make_agent()
+    rows = [
+        (
+            torch.tensor([1.0, 2.0, 3.0, 4.0]),
+            torch.tensor([0.5]),
+            7.0,
+            torch.tensor([2.0, 0, 3, 9]),
+        ),
+        (
+            torch.tensor([0.0, -1.0, 1.0, 2.0]),
+            torch.tensor([-1.5]),
+            -2.0,
+            torch.tensor([0.5, 0, 0, 0]),
+        ),
+    ]
+    for obs, act, rew, next_obs in rows:
+        agent.real_buffer.add(obs, act, rew, next_obs, 0.0)
+    inputs, targets = agent.model_training_data()
+    assert inputs.tolist() == [[1.0, 2.0, 3.0, 4.0, 0.5], [0.0, -1.0, 1.0, 2.0, -1.5]]
+    assert targets.tolist() == [[7.0, 1.0, -2.0, 0.0, 5.0], [-2.0, 0.5, 1.0, -1.0, -2.0]]
+
+
+def test_rollout_epochs_count_from_the_end_of_the_random_phase_even_at_one_step_epochs() -> None:
+    """epoch = (step - initial_steps) // epoch_length, never negative: at the first learning
+    step the schedule (0, 10, 1, 11) gives length 1, one step later 2."""
+    agent = make_agent(epoch_length=1, rollout_schedule=(0, 10, 1, 11))
+    assert agent.rollout_length_at(10) == 1
+    assert agent.rollout_length_at(11) == 2
+    assert agent.rollout_length_at(3) == 1
