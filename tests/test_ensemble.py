@@ -324,3 +324,107 @@ def test_bootstrap_gives_each_member_its_own_resample_kept_for_the_training(monk
             assert sorted(later[member].tolist()) == sorted(rows.tolist())
             assert not torch.equal(later[member], rows)
     assert sorted(members[0].tolist()) != sorted(members[1].tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# The input normaliser, the holdout split, the logged loss and the sampled step, by hand.
+
+
+def test_fit_sets_the_normaliser_to_the_training_rows_mean_and_std():
+    """Mean and (unbiased) std of the training rows only, not the holdout; a constant input
+    dimension gets std 1 (dividing by ~0 would blow the input up)."""
+    model = make_model()
+    inputs, targets = linear_dynamics(500)
+    inputs[:, 2] = 3.0  # a constant input dimension
+    torch.manual_seed(4)
+    perm = torch.randperm(500)  # fit_ensemble's own split, drawn from the same stream
+    torch.manual_seed(4)
+    fit(model, inputs, targets, max_epochs=1)
+    train = inputs[perm[100:]]
+    expected_std = train.std(0)
+    expected_std[2] = 1.0
+    assert torch.allclose(model.input_mean, train.mean(0), atol=1e-6)
+    assert torch.allclose(model.input_std, expected_std, atol=1e-6)
+
+
+def test_forward_feeds_the_network_standardised_inputs():
+    """model(x) with normaliser (m, s) equals the same network fed (x - m) / s directly."""
+    model = make_model()
+    with torch.no_grad():
+        model.input_mean.copy_(torch.linspace(-2.0, 3.0, OBS + ACT))
+        model.input_std.copy_(torch.linspace(0.5, 4.0, OBS + ACT))
+    inputs = torch.randn(9, OBS + ACT) * 3
+    plain = copy.deepcopy(model)
+    with torch.no_grad():
+        plain.input_mean.zero_()
+        plain.input_std.fill_(1.0)
+    mean, logvar = model(inputs)
+    expected_mean, expected_logvar = plain((inputs - model.input_mean) / model.input_std)
+    assert torch.allclose(mean, expected_mean, atol=1e-6)
+    assert torch.allclose(logvar, expected_logvar, atol=1e-6)
+
+
+@pytest.mark.parametrize(("n", "held_out", "validated_on"), [(5, 1, 1), (4, 0, 4), (10, 2, 2)])
+def test_a_tiny_data_set_holds_out_int_n_ratio_rows_or_validates_on_the_training_rows(
+    n, held_out, validated_on
+):
+    """int(n * 0.2) rows are held out; with none, early stopping judges the training rows."""
+    inputs, targets = linear_dynamics(n)
+    result = fit(make_model(), inputs, targets, max_epochs=1)
+    assert result.holdout_inputs.shape[0] == validated_on
+    assert rows_in(result.holdout_inputs, inputs)
+    if held_out:
+        assert held_out == validated_on
+
+
+def rows_in(rows: torch.Tensor, pool: torch.Tensor) -> bool:
+    return bool((rows.unsqueeze(1) == pool.unsqueeze(0)).all(-1).any(1).all())
+
+
+def test_the_logged_training_loss_is_the_per_member_mean_over_minibatches(monkeypatch):
+    """train_loss = mean over the last epoch's minibatches of the summed member losses / B."""
+    values: list[float] = []
+    original = ensemble_module.mle_backward
+
+    def spy(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        values.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(ensemble_module, "mle_backward", spy)
+    model = make_model()
+    inputs, targets = linear_dynamics(300)
+    result = fit(model, inputs, targets, max_epochs=1, batch_size=60)
+    assert len(values) == 4  # 240 training rows in minibatches of 60
+    assert result.train_loss == pytest.approx(sum(values) / len(values) / 7, rel=1e-5)
+
+
+def test_exactly_one_percent_better_is_not_an_improvement(monkeypatch):
+    """The rule is mse < 0.99 * best, strictly: 99 after 100 (exact in float32) is no gain."""
+    curve = [[100.0], [99.0], [99.0], [99.0]]
+    _, result, stamps, _ = scripted_fit(monkeypatch, curve, final=[1.0], patience=2, num_elites=1)
+    assert result.epochs == 3 and stamps == [1.0]
+
+
+def test_sample_step_adds_the_predicted_change_to_the_state():
+    """next_obs = obs + delta and reward = the first output, for a model whose every member
+    predicts the constant [r, delta] with a negligible variance."""
+    model = make_model(ensemble_size=3, num_elites=3)
+    last = model.net.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[:, 0, : OBS + 1] = torch.tensor([2.5, 1.0, -2.0, 0.5, 3.0])
+        last.bias[:, 0, OBS + 1 :] = -30.0
+    obs = torch.randn(50, OBS)
+    reward, next_obs = model.sample_step(obs, torch.randn(50, ACT))
+    assert torch.allclose(reward, torch.full((50,), 2.5), atol=0.05)
+    expected = obs + torch.tensor([1.0, -2.0, 0.5, 3.0])
+    assert torch.allclose(next_obs, expected, atol=0.05)
+
+
+def test_log_variance_bounds_start_where_pets_and_mbpo_start_them():
+    """Learned soft bounds initialised to max 0.5 and min -10 (PETS, MBPO's code)."""
+    model = make_model()
+    assert torch.equal(model.max_logvar, torch.full((1, 1, OBS + 1), 0.5))
+    assert torch.equal(model.min_logvar, torch.full((1, 1, OBS + 1), -10.0))
