@@ -283,6 +283,10 @@ def run_child(copy_root: Path, relative: str, source: str, tests: list[str]) -> 
 
     torch.set_num_threads(1)
     sys.dont_write_bytecode = True
+    # Tests that run `usbpo` in a subprocess must import the mutant too, not the installed
+    # package: the copy goes first on the subprocesses' path.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(copy_root), str(copy_root / "tests")])
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     os.chdir(copy_root)
     sys.path[:0] = [str(copy_root), str(copy_root / "tests")]
     (copy_root / relative).write_text(source)

@@ -39,13 +39,13 @@ def test_prediction_error_is_the_elites_mean_l2_error_on_the_real_transition() -
     deltas = [[100.0, 100.0, 100.0, 100.0]] * members  # non-elites: absurd
     agent.model.elites.copy_(torch.tensor([1, 3, 4, 5, 6][: agent.model.num_elites]))
     elites = agent.model.elites.tolist()
-    exact = [0.0, 0.0, 0.0, 0.0]
-    off = [3.0, 4.0, 0.0, 0.0]  # an error of 5
+    exact = [3.0, 4.0, 0.0, 0.0]  # the real change
+    off = [0.0, 0.0, 0.0, 0.0]  # an error of 5
     for k, member in enumerate(elites):
         deltas = deltas[:member] + [exact if k % 2 == 0 else off] + deltas[member + 1 :]
     set_member_deltas(agent, deltas)
     obs = torch.tensor([0.1, -0.2, 0.3, 0.0])
-    next_obs = obs.clone()  # the real step: no change
+    next_obs = obs + torch.tensor(exact)  # the real step
     agent.after_env_step(obs, torch.tensor([0.5]), 1.0, next_obs)
     wrong = sum(1 for k in range(len(elites)) if k % 2 == 1)
     assert agent.trigger.error_count == 1
