@@ -4,13 +4,18 @@
 PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install demo test lint bench-learning
+.PHONY: install install-demo demo test lint bench-learning
 
 install:
 	$(PYTHON) -m pip install -q $(TORCH_PIN)
 	$(PYTHON) -m pip install -q -e ".[dev,ray]"
 
-demo: install
+# The demo needs the package alone: no Ray, no test tools.
+install-demo:
+	$(PYTHON) -m pip install -q $(TORCH_PIN)
+	$(PYTHON) -m pip install -q -e .
+
+demo: install-demo
 	usbpo train --env InvertedPendulum-v4 --algo usbpo --steps 8000 --seed 0 \
 		--out runs/demo-$$(date +%Y%m%d-%H%M%S)/InvertedPendulum-v4/usbpo/seed0
 

@@ -185,7 +185,7 @@ def test_ablate_runs_the_cmlo_threshold_study(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     rows = results(out)
     assert {r["algo"] for r in rows} == {"cmlo-alpha1", "cmlo-alpha3", "cmlo-alpha5"}
-    assert all(r["model_update_step"] == "101.0" for r in rows if r["env_step"] == "200")
+    assert all(r["model_update_step"] == "101" for r in rows if r["env_step"] == "200")
     import json
 
     for alpha in (1, 3, 5):

@@ -27,14 +27,18 @@ STEPS = (5000, 10000, 15000, 20000)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def progress_row(label: str, seed: int, i: int, step: int) -> dict[str, float | None]:
+def progress_row(
+    label: str, seed: int, i: int, step: int, algo: str | None = None, rank: int | None = None
+) -> dict[str, float | None]:
     """One evaluation row; SAC leaves the model columns empty, as the real loop does."""
-    model_based = label != "sac"
+    algo = algo or label
+    model_based = algo != "sac"
+    rank = LABELS.index(label) if rank is None else rank
     row: dict[str, float | None] = dict.fromkeys(PROGRESS_COLUMNS)
     row.update(
         env_step=step,
         epoch=i,
-        eval_return_mean=100.0 * i * (1 + LABELS.index(label)) + seed,
+        eval_return_mean=100.0 * i * (1 + rank) + seed,
         eval_return_std=5.0,
         wall_time_s=10.0 * i,
         t_env=0.5,
@@ -48,20 +52,26 @@ def progress_row(label: str, seed: int, i: int, step: int) -> dict[str, float | 
             delta=0.01 * (seed - 1),
             t_model_phase1=2.0,
             t_rollout=0.3,
-            t_model_phase2=1.0 if label == "usbpo" else None,
+            t_model_phase2=1.0 if algo == "usbpo" else None,
         )
     return row
 
 
-def write_runs(root: Path, labels: tuple[str, ...] = LABELS) -> Path:
+def write_runs(
+    root: Path, labels: tuple[str, ...] = LABELS, algos: tuple[str, ...] | None = None
+) -> Path:
+    """Runs `<root>/<env>/<label>/seed<k>`; `algos` (default: the labels) go into config.json."""
     for env in ENVS:
-        for label in labels:
+        for rank, (label, algo) in enumerate(zip(labels, algos or labels)):
             for seed in range(SEEDS):
                 folder = root / env / label / f"seed{seed}"
                 folder.mkdir(parents=True)
-                config = {"algo": label, "env_id": env, "seed": seed, "steps": STEPS[-1]}
+                config = {"algo": algo, "env_id": env, "seed": seed, "steps": STEPS[-1]}
                 (folder / "config.json").write_text(json.dumps(config))
-                rows = [progress_row(label, seed, i, s) for i, s in enumerate(STEPS, start=1)]
+                rows = [
+                    progress_row(label, seed, i, s, algo, rank)
+                    for i, s in enumerate(STEPS, start=1)
+                ]
                 pd.DataFrame(rows, columns=PROGRESS_COLUMNS).to_csv(
                     folder / "progress.csv", index=False
                 )
@@ -78,6 +88,17 @@ def runs(root: Path) -> pd.DataFrame:
     return aggregate.load_runs(root)
 
 
+@pytest.fixture(scope="module")
+def study_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    """One grid per ablation study with a figure of its own, labelled as `ablate` labels them."""
+    frames = {}
+    for study, variants in plots.STUDY_VARIANTS.items():
+        labels, algos = zip(*variants)
+        root = write_runs(tmp_path_factory.mktemp(study), labels, algos)
+        frames[study] = aggregate.load_runs(root)
+    return frames
+
+
 def assert_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE
@@ -87,8 +108,10 @@ def assert_png(path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", list(plots.FIGURES))
-def test_every_figure_renders_png(runs: pd.DataFrame, tmp_path: Path, name: str) -> None:
-    out = plots.plot_figure(name, runs, tmp_path / "sub" / f"{name}.png")
+def test_every_figure_renders_png(
+    runs: pd.DataFrame, study_runs: dict[str, pd.DataFrame], tmp_path: Path, name: str
+) -> None:
+    out = plots.plot_figure(name, study_runs.get(name, runs), tmp_path / "sub" / f"{name}.png")
     assert out == tmp_path / "sub" / f"{name}.png"
     assert_png(out)
 
@@ -118,7 +141,7 @@ def test_learning_curves_panels_and_asymptote(runs: pd.DataFrame) -> None:
     assert hopper.count("SAC asymptote") == 1 and "SAC asymptote" not in [
         line.get_label() for line in axes[1].get_lines()
     ]
-    usbpo = next(line for line in axes[0].get_lines() if line.get_label() == "usbpo")
+    usbpo = next(line for line in axes[0].get_lines() if line.get_label() == "usbpo (n=3 seeds)")
     # mean over seeds 0, 1, 2 of 100 * i + seed at the last evaluation
     assert usbpo.get_ydata()[-1] == pytest.approx(400 + 1)
     assert fig.get_size_inches()[0] == pytest.approx(2 * plots.PANEL_WIDTH_IN)
@@ -168,12 +191,18 @@ def test_reference_files_missing_are_skipped(runs: pd.DataFrame, tmp_path: Path)
 def test_delta_magnitude_uses_usbpo_runs(runs: pd.DataFrame) -> None:
     fig = plots.make_figure("delta-magnitude", runs)
     axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in axes] == list(ENVS)  # usbpo only, one panel per env
+    # usbpo only: per env one panel of shift and bias, one of delta
+    assert [ax.get_title() for ax in axes] == [
+        "Hopper-v4: usbpo, n=3 seeds",
+        "delta (model after phase 2)",
+        "Walker2d-v4: usbpo, n=3 seeds",
+        "delta (model after phase 2)",
+    ]
     assert {line.get_label() for line in axes[0].get_lines()} >= {
-        "delta",
-        "model shift",
-        "model bias",
+        "model shift, after phase 2",
+        "model bias, after phase 2",
     }
+    assert [line.get_label() for line in axes[1].get_lines()][0] == "delta"
 
 
 def test_compute_cost_per_1000_steps(runs: pd.DataFrame) -> None:

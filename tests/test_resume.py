@@ -173,7 +173,8 @@ def test_kill_before_the_first_row_then_resume(
     wait_until(lambda: (out / "config.json").exists(), proc, log)
     sigkill(proc)
     assert count_rows(out) <= 1, "the kill came too late to test a kill before the first row"
-    result = usbpo(*train_args(out), "--resume", cwd=tmp_path)
+    # --restart: the kill may have come before the step-0 checkpoint was complete
+    result = usbpo(*train_args(out), "--resume", "--restart", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert_same_as_baseline(out, baseline)
 
@@ -184,7 +185,11 @@ def test_resume_from_a_folder_with_config_but_no_checkpoint(tmp_path: Path, base
     (out / "checkpoints").mkdir(parents=True)
     shutil.copy(baseline / "config.json", out / "config.json")
     (out / "checkpoints" / "ckpt-0000000000.pt.tmp").write_bytes(b"PK\x03")
-    result = usbpo(*train_args(out), "--resume", cwd=tmp_path)
+    before = snapshot(tmp_path, exclude=(".lock",))
+    refused = usbpo_inproc(*train_args(out), "--resume", cwd=tmp_path)
+    assert "no readable checkpoint" in one_error_line(refused) and "--restart" in refused.stderr
+    assert snapshot(tmp_path, exclude=(".lock",)) == before
+    result = usbpo(*train_args(out), "--resume", "--restart", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert_same_as_baseline(out, baseline)
 

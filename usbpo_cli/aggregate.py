@@ -40,6 +40,25 @@ _SEED_FOLDER = re.compile(r"seed(\d+)")
 # ----------------------------------------------------------------------------- loading
 
 
+def progress_paths(root: Path) -> list[Path]:
+    """Every progress.csv under `root`, sorted; a missing folder, a file, or a folder without
+    any is a `UsageError`. Hidden folders (e.g. `.cache`, or files a user set aside) hold no
+    current results and are skipped."""
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(f"runs folder {root} does not exist")
+    if not root.is_dir():
+        raise UsageError(f"runs folder {root} is a file, not a folder")
+    paths = sorted(
+        p
+        for p in root.rglob("progress.csv")
+        if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not paths:
+        raise UsageError(f"no progress.csv found under {root}")
+    return paths
+
+
 def load_runs(root: Path) -> pd.DataFrame:
     """Every `progress.csv` below `root` as one tidy frame, one row per evaluation.
 
@@ -48,20 +67,7 @@ def load_runs(root: Path) -> pd.DataFrame:
     (the run folder). Sorted by env, label, seed, env_step. Any unreadable file is a
     `UsageError` naming it: a table silently missing a seed would be worse than no table.
     """
-    root = Path(root)
-    if not root.exists():
-        raise UsageError(f"runs folder {root} does not exist")
-    if not root.is_dir():
-        raise UsageError(f"runs folder {root} is a file, not a folder")
-    # Hidden folders (e.g. `.cache`, or files a user set aside) hold no
-    # current results.
-    paths = sorted(
-        p
-        for p in root.rglob("progress.csv")
-        if not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-    if not paths:
-        raise UsageError(f"no progress.csv found under {root}")
+    paths = progress_paths(root)
     frames = [_with_identity(read_progress(path), path) for path in paths]
     runs = pd.concat(frames, ignore_index=True)
     _check_unique_runs(runs)
@@ -376,3 +382,100 @@ def improvement_over(
     return probability_of_improvement_ci(
         [ours[e] for e in envs], [theirs[e] for e in envs], confidence, n_resamples, seed
     )
+
+
+# ----------------------------------------------------------------------------- saved tables
+
+# Columns that count something (steps, epochs, seeds): written as integers, never as 1000.0.
+INTEGER_COLUMNS: tuple[str, ...] = (
+    "env_step",
+    "epoch",
+    "seed",
+    "n_seeds",
+    "n",
+    "model_epochs",
+    "model_trainings",
+    "phase2_steps",
+    "rollout_length",
+    "model_update_step",
+    "final_step",
+    "n_evals",
+)
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "env",
+    "algo",
+    "n_seeds",
+    "final_mean",
+    "final_std",
+    "final_iqm",
+    "final_iqm_ci_low",
+    "final_iqm_ci_high",
+    "auc_mean",
+    "auc_std",
+    "p_usbpo_better",
+)
+
+
+def with_integer_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each INTEGER_COLUMNS column that holds only whole numbers (or empty cells)
+    as a nullable integer, so CSV shows 1000, not 1000.0, and an empty cell stays empty. A
+    column that is a mean over several trainings (model_epochs 12.5) stays a float."""
+    frame = frame.copy()
+    for column in INTEGER_COLUMNS:
+        if column not in frame.columns or not pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        values = frame[column].to_numpy(dtype=float)
+        present = values[~np.isnan(values)]
+        if np.all(np.isfinite(present)) and np.all(present % 1 == 0):
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """A frame as CSV text: integer columns as integers, empty cells where a value is NaN."""
+    return with_integer_columns(frame).to_csv(index=False)
+
+
+def grid_summary(
+    runs: pd.DataFrame,
+    reference: str | None = "usbpo",
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The table `compare` and `ablate` save as summary.csv: per env and algo (label), the
+    number of seeds, the final return's mean, std, IQM and its bootstrap CI, the AUC's mean and
+    std, and P(`reference` > algo) on the final return. std and the CI are empty with one seed;
+    the probability is empty for the reference itself or where the env has no reference run."""
+    final = summary_table(runs, "final", confidence, n_resamples, seed)
+    auc = summary_table(runs, "auc", confidence, n_resamples, seed).set_index(["env", "label"])
+    scores = final_and_auc(runs)
+    rows = []
+    for _, row in final.iterrows():
+        env, label = row["env"], row["label"]
+        in_env = scores[scores["env"] == env]
+        ours = in_env[in_env["label"] == reference]["final"].to_numpy(dtype=float)
+        theirs = in_env[in_env["label"] == label]["final"].to_numpy(dtype=float)
+        better = (
+            probability_of_improvement(ours, theirs)
+            if reference is not None and label != reference and len(ours) and len(theirs)
+            else float("nan")
+        )
+        rows.append(
+            [
+                env,
+                label,
+                int(row["n"]),
+                row["mean"],
+                row["std"],
+                row["iqm"],
+                row["ci_low"],
+                row["ci_high"],
+                auc.loc[(env, label), "mean"],
+                auc.loc[(env, label), "std"],
+                better,
+            ]
+        )
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    summary["n_seeds"] = summary["n_seeds"].astype("int64")
+    return summary

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,13 +17,48 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from usbpo_cli.errors import UsageError
 
+try:  # typer >= 0.22 carries its own copy of click
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    import click  # type: ignore[no-redef]
+
+
+class OneLineErrors(TyperGroup):
+    """typer's usage errors (unknown option, missing or bad value) as one `error:` line on
+    stderr with exit code 2, like every other input error, instead of a boxed panel."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as error:
+            if type(error).__name__ != "NoArgsIsHelpError":  # bare `usbpo`: help was printed
+                _usage_error_line(error)
+            sys.exit(error.exit_code)
+        except click.exceptions.Abort:
+            err_console.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error_line(error: Any) -> None:
+    message = " ".join(error.format_message().split())
+    ctx = getattr(error, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    line = Text.assemble(("error:", "bold red"), f" {message}{hint}")
+    err_console.print(line, highlight=False, soft_wrap=True)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -45,6 +82,34 @@ def load_algorithms() -> None:
         "USB-PO: MBPO + phase-2 fine-tune on model shift + model bias (W2)",
         model_based=True,
     )
+
+
+def _package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("usbpo")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"usbpo {_package_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="print the version and exit",
+    ),
+) -> None:
+    pass
 
 
 @contextmanager
@@ -76,6 +141,9 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="override a config field: key=value"),
     truncate_obs: bool = typer.Option(False, help="MBPO's 27/45-dim Ant/Humanoid observations"),
     resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
+    restart: bool = typer.Option(
+        False, help="with --resume: start over in --out when no readable checkpoint is left"
+    ),
     keep_checkpoints: int = typer.Option(2, help="newest checkpoints kept in the run folder"),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
@@ -96,17 +164,18 @@ def train(
         run = prepare_run(  # every input error surfaces here, before the progress bar
             spec,
             resume=resume,
+            restart=restart,
             keep_checkpoints=keep_checkpoints,
             notify=lambda message: err_console.print(f"[yellow]{message}[/]", highlight=False),
         )
+        eta = _before_training(spec, run.resumed_from or 0, torch.get_num_threads())
         progress = Progress(
             TextColumn("[bold]{task.fields[phase]:<13}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("env steps  eval return {task.fields[last_return]}"),
             TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=err_console,
             disable=quiet,
         )
@@ -116,6 +185,7 @@ def train(
                 total=steps,
                 phase="starting",
                 last_return="-",
+                eta=eta.text(),
                 completed=run.resumed_from or 0,
             )
 
@@ -123,7 +193,8 @@ def train(
                 fields = {"phase": phase} if phase else {}
                 if last_return is not None:
                     fields["last_return"] = f"{last_return:.1f}"
-                progress.update(task, completed=step, **fields)
+                eta.update(step)
+                progress.update(task, completed=step, eta=eta.text(), **fields)
 
             summary = run.train(report)
             progress.update(task, phase="done")
@@ -144,40 +215,171 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _names(text: str, option: str) -> list[str]:
+    """A comma-separated list of names with none empty and none twice."""
+    names = [part.strip() for part in text.split(",")]
+    if not text.strip() or "" in names:
+        raise UsageError(f"{option} {text!r}: empty name in the list (give NAME,NAME,...)")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UsageError(f"{option} {text!r}: {', '.join(twice)} given more than once")
+    return names
+
+
+def _before_training(spec: Any, start: int, threads: int) -> Any:
+    """What a person should know before a run starts: the defaults a task without paper values
+    borrows, and, for a CPU run the cost model puts above two hours, the estimate and the
+    cheaper choices. Returns the run's StageEta for the progress bar."""
+    import json
+
+    from usbpo_cli.config import borrowed_summary
+    from usbpo_cli.progress import LONG_RUN_S, episode_limit, estimate, stage_eta
+
+    payload = json.loads((Path(spec.out) / "config.json").read_text())
+    borrowed = payload.get("no_paper_values")
+    if borrowed:
+        line = borrowed_summary(spec.env_id, borrowed)
+        err_console.print(line, style="yellow", markup=False, soft_wrap=True)
+    config = payload["config"]
+    seconds = estimate(config, spec.steps, start, threads, episode_limit(spec.env_id))["total"]
+    if spec.device == "cpu" and seconds > LONG_RUN_S:
+        what = f"{spec.algo} on {spec.env_id} ({spec.steps} env steps)"
+        _print_long_run(what, seconds, [spec], threads, workers=1)
+    return stage_eta(config, spec.steps, start, threads, spec.env_id)
+
+
+def _print_long_run(what: str, seconds: float, specs: list, threads: int, workers: int) -> None:
+    """The estimate of a long CPU run or grid and the cheaper choices, each with its own
+    estimate where the cost model gives one, on one line."""
+    import os
+
+    import torch
+
+    from usbpo_cli.progress import LONG_RUN_S, format_duration
+
+    workers = max(1, workers)
+    small = _preset_estimate(specs, "cpu-small", threads, specs[0].steps) / workers
+    little = "; little saved: policy updates dominate" if small > 0.9 * seconds else ""
+    choices = [f"--preset cpu-small (about {format_duration(small)}{little})"]
+    lo, hi = 0, specs[0].steps  # the most steps per run that fit in two hours, by bisection
+    while hi - lo > max(1, specs[0].steps // 100):
+        mid = (lo + hi) // 2
+        fits = _preset_estimate(specs, None, threads, mid) / workers <= LONG_RUN_S
+        lo, hi = (mid, hi) if fits else (lo, mid)
+    if lo > 0:
+        choices.append(f"--steps {lo - lo % 1000 if lo >= 10_000 else lo} (fits in 2 h)")
+    visible = "a CUDA device is visible" if torch.cuda.is_available() else "none visible here"
+    choices.append(f"--device cuda ({visible})")
+    cores = os.cpu_count() or 1
+    if len(specs) == 1:
+        choices.append(f"seeds side by side: usbpo compare --workers {min(2, cores)}")
+    elif workers < min(cores, len(specs)):
+        choices.append(f"--workers {min(cores, len(specs))} ({cores} cores here)")
+    choices.append("a cluster: --executor ray --address HOST:PORT")
+    err_console.print(
+        f"estimate: {what} takes about {format_duration(seconds)} on this CPU (cost model, "
+        f"README 'Time estimates'); cheaper: {'; '.join(choices)}",
+        style="yellow",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _print_borrowed(todo: list) -> None:
+    """Once per task without paper values (not once per run): the defaults its runs borrow."""
+    from usbpo_cli.config import borrowed_defaults, borrowed_summary, parse_overrides
+    from usbpo_cli.registry import get_algorithm
+    from usbpo_cli.termination import env_family
+
+    borrowed: dict[str, dict] = {}
+    for run in todo:
+        spec = run.spec
+        if env_family(spec.env_id) is not None:
+            continue
+        config_cls = get_algorithm(spec.algo).config_cls
+        overrides = parse_overrides(list(spec.overrides), config_cls)
+        entries = borrowed_defaults(config_cls, None, spec.preset, overrides)
+        borrowed.setdefault(spec.env_id, {}).update(entries)
+    for env_id, entries in borrowed.items():
+        if entries:
+            err_console.print(
+                borrowed_summary(env_id, entries), style="yellow", markup=False, soft_wrap=True
+            )
+
+
+def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) -> float:
+    """Seconds the same runs would take at another preset (None: their own) and `steps` env
+    steps each; a run that cannot resolve there counts 0."""
+    import dataclasses as dc
+
+    from usbpo_cli.config import parse_overrides, resolve_config
+    from usbpo_cli.progress import episode_limit, estimate
+    from usbpo_cli.registry import get_algorithm
+    from usbpo_cli.termination import env_family
+
+    total = 0.0
+    for spec in specs:
+        config_cls = get_algorithm(spec.algo).config_cls
+        try:
+            overrides = parse_overrides(spec.overrides, config_cls)
+            family = env_family(spec.env_id)
+            config, _ = resolve_config(config_cls, family, preset or spec.preset, overrides)
+        except UsageError:
+            continue
+        limit = episode_limit(spec.env_id)
+        total += estimate(dc.asdict(config), steps, 0, threads, limit)["total"]
+    return total
+
+
 def _execute_grid(grid: list, executor: str, workers: int, address: str | None) -> None:
-    """Run what is not complete yet; unfinished runs continue from their last checkpoint."""
+    """Run what is not complete yet; unfinished runs continue from their last checkpoint.
+    Shows the grid (envs, algos, seeds, steps, folder), each running run's env step and ETA,
+    and the grid's ETA."""
+    import os
+
     from usbpo_cli.executors import make_executor
+    from usbpo_cli.gridview import GridView, grid_header, run_name
+    from usbpo_cli.progress import format_duration
 
     runner = make_executor(executor, workers, address)
     todo = [run for run in grid if run.status != "complete"]
     skipped = len(grid) - len(todo)
-    console.print(f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run")
+    console.print(grid_header(grid), highlight=False, soft_wrap=True)
     if not todo:
+        console.print(f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run")
         return
+    cores = os.cpu_count() or 1
+    slots = max(1, min(workers, len(todo), cores if executor == "local" else len(todo)))
+    threads = max(1, cores // slots)
+    view = GridView(todo, slots, threads, err_console)
+    console.print(
+        f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run on {slots} "
+        f"worker(s); estimate about {format_duration(view.planned_seconds())} "
+        f"(cost model, README 'Time estimates')",
+        highlight=False,
+    )
     for run in todo:
         if run.status == "partial":
-            console.print(f"continuing unfinished {run.spec.out}")
+            console.print(f"continuing unfinished {run.spec.out}", highlight=False)
+    _print_borrowed(todo)
+    if view.long_cpu_grid():
+        what = f"this grid ({len(todo)} runs on {slots} worker(s))"
+        specs = [run.spec for run in todo]
+        _print_long_run(what, view.planned_seconds(), specs, threads, slots)
     failures = []
-    progress = Progress(
-        TextColumn("[bold]grid"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("runs"),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
-    with progress:
-        task = progress.add_task("grid", total=len(todo))
+    with view:
 
         def on_done(outcome) -> None:
-            progress.advance(task)
-            spec = outcome.spec
-            name = f"{spec.env_id} {Path(spec.out).parent.name} seed {spec.seed}"
+            view.finished(outcome.spec)
+            name = run_name(outcome.spec)
             if outcome.error:
                 failures.append(f"{name}: {outcome.error}")
-                progress.console.print(f"[red]failed[/] {name}: {outcome.error}", highlight=False)
+                view.progress.console.print(
+                    f"[red]failed[/] {name}: {outcome.error}", highlight=False
+                )
             else:
-                progress.console.print(
+                view.progress.console.print(
                     f"done {name}: final eval return {outcome.final_return:.1f}", highlight=False
                 )
 
@@ -186,53 +388,60 @@ def _execute_grid(grid: list, executor: str, workers: int, address: str | None) 
         raise UsageError(f"{len(failures)} run(s) failed; first: {failures[0]}")
 
 
-def _report_grid(out: Path, grid: list, baseline_of_interest: str = "usbpo") -> None:
-    """Write results.csv for the grid and print one table per env."""
+def _start_grid(
+    out: Path, manifest: dict, executor: str, workers: int, address: str | None
+) -> None:
+    """Once every input is known good: write the grid's manifest (first use only)."""
+    from usbpo_cli.executors import make_executor
+    from usbpo_cli.experiments import record_grid
+
+    make_executor(executor, workers, address)  # validates the options; nothing written yet
+    note = record_grid(out, manifest)
+    if note:
+        err_console.print(f"[yellow]{note}[/]", highlight=False)
+
+
+def _spread(mean: float, std: float, n: int) -> str:
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f} (n=1)"
+
+
+def _interval(iqm: float, low: float, high: float, n: int) -> str:
+    return f"{iqm:.1f} [{low:.1f}, {high:.1f}]" if n > 1 else f"{iqm:.1f} (n=1)"
+
+
+def _report_grid(out: Path, grid: list, reference: str | None = "usbpo") -> None:
+    """Write results.csv and summary.csv for the grid and print one table per env."""
     from usbpo_cli import aggregate
     from usbpo_cli.runlog import write_text_atomic
 
     runs = aggregate.load_runs(out)
     wanted = {(run.env, run.variant.label) for run in grid}
     runs = runs[[pair in wanted for pair in zip(runs["env"], runs["label"])]]
-    write_text_atomic(out / "results.csv", aggregate.tidy_results(runs).to_csv(index=False))
-    final = aggregate.summary_table(runs, "final")
-    auc = aggregate.summary_table(runs, "auc")
-    per_seed = aggregate.final_and_auc(runs)
-    for env in sorted(final["env"].unique()):
-        table = Table(
-            "algo",
-            "seeds",
-            "final mean ± std",
-            "final IQM [95% CI]",
-            "AUC mean ± std",
-            "AUC IQM [95% CI]",
-            f"P({baseline_of_interest} > algo)",
-            title=f"{env}",
-            title_justify="left",
-        )
-        env_final = final[final["env"] == env].set_index("label")
-        env_auc = auc[auc["env"] == env].set_index("label")
-        env_seeds = per_seed[per_seed["env"] == env]
-        ours = env_seeds[env_seeds["label"] == baseline_of_interest]["final"].to_numpy()
-        for label, row in env_final.iterrows():
-            a = env_auc.loc[label]
-            theirs = env_seeds[env_seeds["label"] == label]["final"].to_numpy()
-            p_improve = (
-                f"{aggregate.probability_of_improvement(ours, theirs):.2f}"
-                if len(ours) and label != baseline_of_interest
-                else "-"
-            )
-            table.add_row(
-                str(label),
-                str(int(row["n"])),
-                f"{row['mean']:.1f} ± {row['std']:.1f}",
-                f"{row['iqm']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]",
-                f"{a['mean']:.1f} ± {a['std']:.1f}",
-                f"{a['iqm']:.1f} [{a['ci_low']:.1f}, {a['ci_high']:.1f}]",
-                p_improve,
-            )
+    write_text_atomic(out / "results.csv", aggregate.csv_text(aggregate.tidy_results(runs)))
+    summary = aggregate.grid_summary(runs, reference)
+    write_text_atomic(out / "summary.csv", aggregate.csv_text(summary))
+    auc = aggregate.summary_table(runs, "auc").set_index(["env", "label"])
+    headers = ["algo", "seeds", "final mean ± std", "final IQM [95% CI]", "AUC mean ± std"]
+    headers += ["AUC IQM [95% CI]"] + ([f"P({reference} > algo)"] if reference else [])
+    for env in sorted(summary["env"].unique()):
+        table = Table(*headers, title=f"{env}", title_justify="left")
+        for _, row in summary[summary["env"] == env].iterrows():
+            n, a = int(row["n_seeds"]), auc.loc[(env, row["algo"])]
+            cells = [
+                str(row["algo"]),
+                str(n),
+                _spread(row["final_mean"], row["final_std"], n),
+                _interval(row["final_iqm"], row["final_iqm_ci_low"], row["final_iqm_ci_high"], n),
+                _spread(a["mean"], a["std"], n),
+                _interval(a["iqm"], a["ci_low"], a["ci_high"], n),
+            ]
+            if reference:
+                better = row["p_usbpo_better"]
+                cells.append("-" if better != better else f"{better:.2f}")  # NaN: not applicable
+            table.add_row(*cells)
         console.print(table)
     console.print(f"results: {out / 'results.csv'}")
+    console.print(f"summary: {out / 'summary.csv'}")
 
 
 # Options every grid command (compare, ablate) takes, declared once.
@@ -260,23 +469,36 @@ def compare(
 ) -> None:
     """Run (or finish) a grid of env x algo x seed and summarise it; rerun to resume."""
     with user_errors():
-        from usbpo_cli.experiments import Variant, build_grid
+        from usbpo_cli.experiments import Variant, build_grid, grid_manifest
         from usbpo_cli.registry import get_algorithm
 
         load_algorithms()
-        names = _split(algos)
+        names = _names(algos, "--algos")
         for name in names:
             get_algorithm(name)
+        env_ids, variants = _names(envs, "--envs"), [Variant(n, n) for n in names]
+        manifest = grid_manifest(
+            "compare",
+            env_ids,
+            variants,
+            seeds,
+            steps,
+            preset=preset,
+            overrides=list(set_),
+            device=device,
+        )
         grid = build_grid(
-            _split(envs),
-            [Variant(n, n) for n in names],
+            env_ids,
+            variants,
             seeds,
             steps,
             out,
             device=device,
             preset=preset,
             overrides=list(set_),
+            manifest=manifest,
         )
+        _start_grid(out, manifest, executor, workers, address)
         _execute_grid(grid, executor, workers, address)
         _report_grid(out, grid)
 
@@ -298,7 +520,7 @@ def ablate(
 ) -> None:
     """Run a named ablation study of the USB-PO paper; rerun to resume."""
     with user_errors():
-        from usbpo_cli.experiments import STUDIES, build_grid
+        from usbpo_cli.experiments import STUDIES, build_grid, grid_manifest, refuse_varied_keys
         from usbpo_cli.registry import ALGORITHMS
 
         load_algorithms()
@@ -318,19 +540,37 @@ def ablate(
             raise UsageError(
                 f"study {study} needs algorithm(s) not available yet: {', '.join(missing)}"
             )
+        refuse_varied_keys(chosen, list(set_))
         out = out or Path("runs") / "ablate" / study
+        env_ids, variants = _names(env, "--env"), list(chosen.variants)
+        manifest = grid_manifest(
+            "ablate",
+            env_ids,
+            variants,
+            seeds,
+            steps,
+            preset=preset,
+            overrides=list(set_),
+            device=device,
+            study=study,
+        )
         grid = build_grid(
-            _split(env),
-            list(chosen.variants),
+            env_ids,
+            variants,
             seeds,
             steps,
             out,
             device=device,
             preset=preset,
             overrides=list(set_),
+            manifest=manifest,
         )
+        _start_grid(out, manifest, executor, workers, address)
+        if set_:
+            for item in manifest["variants"]:
+                console.print(f"{item['label']}: {item['algo']} with {', '.join(item['set'])}")
         _execute_grid(grid, executor, workers, address)
-        _report_grid(out, grid, baseline_of_interest=chosen.variants[-1].label)
+        _report_grid(out, grid, reference=chosen.reference)
         console.print(f"figure: usbpo plot --figure {chosen.figure} --runs {out}")
 
 
@@ -368,8 +608,13 @@ def _sac_asymptotes(text: str | None, envs: list[str]) -> dict[str, float] | Non
 def plot(
     figure: str = typer.Option(None, help="figure name (see --list)"),
     list_: bool = typer.Option(False, "--list", help="name the figures and exit"),
-    runs: Path = typer.Option(Path("runs"), help="folder holding run folders (CSV only)"),
-    out: Path = typer.Option(None, help="output file; .png (default), .pdf or .svg"),
+    runs: Path = typer.Option(
+        Path("runs"),
+        help="a grid or a folder of grids (CSV only); the most recent grid that qualifies is used",
+    ),
+    out: Path = typer.Option(
+        None, help="output file, .png, .pdf or .svg (default <grid>/<figure>.png)"
+    ),
     reference: Path = typer.Option(
         None, help="published curves to overlay (e.g. ../shared/reference)"
     ),
@@ -377,9 +622,9 @@ def plot(
         None, help="dashed SAC line: 'published' (CleanRL, 1M steps) or ENV=RETURN,..."
     ),
 ) -> None:
-    """Draw a paper figure from progress CSVs (never imports torch)."""
+    """Draw a paper figure from one grid's progress CSVs (never imports torch)."""
     with user_errors():
-        from usbpo_cli import aggregate, plots
+        from usbpo_cli import plots
 
         if list_:
             for name, description in plots.FIGURES.items():
@@ -389,23 +634,36 @@ def plot(
             raise UsageError(f"unknown figure {figure!r} (choose: {', '.join(plots.FIGURES)})")
         if reference is not None and not reference.is_dir():
             raise UsageError(f"--reference {reference}: not a folder")
-        data = aggregate.load_runs(runs)
-        target = out or runs / f"{figure}.png"
-        asymptotes = _sac_asymptotes(sac_asymptote, sorted(data["env"].unique()))
+        if out is not None:
+            plots.check_output(out)
+        # One grid only (the most recent that has what the figure needs), never a mix.
+        chosen = plots.select_runs(figure, runs)
+        target = out or chosen.default_out_folder / f"{figure}.png"
+        asymptotes = _sac_asymptotes(sac_asymptote, sorted(chosen.runs["env"].unique()))
+        notes = list(chosen.notes)
         written = plots.plot_figure(
-            figure, data, target, reference_dir=reference, sac_asymptote=asymptotes
+            figure,
+            chosen.runs,
+            target,
+            reference_dir=reference,
+            sac_asymptote=asymptotes,
+            manifest=chosen.grid.manifest,
+            report=notes.append,
         )
-        console.print(f"figure: {written}")
+        for note in notes:  # printed once the figure is written: an error stays one line
+            err_console.print(note, highlight=False, soft_wrap=True, markup=False)
+        console.print(f"figure: {written}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def envs() -> None:
     """List the supported tasks with their dimensions and termination rule."""
     with user_errors():
-        from usbpo_cli.envs import supported_env_ids, task_info
+        from usbpo_cli.envs import known_env_ids, task_info
+        from usbpo_cli.termination import LEARNED
 
         table = Table("env", "obs", "act", "termination", title="supported tasks")
-        for env_id in supported_env_ids():
+        for env_id in known_env_ids():
             info = task_info(env_id)
             table.add_row(env_id, str(info.obs_dim), str(info.act_dim), info.termination)
             if info.family in ("Ant", "Humanoid"):
@@ -417,7 +675,12 @@ def envs() -> None:
                     short.termination,
                 )
         console.print(table)
-        console.print("Any other gymnasium task with Box spaces trains too (never-terminate rule).")
+        console.print(
+            "Pendulum-v1 and MountainCarContinuous-v0 have no paper values: they borrow them "
+            "(listed in each run's config.json). Any other gymnasium task with flat Box spaces "
+            f"trains too; its termination rule is {LEARNED}.",
+            highlight=False,
+        )
 
 
 @app.command()

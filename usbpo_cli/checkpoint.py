@@ -10,8 +10,10 @@ row itself, so a row lost between checkpoint and CSV is written on resume.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,50 @@ from usbpo_cli.errors import UsageError
 
 FORMAT_VERSION = 1
 PATTERN = "ckpt-*.pt"
+
+
+def _numpy_globals() -> list[Any]:
+    """The only non-tensor, non-builtin types a checkpoint holds: numpy arrays (MuJoCo states,
+    numpy's random state, the loop's last observation), their dtypes and numpy scalars (PPO's
+    running statistics). Checkpoints are loaded with `weights_only=True` and these alone allowed,
+    so loading one can build data but never call anything else: a crafted checkpoint in a run
+    folder on a shared filesystem cannot run code on `--resume`."""
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    dtypes = {type(np.dtype(kind)) for kind in ("?", "u1", "u4", "i4", "i8", "f4", "f8", "U1")}
+    return [
+        multiarray._reconstruct,
+        multiarray.scalar,
+        np.ndarray,
+        np.dtype,
+        *sorted(dtypes, key=lambda t: t.__name__),
+    ]
+
+
+ALLOWED_GLOBALS = _numpy_globals()
+
+
+def load_checkpoint(path: Path) -> Any:
+    """`torch.load` with `weights_only=True` and the allow-list above. Raises
+    `pickle.UnpicklingError` for a file that holds anything else (it is not run)."""
+    with warnings.catch_warnings(), torch.serialization.safe_globals(ALLOWED_GLOBALS):
+        warnings.simplefilter("ignore")  # e.g. torch's note on a foreign pickle protocol
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _refused(error: Exception) -> bool:
+    """True when the weights-only unpickler refused the content (not a torn file)."""
+    return isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower()
+
+
+def _refusal_reason(error: Exception) -> str:
+    for line in str(error).splitlines():  # torch names the offending global on one line
+        line = line.strip()
+        if "unsupported" in line.lower():
+            return line.removeprefix("WeightsUnpickler error: ").rstrip(".")
+    return "content outside the allow-list"
 
 
 def capture_env(env: gym.Env) -> dict[str, Any]:
@@ -117,8 +163,14 @@ class Checkpointer:
         warnings = []
         for path in self.paths():
             try:
-                payload = torch.load(path, map_location="cpu", weights_only=False)
+                payload = load_checkpoint(path)
             except Exception as error:  # a torn or corrupt file: fall back to the previous one
+                if _refused(error):  # content no checkpoint of ours holds: never run it
+                    raise UsageError(
+                        f"{path} is refused: it holds more than a checkpoint may (tensors, "
+                        f"numpy arrays, plain containers; {_refusal_reason(error)}); loading it "
+                        f"could run code, so nothing was resumed"
+                    ) from None
                 warnings.append(
                     f"checkpoint {path.name} is unreadable ({type(error).__name__}); "
                     f"falling back to the one before it"

@@ -516,3 +516,53 @@ def resolve_config(
         if getattr(paper, key) != getattr(config, key)
     }
     return config, deviations
+
+
+# Where each per-task setting of a task outside the paper's tables comes from.
+TABLE_SOURCES = {k: "MBPO's per-task table" for t in PAPER_TASKS.values() for k in t}
+TABLE_SOURCES.update({k: "CMLO's per-task configs" for t in ALGORITHM_TASKS.values() for k in t})
+NOT_IN_TABLES = {"target_entropy": "SAC's default, -action_dim"}
+
+
+def borrowed_defaults(
+    config_cls: type, family: str | None, preset: str, overrides: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """For a task without paper values (family None): every per-task setting it uses unchanged
+    (not set by the preset or `--set`), its value and where that value is borrowed from, as
+    {field: {"used": value, "note": "no paper value; borrowed from X"}}. Empty for paper tasks.
+    """
+    if family is not None:
+        return {}
+    names = config_fields(config_cls)
+    # As in resolve_config: a model-free agent takes only the evaluation interval per task.
+    shared = names if issubclass(config_cls, DynaConfig) else {"epoch_length"}
+    chosen = {k for k in PRESETS.get(preset, {}) if k in names} | set(overrides)
+    defaults = config_cls()
+    borrowed = {}
+    for key, source in TABLE_SOURCES.items():
+        if key not in names or key not in shared or key in chosen:
+            continue
+        used = getattr(defaults, key)
+        in_algorithm_table = any(key in values for values in ALGORITHM_TASKS.values())
+        table = ALGORITHM_TASKS if in_algorithm_table else PAPER_TASKS
+        tasks = [name for name, values in table.items() if values.get(key, used) == used]
+        if key in NOT_IN_TABLES and not tasks:
+            origin = NOT_IN_TABLES[key]
+        elif table is ALGORITHM_TASKS:
+            also = f"{', '.join(tasks)}, and " if tasks else ""
+            origin = f"{also}tasks outside {source}"
+        elif tasks:
+            origin = f"{', '.join(tasks)} ({source})"
+        else:
+            origin = f"the default of {source}"
+        borrowed[key] = {"used": used, "note": f"no paper value; borrowed from {origin}"}
+    return borrowed
+
+
+def borrowed_summary(env_id: str, borrowed: dict[str, dict[str, Any]]) -> str:
+    """One line naming what a task without paper values borrows."""
+    parts = [f"{key}={entry['used']!r}" for key, entry in borrowed.items()]
+    return (
+        f"{env_id} has no paper values; borrowed defaults (sources in config.json, "
+        f"no_paper_values): {', '.join(parts)}"
+    )

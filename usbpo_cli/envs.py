@@ -16,6 +16,7 @@ from gymnasium.spaces import Box
 
 from usbpo_cli.errors import UsageError
 from usbpo_cli.termination import (
+    OTHER_TASK_IDS,
     SUPPORTED_VERSIONS,
     check_truncate_obs,
     env_family,
@@ -71,9 +72,15 @@ def supported_env_ids() -> list[str]:
     return [f"{family}-{v}" for family in SUPPORTED_FAMILIES for v in SUPPORTED_VERSIONS]
 
 
+def known_env_ids() -> list[str]:
+    """The ids with a termination rule of their own: the six families, then the other tasks
+    (Pendulum, MountainCarContinuous) whose rule `termination.TASK_RULES` holds."""
+    return supported_env_ids() + list(OTHER_TASK_IDS)
+
+
 def _unknown_id_message(env_id: str) -> str:
-    """One line: close matches (if any) plus what is supported."""
-    matches = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    """One line: close matches among the supported ids (if any) plus what is supported."""
+    matches = difflib.get_close_matches(env_id, known_env_ids(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(matches)}? " if matches else ""
     families = ", ".join(SUPPORTED_FAMILIES)
     return (
@@ -116,9 +123,15 @@ def _check_spaces(env: gym.Env, env_id: str) -> None:
         if not isinstance(space, Box) or len(space.shape) != 1:
             env.close()
             raise UsageError(
-                f"{env_id} has a {type(space).__name__}{getattr(space, 'shape', '')} {kind} "
-                "space; only flat (1-D) Box observation and action spaces are supported"
+                f"{env_id} has a {_describe_space(space)} {kind} space; only flat (1-D) Box "
+                "observation and action spaces are supported"
             )
+
+
+def _describe_space(space: gym.Space) -> str:
+    """gymnasium's own one-line form of a space, e.g. Tuple(Discrete(32), Discrete(11), ...)."""
+    text = " ".join(str(space).split())
+    return text if len(text) <= 80 else text[:76] + "...)"
 
 
 def _seed(env: gym.Env, seed: int) -> None:

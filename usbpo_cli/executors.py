@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from usbpo_cli.errors import UsageError
+from usbpo_cli.progress import StatusReporter
 from usbpo_cli.runner import RunSpec
 
 
@@ -34,10 +36,17 @@ def run_one(spec: RunSpec, threads: int) -> RunOutcome:
 
     torch.set_num_threads(threads)
     load_algorithms()
-    try:  # a folder with a config.json holds an unfinished run: continue it
-        summary = run_training(spec, resume=(Path(spec.out) / "config.json").exists())
+    # A folder with a config.json holds an unfinished run: continue it, or start it over when
+    # it left no readable checkpoint (killed before its first): the grid owns the folder.
+    unfinished = (Path(spec.out) / "config.json").exists()
+    status = StatusReporter(Path(spec.out), threads)  # <run>/status.json, read by the grid view
+    try:
+        summary = run_training(spec, status, resume=unfinished, restart=unfinished)
     except (UsageError, TrainingDiverged) as error:
+        if status.started:
+            status.write("failed")
         return RunOutcome(spec, None, str(error))
+    status.finish(spec.steps)
     return RunOutcome(spec, summary.final_return, None)
 
 
@@ -101,6 +110,11 @@ class RayExecutor:
                     ray.init(
                         num_cpus=workers * threads, include_dashboard=False, log_to_driver=False
                     )
+            except ImportError as error:  # ray:// needs Ray's client extra (grpcio, ...)
+                raise UsageError(
+                    f"cannot reach Ray at {self.address}: {error}; pip install 'usbpo[ray]' "
+                    "installs Ray with its client"
+                ) from None
             except (ConnectionError, RuntimeError, ValueError) as error:
                 where = self.address or "a local instance"
                 raise UsageError(f"cannot start Ray at {where}: {error}") from None
@@ -124,13 +138,35 @@ class RayExecutor:
                 ray.shutdown()
 
 
+# ray://host:port (Ray client) or host:port (join as a driver); a host name, IPv4 or [IPv6].
+_ADDRESS = re.compile(
+    r"^(ray://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9_.\-]*[A-Za-z0-9])?):(\d{1,5})$"
+)
+
+
+def check_address(address: str) -> None:
+    """Refuse an `--address` that is not ray://host:port, host:port or auto (the cluster
+    already running on this machine), before anything is written or started."""
+    match = _ADDRESS.match(address.strip())
+    if address.strip() == "auto":
+        return
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        raise UsageError(
+            f"--address {address!r}: expected ray://HOST:PORT or HOST:PORT (port 1-65535), or auto"
+        )
+
+
 def make_executor(kind: str, workers: int, address: str | None):
+    """The executor for `--executor`; every option is checked here, even for a grid with
+    nothing left to run."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if kind == "local":
-        if address:
+        if address is not None:
             raise UsageError("--address only applies to --executor ray")
         return LocalExecutor(workers)
     if kind == "ray":
+        if address is not None:
+            check_address(address)
         return RayExecutor(workers, address)
     raise UsageError(f"unknown executor {kind!r} (choose: local, ray)")

@@ -3,17 +3,30 @@ and the named ablation studies of the USB-PO paper.
 
 A run folder is `<out>/<env>/<label>/seed<k>/`; `label` is the algorithm for `compare` and the
 variant for `ablate`. Rerunning the same command skips complete runs, so an interrupted grid is
-finished by running it again.
+finished by running it again. `<out>/grid.json` (the manifest) says what the grid is; a folder
+that holds anything else, or the same grid made with other settings, is refused before anything
+is written.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sys
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import comparable
+from usbpo_cli.runlog import (
+    as_json,
+    comparable,
+    describe_difference,
+    first_difference,
+    refuse_current_folder,
+    write_json_atomic,
+)
 from usbpo_cli.runner import RunSpec, resolve_run
 
 
@@ -30,6 +43,17 @@ class Study:
     description: str
     variants: tuple[Variant, ...]
     figure: str
+    reference: str | None = None  # the USB-PO variant P(reference > variant) is reported for
+
+    def varied_keys(self) -> set[str]:
+        """The settings the study's variants set (and so `--set` may not touch)."""
+        return {override_key(o) for v in self.variants for o in v.overrides}
+
+
+def override_key(pair: str) -> str:
+    """The setting a `key=value` override sets, named as the config names it (a dotted key is
+    an alias: `cmlo.alpha` sets `cmlo_alpha`)."""
+    return pair.split("=", 1)[0].strip().replace(".", "_")
 
 
 def _lr_label(value: str) -> str:
@@ -47,6 +71,7 @@ STUDIES: dict[str, Study] = {
                 for lr in ("1e-5", "1e-4", "1e-3")
             ),
             "phase2-lr",
+            reference=_lr_label("1e-4"),
         ),
         Study(
             "phase2-terms",
@@ -58,6 +83,7 @@ STUDIES: dict[str, Study] = {
                 Variant("phase2-both", "usbpo", ("phase2_terms=both",)),
             ),
             "phase2-terms",
+            reference="phase2-both",
         ),
         Study(
             "limit-update",
@@ -70,6 +96,7 @@ STUDIES: dict[str, Study] = {
                 Variant("usbpo", "usbpo"),
             ),
             "learning-curves",
+            reference="usbpo",
         ),
         Study(
             "cmlo-threshold",
@@ -79,6 +106,206 @@ STUDIES: dict[str, Study] = {
         ),
     )
 }
+
+
+def refuse_varied_keys(study: Study, overrides: list[str]) -> None:
+    """`ablate --set` may set anything but what the study varies: every variant would run with
+    the user's value while its label promised another."""
+    varied = study.varied_keys()
+    for pair in overrides:
+        key = override_key(pair)
+        if key in varied:
+            labels = ", ".join(v.label for v in study.variants)
+            raise UsageError(
+                f"--set {pair.strip()}: study {study.name} varies {key} itself ({labels}); "
+                f"drop this --set (for one value of {key}, use compare --set)"
+            )
+
+
+# ----------------------------------------------------------------------------- the grid manifest
+
+MANIFEST = "grid.json"
+# Recorded in the manifest but not compared on a rerun: an upgrade of usbpo may finish a grid.
+MANIFEST_VOLATILE = ("usbpo_version", "created", "command")
+# Files or folders that make a folder a run folder (`usbpo train`'s output).
+RUN_MARKERS = ("config.json", "progress.csv", "checkpoints", "events.log")
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("usbpo")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def grid_manifest(
+    kind: str,
+    envs: list[str],
+    variants: list[Variant],
+    seeds: int,
+    steps: int,
+    *,
+    preset: str = "paper",
+    overrides: list[str] | None = None,
+    device: str = "cpu",
+    truncate_obs: bool = False,
+    study: str | None = None,
+) -> dict[str, Any]:
+    """What a grid folder holds, written to `<out>/grid.json` on first use: `kind` compare or
+    ablate, the study, envs, algos (compare) or variants with every setting their label stands
+    for (ablate), seeds, steps, preset, every `--set`, device, truncate_obs and the version."""
+    user_set = [_normalised(pair) for pair in overrides or []]
+    manifest: dict[str, Any] = {"kind": kind}
+    if study is not None:
+        manifest["study"] = study
+    manifest["envs"] = list(envs)
+    if kind == "compare":
+        manifest["algos"] = [v.algo for v in variants]
+    manifest.update(
+        seeds=seeds,
+        steps=steps,
+        preset=preset,
+        set=user_set,
+        device=device,
+        truncate_obs=truncate_obs,
+    )
+    if kind != "compare":  # last: a difference in `set` is named as such, not as the variants'
+        manifest["variants"] = [
+            {"label": v.label, "algo": v.algo, "set": [*v.overrides, *user_set]} for v in variants
+        ]
+    manifest.update(
+        usbpo_version=_package_version(),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join(sys.argv),
+    )
+    return manifest
+
+
+def _normalised(pair: str) -> str:
+    """`key=value` with the key as the config names it and no stray spaces."""
+    if "=" not in pair:
+        return pair.strip()  # refused when the grid is validated
+    return f"{override_key(pair)}={pair.split('=', 1)[1].strip()}"
+
+
+def _compared(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as a rerun must match it: envs and algos in any order."""
+    kept = {k: v for k, v in manifest.items() if k not in MANIFEST_VOLATILE}
+    for key in ("envs", "algos"):
+        if isinstance(kept.get(key), list):
+            kept[key] = sorted(kept[key], key=str)
+    return kept
+
+
+def _what(manifest: dict[str, Any]) -> str:
+    if manifest.get("kind") == "ablate":
+        return f"the ablate study {manifest.get('study')}"
+    return f"a {manifest.get('kind')} grid"
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """A folder's grid manifest, None when it has none; an unreadable one is refused."""
+    path = folder / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict) or data.get("kind") not in ("compare", "ablate"):
+        raise UsageError(f"{path} is unreadable or not a usbpo grid manifest; refusing to use it")
+    return data
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return any((folder / marker).exists() for marker in RUN_MARKERS)
+
+
+def _run_folders(out: Path) -> list[Path]:
+    """Every run folder below `out` (hidden folders aside, as `plot` ignores them too)."""
+    found = set()
+    for marker in RUN_MARKERS:
+        for path in out.rglob(marker):
+            if not any(part.startswith(".") for part in path.relative_to(out).parts):
+                found.add(path.parent)
+    return sorted(found)
+
+
+def check_grid_folder(out: Path, manifest: dict[str, Any], owned: set[Path]) -> None:
+    """Refuse, before anything is written, a grid folder that is or holds something else: the
+    current folder, a folder inside a run or another grid, a single run, another grid or
+    study (or the same one with other settings), a run this grid would not own, or results
+    written by something other than a usbpo grid."""
+    refuse_current_folder(out)
+    for parent in Path(out).resolve().parents:
+        if (parent / MANIFEST).is_file():
+            try:
+                enclosing = read_manifest(parent)
+            except UsageError:
+                enclosing = None
+            if enclosing is not None:
+                raise UsageError(
+                    f"--out {out} lies inside {_what(enclosing)} in {parent}; "
+                    f"choose a folder outside it"
+                )
+        if (parent / "config.json").is_file() and (
+            (parent / "progress.csv").is_file() or (parent / "checkpoints").is_dir()
+        ):
+            raise UsageError(f"--out {out} lies inside the run folder {parent}; choose another")
+    if not out.is_dir():
+        return
+    marker = next((m for m in RUN_MARKERS if (out / m).exists()), None)
+    if marker is not None:
+        raise UsageError(
+            f"--out {out} holds a single run ({marker} at its top), not a grid; "
+            f"choose another --out"
+        )
+    existing = read_manifest(out)
+    if existing is not None:
+        if existing.get("kind") != manifest["kind"] or existing.get("study") != manifest.get(
+            "study"
+        ):
+            raise UsageError(
+                f"--out {out} holds {_what(existing)}, not {_what(manifest)}; choose another --out"
+            )
+        found = first_difference(_compared(existing), _compared(as_json(manifest)))
+        if found is not None:
+            key, was, now = found
+            raise UsageError(
+                f"--out {out} holds {_what(existing)} made with {key} {was!r}, not {now!r} "
+                f"(see {out / MANIFEST}); rerun it as it was made, or choose another --out"
+            )
+    for folder in _run_folders(out):
+        if folder not in owned:
+            raise UsageError(
+                f"--out {out} holds the run folder {folder}, which this grid would not own; "
+                f"choose another --out"
+            )
+    if existing is None and not any(_is_run_folder(folder) for folder in owned):
+        for name in ("results.csv", "summary.csv"):
+            if (out / name).exists():
+                raise UsageError(
+                    f"--out {out} holds a {name} but no {MANIFEST}: not a usbpo grid folder; "
+                    f"choose another --out"
+                )
+
+
+def record_grid(out: Path, manifest: dict[str, Any]) -> str | None:
+    """Write `<out>/grid.json` on first use; a note when the grid was made by another usbpo."""
+    existing = read_manifest(out) if out.is_dir() else None
+    if existing is None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / MANIFEST, manifest)
+        return None
+    if existing.get("usbpo_version") != manifest["usbpo_version"]:
+        return (
+            f"note: this grid was started with usbpo {existing.get('usbpo_version')}; "
+            f"runs from now on use {manifest['usbpo_version']}"
+        )
+    return None
+
+
+# ----------------------------------------------------------------------------- the grid
 
 
 @dataclass
@@ -100,8 +327,11 @@ def build_grid(
     device: str = "cpu",
     preset: str = "paper",
     overrides: list[str] | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> list[GridRun]:
-    """Every (env, variant, seed) run, validated up front so a typo fails before any training."""
+    """Every (env, variant, seed) run, validated up front so a typo fails before any training,
+    and (given the grid's `manifest`) the folder checked to be this grid's or new."""
+    refuse_current_folder(out)
     if seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {seeds}")
     existing = next((p for p in (out, *out.parents) if p.exists()), None)
@@ -109,7 +339,7 @@ def build_grid(
         raise UsageError(f"--out {out}: {existing} is a file, not a folder")
     if not envs or not variants:
         raise UsageError("the grid is empty: give at least one env and one algo")
-    grid = []
+    planned = []
     for env in envs:
         for variant in variants:
             for seed in range(seeds):
@@ -124,8 +354,13 @@ def build_grid(
                     [*variant.overrides, *(overrides or [])],
                 )
                 _, payload = resolve_run(spec)  # raises UsageError on any bad part
-                grid.append(GridRun(env, variant, seed, spec, run_status(spec, payload)))
-    return grid
+                planned.append((env, variant, seed, spec, payload))
+    if manifest is not None:
+        check_grid_folder(out, manifest, {Path(item[3].out) for item in planned})
+    return [
+        GridRun(env, variant, seed, spec, run_status(spec, payload))
+        for env, variant, seed, spec, payload in planned
+    ]
 
 
 def run_status(spec: RunSpec, wanted: dict) -> str:
@@ -139,8 +374,13 @@ def run_status(spec: RunSpec, wanted: dict) -> str:
         return "new"
     try:
         existing = json.loads(config_path.read_text())
-        if comparable(existing) != comparable(json.loads(json.dumps(wanted, default=str))):
-            raise UsageError(f"{folder} holds a run with different settings; use another --out")
+        if not isinstance(existing, dict):
+            return "partial"  # resuming refuses it with one line
+        if comparable(existing) != comparable(as_json(wanted)):
+            difference = describe_difference(comparable(existing), comparable(as_json(wanted)))
+            raise UsageError(
+                f"{folder} holds a run with different settings ({difference}); use another --out"
+            )
         lines = progress.read_text().strip().splitlines()
         last_step = int(float(lines[-1].split(",")[0])) if len(lines) > 1 else 0
     except (OSError, ValueError, json.JSONDecodeError, IndexError):

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from usbpo_cli.checkpoint import Checkpointer
-from usbpo_cli.config import parse_overrides, resolve_config
+from usbpo_cli.config import borrowed_defaults, parse_overrides, resolve_config
 from usbpo_cli.envs import task_info
 from usbpo_cli.errors import UsageError
 from usbpo_cli.loop import Reporter, RunSummary, _no_report
@@ -33,6 +33,9 @@ from usbpo_cli.runlog import (
     reconcile_progress,
     write_json_atomic,
 )
+from usbpo_cli.termination import bind_learned_rule
+
+MAX_STEPS = 1_000_000_000  # --steps above this is a typo, not a run
 
 
 @dataclass
@@ -95,6 +98,8 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
     """
     if spec.steps <= 0:
         raise UsageError(f"--steps must be positive, got {spec.steps}")
+    if spec.steps > MAX_STEPS:
+        raise UsageError(f"--steps must be at most 1e9 ({MAX_STEPS}), got {spec.steps}")
     if spec.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {spec.seed}")
     algorithm = get_algorithm(spec.algo)
@@ -113,12 +118,20 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         "task": dataclasses.asdict(info),
         "config": dataclasses.asdict(config),
         "deviations_from_paper": deviations,
+        **_no_paper_values(algorithm.config_cls, info.family, spec.preset, overrides),
         "versions": _versions(),
         "git_commit": _git_commit(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
     }
     return config, payload
+
+
+def _no_paper_values(config_cls: type, family: str | None, preset: str, overrides: dict) -> dict:
+    """`no_paper_values` for config.json: what a task outside the paper's tables borrows (the
+    key is left out for paper tasks, so their config.json stays as it was)."""
+    borrowed = borrowed_defaults(config_cls, family, preset, overrides)
+    return {"no_paper_values": borrowed} if borrowed else {}
 
 
 MAX_ROLLBACKS = 3
@@ -184,8 +197,21 @@ class PreparedRun:
 
 
 def prepare_run(
-    spec: RunSpec, *, resume: bool = False, keep_checkpoints: int = 2, notify: Notify = _quiet
+    spec: RunSpec,
+    *,
+    resume: bool = False,
+    restart: bool = False,
+    keep_checkpoints: int = 2,
+    notify: Notify = _quiet,
 ) -> PreparedRun:
+    """Validate, guard and lock the run folder, then restore the agent from the newest readable
+    checkpoint (`resume`) or start it. A `resume` with no readable checkpoint left is refused
+    unless `restart`: then the run starts over in its folder, once that folder is seen to hold
+    only this run's files (earlier rows and unreadable checkpoints are kept aside)."""
+    if restart and not resume:
+        raise UsageError(
+            "--restart goes with --resume: it starts over only when nothing is left to resume"
+        )
     config, payload = resolve_run(spec)
     if keep_checkpoints < 1:
         raise UsageError(f"--keep-checkpoints must be >= 1, got {keep_checkpoints}")
@@ -194,6 +220,16 @@ def prepare_run(
     checkpointer = Checkpointer(out, {"algo": spec.algo, "env_id": spec.env_id}, keep_checkpoints)
     lock = RunLock(out)
     try:
+        state, warnings = checkpointer.load_latest() if resume else (None, [])
+        if resume and state is None:
+            if not restart:
+                found = len(list(checkpointer.folder.glob("ckpt-*")))
+                what = f"{found} unreadable" if found else "none there"
+                raise UsageError(
+                    f"--resume: no readable checkpoint in {checkpointer.folder} ({what}); "
+                    f"add --restart to start this run over in {out}"
+                )
+            _check_only_run_files(out)
         agent = get_algorithm(spec.algo).agent_cls(
             spec.env_id,
             config,
@@ -202,9 +238,16 @@ def prepare_run(
             device=resolve_device(spec.device),
             truncate_obs=spec.truncate_obs,
         )
+        bind_learned_rule(agent)  # a task without a known termination rule learns one
         run = PreparedRun(spec, agent, checkpointer, lock, notify)
-        state = _restore(run) if resume else None
-        if state is None:
+        for warning in warnings:
+            run.note(f"warning: {warning}")
+        if state is not None:
+            _restore(run, state)
+        else:
+            if resume:  # --restart: nothing readable to resume from
+                run.note("--restart: no readable checkpoint; starting this run over")
+                _set_aside_checkpoints(run)
             if (out / "progress.csv").exists():  # progress without any checkpoint: keep it aside
                 kept = out / f"progress.unresumable-{time.strftime('%Y%m%d-%H%M%S')}.csv"
                 os.replace(out / "progress.csv", kept)
@@ -219,13 +262,46 @@ def prepare_run(
         raise
 
 
-def _restore(run: PreparedRun) -> dict | None:
-    """Load the newest good checkpoint into the agent and make progress.csv agree with it."""
-    state, warnings = run.checkpointer.load_latest()
-    for warning in warnings:
-        run.note(f"warning: {warning}")
-    if state is None:
-        return None
+# What a run folder holds; `--restart` starts over only in a folder with nothing else in it.
+RUN_FILES = ("config.json", "progress.csv", "events.log", ".lock", ".write-test", "status.json")
+RUN_FILE_PATTERNS = ("progress.unresumable-*.csv", "*.tmp")
+CHECKPOINT_PATTERNS = ("ckpt-*.pt", "ckpt-*.pt.tmp", "unreadable-*")
+
+
+def _check_only_run_files(out: Path) -> None:
+    for path in sorted(out.iterdir()):
+        if path.name == "checkpoints" and path.is_dir():
+            for inner in sorted(path.iterdir()):
+                if not any(inner.match(p) for p in CHECKPOINT_PATTERNS):
+                    _not_this_runs(out, inner)
+        elif not path.is_file() or not (
+            path.name in RUN_FILES or any(path.match(p) for p in RUN_FILE_PATTERNS)
+        ):
+            _not_this_runs(out, path)
+
+
+def _not_this_runs(out: Path, path: Path) -> None:
+    raise UsageError(
+        f"--restart: {out} also holds {path.relative_to(out)}, which is not this run's; "
+        f"move it away or choose another --out"
+    )
+
+
+def _set_aside_checkpoints(run: PreparedRun) -> None:
+    """Unreadable checkpoints go to `checkpoints/unreadable-<time>/`: kept, never resumed from."""
+    folder = run.checkpointer.folder
+    torn = sorted(folder.glob("ckpt-*")) if folder.is_dir() else []
+    if not torn:
+        return
+    aside = folder / f"unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir(exist_ok=True)
+    for path in torn:
+        os.replace(path, aside / path.name)
+    run.note(f"{len(torn)} unreadable checkpoint file(s) kept in checkpoints/{aside.name}")
+
+
+def _restore(run: PreparedRun, state: dict) -> None:
+    """Load a checkpoint's state into the agent and make progress.csv agree with it."""
     run.agent.load_state_dict(state["agent"])
     expected = state["agent"]["loop"]["rows"]
     progress = Path(run.spec.out) / "progress.csv"
@@ -243,8 +319,9 @@ def _restore(run: PreparedRun) -> dict | None:
         )
     run.resumed_from = run.agent.loop.next_step
     run.note(f"resumed from env step {run.resumed_from}")
-    return state
 
 
-def run_training(spec: RunSpec, report: Reporter = _no_report, resume: bool = False) -> RunSummary:
-    return prepare_run(spec, resume=resume).train(report)
+def run_training(
+    spec: RunSpec, report: Reporter = _no_report, resume: bool = False, restart: bool = False
+) -> RunSummary:
+    return prepare_run(spec, resume=resume, restart=restart).train(report)

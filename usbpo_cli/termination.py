@@ -120,5 +120,147 @@ def termination_fn(env_id: str, truncate_obs: bool = False) -> tuple[Termination
     family = env_family(env_id)
     check_truncate_obs(env_id, family, truncate_obs)
     if family is None:
-        return _never, NEVER_KNOWN
+        other = _other_task(env_id)
+        if other is not None:
+            return TASK_RULES[other](env_id)
+        return LearnedTermination(), LEARNED
     return _RULES[family]
+
+
+# --- tasks outside the six families -------------------------------------------------------------
+#
+# A task whose gymnasium env can terminate must never get a never-terminate rule: a known task
+# gets its rule here (read from its source, or built from values read off its environment); any
+# other task gets a rule learned from the run's own real terminal transitions.
+
+
+def _pendulum(env_id: str) -> tuple[TerminationFn, str]:
+    """Pendulum's step() returns terminated=False always; only the time limit ends an episode."""
+    return _never, (
+        "never terminates: Pendulum's step() has no terminal condition (terminated is always "
+        "False; episodes end at the time limit)"
+    )
+
+
+def _mountain_car_continuous(env_id: str) -> tuple[TerminationFn, str]:
+    """MountainCarContinuous ends at the goal: position >= goal_position and velocity >=
+    goal_velocity (obs = [position, velocity]); both thresholds are read from the env."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    try:
+        goal_position = float(env.unwrapped.goal_position)  # type: ignore[attr-defined]
+        goal_velocity = float(env.unwrapped.goal_velocity)  # type: ignore[attr-defined]
+    finally:
+        env.close()
+
+    def rule(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        return (next_obs[..., 0] >= goal_position) & (next_obs[..., 1] >= goal_velocity)
+
+    return rule, (
+        f"terminates when position >= {goal_position:g} and velocity >= {goal_velocity:g} "
+        "(read from the environment: goal_position, goal_velocity)"
+    )
+
+
+# gymnasium task name (any version) -> builder of (rule, description).
+TASK_RULES: dict[str, Callable[[str], tuple[TerminationFn, str]]] = {
+    "Pendulum": _pendulum,
+    "MountainCarContinuous": _mountain_car_continuous,
+}
+# The ids `usbpo envs` lists next to the six families (one per entry above).
+OTHER_TASK_IDS = ("Pendulum-v1", "MountainCarContinuous-v0")
+
+LEARNED = (
+    "learned from the run's real terminal transitions: a state beyond the range of every "
+    "non-terminal one, on a dimension where real episodes terminated (never terminates until "
+    "a real episode does)"
+)
+
+
+def _other_task(env_id: str) -> str | None:
+    try:
+        namespace, name, _ = parse_env_id(env_id)
+    except GymError:
+        return None
+    return name if namespace is None and name in TASK_RULES else None
+
+
+class LearnedTermination:
+    """The termination rule of a task without a known one, learned from real transitions.
+
+    Bound to the agent's real replay buffer (`bind`), it refits whenever the buffer changed:
+    with no real terminal transition yet, nothing terminates; otherwise it picks, greedily, the
+    fewest clauses "obs[d] < t" / "obs[d] > t" that cover the real terminal next states, where
+    each threshold lies halfway between the range of all non-terminal next states and the
+    nearest terminal one beyond it (so no real non-terminal state is ever called terminal).
+    Being a function of the buffer alone, it resumes exactly from a checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = None
+        self._seen = -1
+        self.clauses: list[tuple[int, bool, float]] = []  # (dim, upper, threshold)
+        self.uncovered = 0
+
+    def bind(self, buffer) -> None:
+        self.buffer, self._seen = buffer, -1
+
+    def describe(self) -> str:
+        if not self.clauses:
+            return "never terminates (no real terminal transition seen)"
+        parts = [f"obs[{d}] {'>' if upper else '<'} {t:.4g}" for d, upper, t in self.clauses]
+        missed = f"; {self.uncovered} terminal state(s) not covered" if self.uncovered else ""
+        return "terminates when " + " or ".join(parts) + missed
+
+    def fit(self, next_obs: torch.Tensor, done: torch.Tensor) -> None:
+        terminal = done > 0.5
+        self.clauses, self.uncovered = [], 0
+        if not bool(terminal.any()):
+            return
+        ends, rest = next_obs[terminal].double(), next_obs[~terminal].double()
+        if rest.shape[0] == 0:
+            self.uncovered = int(ends.shape[0])
+            return
+        low, high = rest.min(dim=0).values, rest.max(dim=0).values
+        below, above = ends < low, ends > high  # (terminal states, dims): beyond the range
+        left = torch.ones(ends.shape[0], dtype=torch.bool)
+        while bool(left.any()):
+            counts = torch.stack([(below & left[:, None]).sum(0), (above & left[:, None]).sum(0)])
+            best = int(counts.argmax())
+            side, dim = divmod(best, ends.shape[1])
+            if int(counts[side, dim]) == 0:
+                break
+            hits = (above if side else below)[:, dim] & left
+            if side:
+                threshold = 0.5 * (float(high[dim]) + float(ends[hits, dim].min()))
+            else:
+                threshold = 0.5 * (float(low[dim]) + float(ends[hits, dim].max()))
+            self.clauses.append((dim, bool(side), threshold))
+            left &= ~hits
+        self.uncovered = int(left.sum())
+
+    def _refresh(self) -> None:
+        buffer = self.buffer
+        if buffer is None or buffer.total_added == self._seen:
+            return
+        size = len(buffer)
+        self.fit(buffer.next_obs[:size].cpu(), buffer.done[:size].cpu())
+        self._seen = buffer.total_added
+
+    def __call__(
+        self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor
+    ) -> torch.Tensor:
+        self._refresh()
+        done = _never(obs, act, next_obs)
+        for dim, upper, threshold in self.clauses:
+            value = next_obs[..., dim]
+            done = done | (value > threshold if upper else value < threshold)
+        return done
+
+
+def bind_learned_rule(agent: object) -> None:
+    """Point an agent's learned termination rule (if it has one) at its real replay buffer."""
+    rule = getattr(agent, "termination", None)
+    if isinstance(rule, LearnedTermination):
+        rule.bind(agent.real_buffer)  # type: ignore[attr-defined]

@@ -1,0 +1,503 @@
+"""Issue 12, items 5, 7, 8, 9 and 11: what a person sees can be trusted.
+
+One table of refusals (usage errors, --steps, names in --algos/--envs, did-you-mean, spaces,
+--address, crafted checkpoints): each exits 2 with one `error:` line on stderr (no traceback, no
+box) and leaves every folder as it was. Then the progress a person plans by (cost model, stage
+ETA, grid view and status files), the tasks without paper values (borrowed defaults, termination
+rules read from the env or learned), `--version`, and the demo's install.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import cli_env, snapshot, usbpo, usbpo_inproc  # tests/ is on sys.path
+
+from usbpo_cli.config import USBPOConfig, resolve_config
+from usbpo_cli.envs import make_env, task_info
+from usbpo_cli.progress import (
+    LONG_RUN_S,
+    StageEta,
+    StatusReporter,
+    estimate,
+    grid_eta,
+    read_status,
+)
+from usbpo_cli.termination import LearnedTermination, termination_fn
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = "InvertedPendulum-v4"
+TINY = ["--preset", "tiny", "--quiet"]
+TRAIN = ["train", "--env", ENV, "--algo", "sac", "--steps", "300", *TINY]
+ON_RUN = [*TRAIN, "--out", "{run}", "--resume"]
+GRID = ["compare", "--envs", ENV, "--algos", "sac", "--seeds", "1", "--steps", "200"]
+GRID += ["--preset", "tiny", "--out", "{grid}"]
+BOX = ("╭", "╰", "│", "─")
+MARKER = "pwned"  # what a crafted checkpoint's code would create in the case folder
+
+Setup = Callable[[Path], None]
+
+
+# --- setups (damage done before the "before" snapshot) ------------------------------------------
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a hostile file on a shared filesystem would do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def crafted_checkpoint(kind: str) -> Setup:
+    def setup(tmp: Path) -> None:
+        newest = sorted((tmp / "run" / "checkpoints").glob("ckpt-*.pt"))[-1]
+        payload = {"format_version": 1, "algo": "sac", "env_id": ENV}
+        payload["state"] = _RunsCode(tmp / MARKER)
+        if kind == "torch":  # a real torch.save zip whose pickle calls os.system
+            torch.save(payload, newest)
+        else:  # a bare pickle under a checkpoint's name
+            newest.write_bytes(pickle.dumps(payload, protocol=4))
+        assert b"system" in newest.read_bytes()
+
+    return setup
+
+
+def complete_grid(tmp: Path) -> None:
+    assert read_status(tmp / "grid" / ENV / "sac" / "seed0")["state"] == "done"
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def case(
+    name: str,
+    args: list[str],
+    *needles: str,
+    absent: tuple[str, ...] = (),
+    setup: Setup | None = None,
+    proc: bool = False,
+) -> pytest.ParameterSet:
+    return pytest.param(args, needles, absent, setup, proc, id=name)
+
+
+CASES = [
+    # item 7: typer's usage errors, one line
+    case("unknown-option", [*TRAIN, "--nosuch"], "No such option: --nosuch", "--help"),
+    case("unknown-option-proc", [*TRAIN, "--nosuch"], "No such option: --nosuch", proc=True),
+    case("bad-type", ["train", "--steps", "abc"], "Invalid value for '--steps'"),
+    case("missing-argument", ["train", "--env"], "'--env' requires an argument"),
+    case("compare-bad-type", ["compare", "--seeds", "x"], "Invalid value for '--seeds'"),
+    case("unknown-command", ["trian"], "No such command 'trian'"),
+    # item 7: --steps above 1e9
+    case(
+        "steps-above-1e9",
+        [*TRAIN, "--steps", "1000000001", "--out", "{tmp}/new"],
+        "--steps must be at most 1e9",
+    ),
+    case("compare-steps-above-1e9", [*GRID, "--steps", "5000000000"], "at most 1e9"),
+    # item 7: empty or duplicate names
+    case("algos-empty-name", [*GRID, "--algos", "sac,,mbpo"], "--algos", "empty name"),
+    case("algos-trailing-comma", [*GRID, "--algos", "sac,"], "--algos", "empty name"),
+    case("algos-empty", [*GRID, "--algos", ""], "--algos", "empty name"),
+    case("algos-twice", [*GRID, "--algos", "sac,mbpo,sac"], "--algos", "sac given more than once"),
+    case("envs-twice", [*GRID, "--envs", f"{ENV}, {ENV}"], "--envs", "given more than once"),
+    case("envs-empty-name", [*GRID, "--envs", f",{ENV}"], "--envs", "empty name"),
+    case(
+        "ablate-env-twice",
+        ["ablate", "--study", "phase2-lr", "--env", f"{ENV},{ENV}", *TINY[:2]],
+        "--env",
+        "more than once",
+    ),
+    # item 7: did-you-mean names supported ids only; spaces read as gymnasium writes them
+    case(
+        "did-you-mean-supported",
+        [*TRAIN, "--env", "Humanoidd-v4", "--out", "{tmp}/new"],
+        "did you mean Humanoid-v4",
+        absent=("HumanoidStandup",),
+    ),
+    case(
+        "did-you-mean-other-task",
+        [*TRAIN, "--env", "Pendulum-v0", "--out", "{tmp}/new"],
+        "did you mean Pendulum-v1",
+    ),
+    case(
+        "tuple-space",
+        [*TRAIN, "--env", "Blackjack-v1", "--out", "{tmp}/new"],
+        "Tuple(Discrete(32), Discrete(11), Discrete(2)) observation space",
+        absent=("TupleNone",),
+    ),
+    # item 7: --address is checked even when the grid has nothing left to run
+    case(
+        "address-no-port-complete-grid",
+        [*GRID, "--executor", "ray", "--address", "ray://head"],
+        "--address 'ray://head'",
+        "ray://HOST:PORT",
+        setup=complete_grid,
+    ),
+    case(
+        "address-url-complete-grid",
+        [*GRID, "--executor", "ray", "--address", "http://head:10001"],
+        "expected ray://HOST:PORT or HOST:PORT",
+        setup=complete_grid,
+    ),
+    case("address-bad-port", [*GRID, "--executor", "ray", "--address", "head:70000"], "port"),
+    # item 9: a checkpoint that would run code is refused, and the code does not run
+    case(
+        "crafted-torch-checkpoint",
+        ON_RUN,
+        "ckpt-0000000300.pt is refused",
+        "posix.system",
+        "could run code",
+        setup=crafted_checkpoint("torch"),
+    ),
+    case(
+        "crafted-pickle-checkpoint",
+        ON_RUN,
+        "ckpt-0000000300.pt is refused",
+        setup=crafted_checkpoint("pickle"),
+    ),
+    case(
+        "crafted-checkpoint-proc",
+        ON_RUN,
+        "is refused",
+        setup=crafted_checkpoint("torch"),
+        proc=True,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny sac run (`run`, 300 env steps) and a complete tiny grid (`grid`)."""
+    root = tmp_path_factory.mktemp("finished")
+    args = [a.replace("{run}", str(root / "run")) for a in [*TRAIN, "--out", "{run}"]]
+    result = usbpo_inproc(*args, cwd=root)
+    assert result.returncode == 0, result.stderr
+    # The grid's one run trains in this process, where run_one would give it all the cores'
+    # threads for the rest of the session: keep the session's (one) thread.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "set_num_threads", lambda threads: None)
+        grid = usbpo_inproc(*[a.replace("{grid}", str(root / "grid")) for a in GRID], cwd=root)
+    assert grid.returncode == 0, grid.stderr
+    (root / "grid.stdout").write_text(grid.stdout)
+    return root
+
+
+@pytest.mark.parametrize(("args", "needles", "absent", "setup", "proc"), CASES)
+def test_refusal_is_one_line_and_touches_nothing(
+    tmp_path: Path,
+    finished: Path,
+    args: list[str],
+    needles: tuple[str, ...],
+    absent: tuple[str, ...],
+    setup: Setup | None,
+    proc: bool,
+) -> None:
+    shutil.copytree(finished / "run", tmp_path / "run")
+    shutil.copytree(finished / "grid", tmp_path / "grid")
+    if setup is not None:
+        setup(tmp_path)
+    before = snapshot(tmp_path, exclude=(".lock",))
+    argv = [
+        a.replace("{run}", str(tmp_path / "run"))
+        .replace("{grid}", str(tmp_path / "grid"))
+        .replace("{tmp}", str(tmp_path))
+        for a in args
+    ]
+    if proc:
+        result = usbpo(*argv, cwd=tmp_path, env=cli_env())
+    else:
+        result = usbpo_inproc(*argv, cwd=tmp_path)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    assert not any(char in output for char in BOX), output
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:"), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    for needle in absent:
+        assert needle not in lines[0], (needle, lines[0])
+    assert not (tmp_path / MARKER).exists(), "the crafted checkpoint ran code"
+    assert snapshot(tmp_path, exclude=(".lock",)) == before
+
+
+def test_version(tmp_path: Path) -> None:
+    result = usbpo_inproc("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"usbpo \S+\n", result.stdout), result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_real_checkpoints_load_with_the_allow_list(finished: Path) -> None:
+    from usbpo_cli.checkpoint import Checkpointer
+
+    state, warnings = Checkpointer(finished / "run", {"algo": "sac"}).load_latest()
+    assert warnings == [] and state["agent"]["loop"]["next_step"] == 300
+    assert isinstance(state["agent"]["env"]["mujoco"], np.ndarray)
+
+
+# --- item 5: progress a person can plan by -------------------------------------------------------
+
+
+def test_stage_eta_is_priced_on_the_learning_stage() -> None:
+    """5000 random steps at 1 ms, then learning at 100 ms a step: once 250 learning steps are
+    measured the ETA is their rate times the steps left, not the average since the start."""
+    eta = StageEta(total=100_000, initial_steps=5000, learning_step_s=0.08, window=500)
+    clock = 0.0
+    for step in range(0, 5000, 50):
+        eta.update(step, clock)
+        clock += 50 * 1e-3
+    seconds, basis = eta.seconds_left()
+    assert basis == "estimate"
+    assert seconds == pytest.approx(50 * 1e-3 + 95_000 * 0.08, rel=0.01)
+    for step in range(5000, 5300, 50):
+        eta.update(step, clock)
+        clock += 50 * 0.1
+    seconds, basis = eta.seconds_left()
+    assert basis == "measured"
+    assert seconds == pytest.approx((100_000 - 5250) * 0.1, rel=1e-6)
+    assert eta.text().startswith("eta ") and "estimate" not in eta.text()
+
+
+def test_grid_eta_schedules_what_is_left_on_the_workers() -> None:
+    assert grid_eta([10.0, 20.0], [5.0, 5.0, 5.0], workers=2) == 25.0
+    assert grid_eta([], [60.0, 60.0, 60.0], workers=3) == 60.0
+    assert grid_eta([], [60.0, 60.0, 60.0], workers=1) == 180.0
+
+
+def test_cost_model_separates_long_runs_from_short_ones() -> None:
+    def seconds(family: str, preset: str, steps: int) -> float:
+        config, _ = resolve_config(USBPOConfig, family, preset, {})
+        return estimate(__import__("dataclasses").asdict(config), steps)["total"]
+
+    assert seconds("Hopper", "paper", 100_000) > LONG_RUN_S  # README: 5-8 h on 2 cores
+    assert 3 * 60 < seconds("InvertedPendulum", "paper", 8000) < 10 * 60  # make demo
+    assert seconds("InvertedPendulum", "tiny", 300) < 10
+
+
+def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paper Hopper run (hours on a CPU): the estimate and the cheaper choices come first.
+    Training itself is replaced by a stub so the test stays fast."""
+    from usbpo_cli import runner
+    from usbpo_cli.loop import RunSummary
+
+    def no_training(self, report=None) -> RunSummary:
+        self.lock.release()
+        return RunSummary(0, 0.0, 0.0, 0.0, 0)
+
+    monkeypatch.setattr(runner.PreparedRun, "train", no_training)
+    result = usbpo_inproc("train", "--env", "Hopper-v4", "--quiet", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    assert re.search(r"takes about \d+ h \d\d min on this CPU", line), line
+    for choice in ("--preset cpu-small (about", "--steps", "--device cuda", "--workers"):
+        assert choice in line, (choice, line)
+
+
+def test_compare_says_what_it_runs_and_keeps_status(finished: Path) -> None:
+    stdout = (finished / "grid.stdout").read_text()
+    header = stdout.splitlines()[0]
+    for part in (f"grid {finished / 'grid'}", f"envs {ENV}", "algos sac", "seeds 0"):
+        assert part in header, (part, header)
+    assert "200 env steps per run" in header
+    assert re.search(r"1 to run on 1 worker\(s\); estimate about \d+ s", stdout), stdout
+    status = read_status(finished / "grid" / ENV / "sac" / "seed0")
+    assert (status["state"], status["env_step"], status["steps"]) == ("done", 200, 200)
+
+
+def test_grid_view_shows_each_running_run_and_a_grid_eta(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from usbpo_cli.app import load_algorithms
+    from usbpo_cli.experiments import GridRun, Variant
+    from usbpo_cli.gridview import GridView
+    from usbpo_cli.runner import RunSpec
+
+    load_algorithms()
+    runs = []
+    for seed in range(3):
+        out = tmp_path / "grid" / ENV / "usbpo" / f"seed{seed}"
+        spec = RunSpec(ENV, "usbpo", seed, 8000, out)
+        runs.append(GridRun(ENV, Variant("usbpo", "usbpo"), seed, spec))
+    view = GridView(runs, slots=2, threads=2, console=Console(file=io.StringIO()))
+    planned = view.planned_seconds()
+    assert planned > 0
+    for seed, (step, eta) in enumerate([(6000, 100.0), (5500, 160.0)]):
+        out = runs[seed].spec.out
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        reporter = StatusReporter(out)
+        reporter.step, reporter.phase = step, "policy"
+        reporter.write("running")
+        status = json.loads((out / "status.json").read_text())
+        status.update(eta_s=eta, eta_basis="measured")
+        (out / "status.json").write_text(json.dumps(status))
+    view.poll()
+    shown = {task.description: task for task in view.progress.tasks}
+    assert set(shown) == {"[bold]grid[/]", f"{ENV} usbpo seed0", f"{ENV} usbpo seed1"}
+    assert shown[f"{ENV} usbpo seed0"].fields["count"] == "6000/8000 env steps"
+    assert shown[f"{ENV} usbpo seed0"].fields["phase"] == "policy"
+    # seed2 waits for the first free worker (after 100 s), priced by the cost model scaled by
+    # the running runs' measured/estimated ratio
+    assert 100.0 < view.seconds_left() < 100.0 + 10 * planned
+    assert shown["[bold]grid[/]"].fields["eta"].startswith("grid eta ")
+    view.finished(runs[0].spec)
+    assert f"{ENV} usbpo seed0" not in {task.description for task in view.progress.tasks}
+
+
+# --- item 8: tasks without paper values ----------------------------------------------------------
+
+
+def test_pendulum_lists_its_borrowed_defaults_once(tmp_path: Path) -> None:
+    args = ["train", "--env", "Pendulum-v1", "--algo", "usbpo", "--steps", "200", *TINY]
+    result = usbpo_inproc(*args, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("has no paper values") == 1, result.stderr
+    payload = json.loads((tmp_path / "run" / "config.json").read_text())
+    borrowed = payload["no_paper_values"]
+    # tiny sets G, epoch length, train frequency and widths; the rest is borrowed
+    assert borrowed["rollout_schedule"] == {
+        "used": [20, 150, 1, 15],
+        "note": "no paper value; borrowed from Hopper (MBPO's per-task table)",
+    }
+    assert borrowed["target_entropy"]["note"] == (
+        "no paper value; borrowed from SAC's default, -action_dim"
+    )
+    assert all(e["note"].startswith("no paper value; borrowed from ") for e in borrowed.values())
+    assert "no terminal condition" in payload["task"]["termination"]
+
+
+def test_a_grid_lists_borrowed_defaults_once_per_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usbpo_cli.app import _print_borrowed, load_algorithms
+    from usbpo_cli.experiments import GridRun, Variant
+    from usbpo_cli.runner import RunSpec
+
+    load_algorithms()
+    todo = [
+        GridRun(env, Variant(algo, algo), seed, RunSpec(env, algo, seed, 100, tmp_path / "x"))
+        for env in ("Pendulum-v1", ENV)
+        for algo in ("usbpo", "sac")
+        for seed in range(3)
+    ]
+    _print_borrowed(todo)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Pendulum-v1 has no paper values"), lines
+    assert "rollout_schedule=(20, 150, 1, 15)" in lines[0]
+
+
+def test_paper_tasks_borrow_nothing(finished: Path) -> None:
+    payload = json.loads((finished / "run" / "config.json").read_text())
+    assert "no_paper_values" not in payload
+
+
+def test_mountain_car_rule_is_read_from_the_env_and_matches_it() -> None:
+    info = task_info("MountainCarContinuous-v0")
+    assert "read from the environment" in info.termination
+    assert "never" not in info.termination
+    rule, _ = termination_fn("MountainCarContinuous-v0")
+    env = make_env("MountainCarContinuous-v0", seed=0)
+    rng = np.random.default_rng(0)
+    next_obs, terminated = [], []
+    for _ in range(300):  # states around the goal, then one real step
+        env.reset()
+        position, velocity = rng.uniform(0.35, 0.6), rng.uniform(-0.07, 0.07)
+        env.unwrapped.state = np.array([position, velocity], dtype=np.float32)
+        obs, _, term, _, _ = env.step(rng.uniform(-1, 1, size=1).astype(np.float32))
+        next_obs.append(obs)
+        terminated.append(term)
+    env.close()
+    batch = torch.as_tensor(np.array(next_obs))
+    assert 50 < sum(terminated) < 250
+    assert rule(batch, batch, batch).tolist() == terminated
+
+
+def test_learned_rule_covers_real_terminal_transitions() -> None:
+    """Terminal when x0 > 1 or x1 < -2: the learned clauses find both, call no real
+    non-terminal state terminal, and generalise to fresh states."""
+    gen = torch.Generator().manual_seed(0)
+    states = torch.rand(4000, 3, generator=gen) * torch.tensor([3.0, 6.0, 2.0]) - torch.tensor(
+        [1.0, 3.0, 1.0]
+    )
+    done = ((states[:, 0] > 1.0) | (states[:, 1] < -2.0)).float()
+    rule = LearnedTermination()
+    empty = torch.zeros(5, 3)
+    assert not rule(empty, empty, empty).any()  # unbound: nothing seen, nothing terminates
+    rule.fit(states, done)
+    assert {(d, upper) for d, upper, _ in rule.clauses} == {(0, True), (1, False)}
+    assert rule.uncovered == 0
+    predicted = rule(states, states, states)
+    assert predicted.tolist() == (done > 0.5).tolist()
+    fresh = torch.tensor([[0.9, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, -1.9, 0.0], [0.0, -2.1, 0.0]])
+    assert rule(fresh, fresh, fresh).tolist() == [False, True, False, True]
+    rule.fit(states, torch.zeros(4000))  # no terminal transition: never terminates
+    assert rule.clauses == [] and "never terminates" in rule.describe()
+
+
+def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
+    from usbpo_cli.app import load_algorithms
+    from usbpo_cli.runner import RunSpec, prepare_run
+
+    load_algorithms()
+    env_id = "InvertedDoublePendulum-v5"
+    spec = RunSpec(env_id, "mbpo", 0, 200, tmp_path / "run", preset="tiny")
+    run = prepare_run(spec)
+    try:
+        assert isinstance(run.agent.termination, LearnedTermination)
+        assert run.agent.termination.buffer is run.agent.real_buffer
+    finally:
+        run.lock.release()
+    payload = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert payload["task"]["termination"].startswith("learned from the run's real terminal")
+
+
+def test_envs_says_which_rule_each_task_has(tmp_path: Path) -> None:
+    result = usbpo_inproc("envs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[4].strip()
+        for line in result.stdout.splitlines()
+        if line.count("│") >= 5
+    }
+    assert "no terminal condition" in rows["Pendulum-v1"]
+    assert "read from the environment" in rows["MountainCarContinuous-v0"]
+    assert "learned from the run's real terminal transitions" in result.stdout
+
+
+# --- items 7 and 11: packaging ----------------------------------------------------------------
+
+
+def test_ray_extra_carries_the_client() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("ray[client]") for dep in project["optional-dependencies"]["ray"])
+
+
+def test_make_demo_installs_without_ray() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    demo = re.search(r"^demo:\s*(.*)$", makefile, re.M).group(1).split()
+    assert "install" not in demo, "make demo must not install the ray/dev extras"
+    for target in demo:
+        recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+        assert "ray" not in recipe and "$(TORCH_PIN)" in recipe, recipe
+        assert re.search(r"pip install -q -e \.(\s|$)", recipe), recipe
