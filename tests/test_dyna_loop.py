@@ -248,3 +248,13 @@ def test_rollout_epochs_count_from_the_end_of_the_random_phase_even_at_one_step_
     assert agent.rollout_length_at(10) == 1
     assert agent.rollout_length_at(11) == 2
     assert agent.rollout_length_at(3) == 1
+
+
+def test_a_training_whose_loss_is_not_finite_stops_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit_model checks the fitted model before using it: a NaN phase-1 loss raises
+    TrainingDiverged (the loop then rolls back to the last checkpoint)."""
+    agent = make_agent()
+    fill_real(agent, 100)
+    monkeypatch.setattr(dyna, "fit_ensemble", lambda *a, **k: fit_result(math.nan, 1.0))
+    with pytest.raises(TrainingDiverged):
+        agent.fit_model(60)
