@@ -77,7 +77,7 @@ def test_sac_learns_to_balance_the_pendulum(tmp_path):
 def test_td3_learns_to_balance_the_pendulum(tmp_path):
     load_algorithms()
     overrides = SMALL + ["updates_per_step=2"]
-    spec = RunSpec(ENV, "td3", SEED, 3000, tmp_path / "td3", preset="tiny", overrides=overrides)
+    spec = RunSpec(ENV, "td3", SEED, 4000, tmp_path / "td3", preset="tiny", overrides=overrides)
     run_training(spec)
     returns = pd.read_csv(tmp_path / "td3" / "progress.csv").eval_return_mean
     scores = untrained_scores()
