@@ -1,6 +1,7 @@
 """The batched probabilistic ensemble: shapes, bounds, elites, training, elite-only rollouts."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -428,3 +429,23 @@ def test_log_variance_bounds_start_where_pets_and_mbpo_start_them():
     model = make_model()
     assert torch.equal(model.max_logvar, torch.full((1, 1, OBS + 1), 0.5))
     assert torch.equal(model.min_logvar, torch.full((1, 1, OBS + 1), -10.0))
+
+
+def test_sample_step_draws_with_the_predicted_standard_deviation():
+    """Each output is mean + exp(logvar / 2) * N(0, 1): a predicted variance of 4 (inside the
+    learned bounds) gives samples of std 2 around the mean."""
+    model = make_model(ensemble_size=2, num_elites=2)
+    last = model.net.layers[-1]
+    with torch.no_grad():
+        model.max_logvar.fill_(5.0)
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[:, 0, OBS + 1 :] = math.log(4.0)
+    torch.manual_seed(0)
+    reward, next_obs = model.sample_step(torch.zeros(20000, OBS), torch.zeros(20000, ACT))
+    logvar_used = model(torch.zeros(1, OBS + ACT))[1][0, 0, 0]
+    expected = math.exp(0.5 * logvar_used.item())  # ~2: the soft bounds move log 4 a little
+    assert abs(expected - 2.0) < 0.1
+    assert reward.std().item() == pytest.approx(expected, rel=0.03)
+    assert torch.allclose(next_obs.std(0), torch.full((OBS,), expected), rtol=0.03)
+    assert abs(reward.mean().item()) < 0.05
