@@ -55,10 +55,13 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "ensemble": ("usbpo_cli/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
     "sac": ("usbpo_cli/sac.py", ["test_sac.py", "test_hand_gradients.py", "test_agent_state.py"]),
     "td3": ("usbpo_cli/td3.py", ["test_td3_actor.py", "test_td3.py"]),
-    "termination": ("usbpo_cli/termination.py", ["test_termination_clauses.py", "test_envs.py"]),
+    "termination": (
+        "usbpo_cli/termination.py",
+        ["test_termination_clauses.py", "test_envs.py", "test_cli_trust.py"],
+    ),
     "buffers": ("usbpo_cli/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
     "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo.py"]),
-    "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py"]),
+    "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py", "test_agent_state.py"]),
     "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),
     "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo.py"]),
 }

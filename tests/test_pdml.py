@@ -231,3 +231,14 @@ def test_tiny_run_trains_on_mbpo_schedule(pdml_run: Path) -> None:
 
 def test_resume_continues_bit_exactly(pdml_run: Path, tmp_path: Path) -> None:
     assert_resume_reproduces("pdml", pdml_run, tmp_path)
+
+
+def test_a_single_policy_segment_already_weighs_warm_up_data_down() -> None:
+    """Warm-up (4 rows) then one policy segment (2 rows) of TV 0.5: a segment row weighs
+    1 / 0.5 = 2, a warm-up row 0.05 x 2 = 0.1; normalised over 4 x 0.1 + 2 x 2 = 4.4. The
+    newest segment holds 4/4.4, far above the 2% floor."""
+    weights = segment_weights(
+        torch.tensor([0.0, 0.5]), torch.tensor([4, 2]), torch.tensor([True, False])
+    )
+    expected = torch.tensor([0.1] * 4 + [2.0] * 2, dtype=torch.float64) / 4.4
+    assert torch.allclose(weights, expected)
