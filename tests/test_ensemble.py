@@ -449,3 +449,19 @@ def test_sample_step_draws_with_the_predicted_standard_deviation():
     assert reward.std().item() == pytest.approx(expected, rel=0.03)
     assert torch.allclose(next_obs.std(0), torch.full((OBS,), expected), rtol=0.03)
     assert abs(reward.mean().item()) < 0.05
+
+
+def test_holdout_mse_is_each_members_mean_squared_error_by_hand():
+    """Members predicting the constants c_m against targets t: MSE_m = mean((c_m - t)^2)."""
+    model = make_model(ensemble_size=3, num_elites=2)
+    last = model.net.layers[-1]
+    constants = [0.5, -1.0, 2.0]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        for member, value in enumerate(constants):
+            last.bias[member, 0, : OBS + 1] = value
+    targets = torch.tensor([[0.0, 1.0, -1.0, 2.0, 0.5], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    mse = holdout_mse(model, torch.zeros(2, OBS + ACT), targets)
+    expected = [((c - targets) ** 2).mean().item() for c in constants]
+    assert mse.tolist() == pytest.approx(expected)
