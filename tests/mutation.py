@@ -23,7 +23,8 @@ type annotations, error messages, argument defaults (callers pass the configured
 
 Mutants judged equivalent (the program cannot behave differently where it is used) are listed
 by hand in `tests/mutation_equivalent.txt`, one per line as `module | mutation | code  # why`
-(the code without its comment, as `--list` prints it); the score is
+(the code without its comment, as `--list` prints it; `#2` after the mutation names the second
+identical mutation of the same code); the score is
 killed / (all - equivalent). Results go to `benchmarks/mutation/<module>.json`; the summary
 table is printed at the end and kept in benchmarks/RESULTS.md.
 """
@@ -114,6 +115,7 @@ class Mutant:
     line: int
     mutation: str  # e.g. "< -> <=", "delete call", "1e-4 -> 0.0002"
     source_line: str
+    occurrence: int = 0  # earlier mutants with the same mutation on the same code
     status: str = "pending"  # killed, survived, timeout, equivalent
     seconds: float = 0.0
 
@@ -122,7 +124,8 @@ class Mutant:
         """Names the mutant by its code rather than its line number, so the list of
         equivalent mutants survives edits elsewhere in the module."""
         code = self.source_line.split("  #")[0].strip()
-        return f"{self.module} | {self.mutation} | {code}"
+        again = f" #{self.occurrence + 1}" if self.occurrence else ""
+        return f"{self.module} | {self.mutation}{again} | {code}"
 
 
 def _skipped_nodes(tree: ast.AST) -> set[int]:
@@ -248,7 +251,8 @@ def mutants_of(module: str) -> tuple[list[Mutant], list[str]]:
         ast.fix_missing_locations(mutated)
         line = getattr(node, "lineno", 0)
         source = lines[line - 1].strip() if line else ""
-        mutants.append(Mutant(module, index, line, description, source))
+        seen = sum(1 for m in mutants if (m.mutation, m.source_line) == (description, source))
+        mutants.append(Mutant(module, index, line, description, source, seen))
         sources.append(ast.unparse(mutated))
     return mutants, sources
 
