@@ -125,3 +125,35 @@ def test_a_one_row_minibatch_keeps_its_raw_advantage(monkeypatch: pytest.MonkeyP
         assert raw.numel() == 1
         assert torch.isfinite(given).all()
         torch.testing.assert_close(given, raw, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("value_coef", "entropy_coef"), [(0.5, 0.0), (2.0, 0.25)])
+def test_the_joint_loss_is_policy_plus_value_coef_value_minus_entropy_coef_entropy(
+    monkeypatch: pytest.MonkeyPatch, value_coef: float, entropy_coef: float
+) -> None:
+    """With the policy loss replaced by 0, the value loss by the sum of the critic's
+    parameters and the entropy by 3 x the log-std's sum, the gradient handed to the clip is
+    value_coef on every critic parameter and -3 entropy_coef on every log-std entry (a flipped
+    sign would make the critic ascend its loss or the entropy bonus a penalty)."""
+    agent = make_agent(ppo_value_coef=value_coef, ppo_entropy_coef=entropy_coef)
+    fill_rollout(agent)
+    model = agent.model
+    monkeypatch.setattr(ppo, "clipped_surrogate_loss", lambda ratio, adv, clip: 0.0 * ratio.sum())
+    monkeypatch.setattr(
+        ppo, "value_loss", lambda *args: sum(p.sum() for p in model.critic.parameters())
+    )
+    monkeypatch.setattr(ppo, "gaussian_entropy", lambda log_std: 3.0 * log_std.sum())
+    seen: list[tuple[list[torch.Tensor], torch.Tensor]] = []
+
+    def spy_clip(parameters, max_norm):  # noqa: ANN202
+        critic = [p.grad.clone() for p in model.critic.parameters()]
+        seen.append((critic, model.actor_log_std.grad.clone()))
+        return torch.tensor(0.0)
+
+    monkeypatch.setattr(ppo.nn.utils, "clip_grad_norm_", spy_clip)
+    agent.update(STEPS, torch.zeros(ENVS))
+    assert seen
+    for critic, log_std in seen:
+        for grad in critic:
+            assert torch.allclose(grad, torch.full_like(grad, value_coef))
+        assert torch.allclose(log_std, torch.full_like(log_std, -3.0 * entropy_coef))
