@@ -67,7 +67,12 @@ def load_runs(root: Path) -> pd.DataFrame:
     (the run folder). Sorted by env, label, seed, env_step. Any unreadable file is a
     `UsageError` naming it: a table silently missing a seed would be worse than no table.
     """
-    paths = progress_paths(root)
+    return load_progress(progress_paths(root))
+
+
+def load_progress(paths: list[Path]) -> pd.DataFrame:
+    """The given `progress.csv` files as `load_runs` reads them: identity columns added, two
+    folders claiming one (env, label, seed) refused, sorted by env, label, seed, env_step."""
     frames = [_with_identity(read_progress(path), path) for path in paths]
     runs = pd.concat(frames, ignore_index=True)
     _check_unique_runs(runs)

@@ -469,22 +469,7 @@ def find_grids(root: Path) -> list[Grid]:
 def load_grid_runs(paths: list[Path]) -> pd.DataFrame:
     """The runs whose `progress.csv` files are `paths`, as `aggregate.load_runs` reads them,
     plus `algo`, `initial_steps` and `truncate_obs` from each run's config.json."""
-    frames = []
-    for path in paths:
-        frame = aggregate.read_progress(path)
-        env, label, seed, env_id = aggregate.run_identity(path.parent)
-        ids = {"env": env, "label": label, "seed": seed, "env_id": env_id, "run": str(path.parent)}
-        frames.append(pd.concat([pd.DataFrame(ids, index=frame.index), frame], axis=1))
-    runs = pd.concat(frames, ignore_index=True)
-    folders = runs.groupby(["env", "label", "seed"])["run"].unique()
-    for (env, label, seed), found in folders.items():
-        if len(found) > 1:
-            raise UsageError(
-                f"two runs claim env {env}, label {label}, seed {seed}: "
-                f"{found[0]}/progress.csv and {found[1]}/progress.csv"
-            )
-    runs = runs.sort_values(["env", "label", "seed", "env_step"], kind="stable")
-    return with_run_info(runs.reset_index(drop=True))
+    return with_run_info(aggregate.load_progress(list(paths)))
 
 
 def select_runs(name: str, root: Path) -> Selection:
