@@ -76,12 +76,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.pdml import gaussian_kl
-from usbpo_cli.buffers import Batch, ReplayBuffer
-from usbpo_cli.config import ALMConfig
-from usbpo_cli.loop import OffPolicyAgent
-from usbpo_cli.nets import BatchedLinear, mlp
-from usbpo_cli.optim import make_adam
-from usbpo_cli.registry import register
+from usbpo_cli.agents.buffers import Batch, ReplayBuffer
+from usbpo_cli.agents.offpolicy import OffPolicyAgent
+from usbpo_cli.agents.registry import register
+from usbpo_cli.models.nets import BatchedLinear, mlp
+from usbpo_cli.models.optim import make_adam
+from usbpo_cli.runs.config import ALMConfig
 
 MEAN_BOUND = 30.0  # latent means are soft-bounded to +-30
 STD_MIN, STD_MAX = 0.1, 10.0  # latent standard deviations are soft-bounded to [0.1, 10]

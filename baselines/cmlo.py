@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from scipy.spatial import ConvexHull, QhullError
 
-from usbpo_cli.config import CMLOConfig
-from usbpo_cli.dyna import DynaAgent
-from usbpo_cli.registry import register
+from usbpo_cli.agents.dyna import DynaAgent
+from usbpo_cli.agents.registry import register
+from usbpo_cli.runs.config import CMLOConfig
 
 PCA_DIMS = 3
 

@@ -1,8 +1,8 @@
 """MBPO (Janner et al. 2019): exactly the shared Dyna loop, with no phase 2."""
 
-from usbpo_cli.config import DynaConfig
-from usbpo_cli.dyna import DynaAgent
-from usbpo_cli.registry import register
+from usbpo_cli.agents.dyna import DynaAgent
+from usbpo_cli.agents.registry import register
+from usbpo_cli.runs.config import DynaConfig
 
 
 class MBPOAgent(DynaAgent):

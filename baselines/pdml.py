@@ -43,11 +43,11 @@ import copy
 import torch
 from torch import nn
 
-from usbpo_cli.config import PDMLConfig
-from usbpo_cli.dyna import DynaAgent
-from usbpo_cli.registry import register
-from usbpo_cli.sac import LOG_STD_MAX, LOG_STD_MIN
-from usbpo_cli.td3 import DeterministicActor
+from usbpo_cli.agents.dyna import DynaAgent
+from usbpo_cli.agents.registry import register
+from usbpo_cli.agents.sac import LOG_STD_MAX, LOG_STD_MIN
+from usbpo_cli.agents.td3 import DeterministicActor
+from usbpo_cli.runs.config import PDMLConfig
 
 MIN_TV = 1e-6  # a segment whose policy equals the current one gets a large, finite weight
 

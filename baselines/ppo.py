@@ -54,10 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from usbpo_cli.checkpoint import capture_env, capture_rng, restore_env, restore_rng
-from usbpo_cli.config import PPOConfig
-from usbpo_cli.envs import make_env
-from usbpo_cli.loop import (
+from usbpo_cli.agents.offpolicy import (
     LoopState,
     Reporter,
     RunSummary,
@@ -68,8 +65,11 @@ from usbpo_cli.loop import (
     reseed_after_rollback,
     run_summary,
 )
-from usbpo_cli.registry import register
-from usbpo_cli.runlog import CsvLogger, PhaseTimer
+from usbpo_cli.agents.registry import register
+from usbpo_cli.envs.tasks import make_env
+from usbpo_cli.runs.checkpoint import capture_env, capture_rng, restore_env, restore_rng
+from usbpo_cli.runs.config import PPOConfig
+from usbpo_cli.runs.runlog import CsvLogger, PhaseTimer
 
 LOG_2PI = math.log(2.0 * math.pi)
 NORMALISER_EPS = 1e-8  # added to the variance before dividing, as gymnasium's wrappers do

@@ -1,8 +1,8 @@
 """Model-free SAC (Haarnoja et al. 2018): `updates_per_step` updates on real data per env step."""
 
-from usbpo_cli.config import SACConfig
-from usbpo_cli.loop import OffPolicyAgent
-from usbpo_cli.registry import register
+from usbpo_cli.agents.offpolicy import OffPolicyAgent
+from usbpo_cli.agents.registry import register
+from usbpo_cli.runs.config import SACConfig
 
 
 class SACAgent(OffPolicyAgent):

@@ -1,9 +1,10 @@
 """Model-free TD3 (Fujimoto et al. 2018): `updates_per_step` critic updates on real data per env
-step, the actor and targets every `td3_policy_delay` of them (the policy is `usbpo_cli/td3.py`)."""
+step, the actor and targets every `td3_policy_delay` of them
+(the policy is `usbpo_cli/agents/td3.py`)."""
 
-from usbpo_cli.config import TD3Config
-from usbpo_cli.loop import OffPolicyAgent
-from usbpo_cli.registry import register
+from usbpo_cli.agents.offpolicy import OffPolicyAgent
+from usbpo_cli.agents.registry import register
+from usbpo_cli.runs.config import TD3Config
 
 
 class TD3Agent(OffPolicyAgent):

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from usbpo_cli.app import load_algorithms
-from usbpo_cli.runner import RunSpec, run_training
+from usbpo_cli.runs.runner import RunSpec, run_training
 
 THRESHOLD = 900.0
 

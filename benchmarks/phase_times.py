@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 
 from usbpo_cli.app import load_algorithms
-from usbpo_cli.runlog import TIMING_COLUMNS
-from usbpo_cli.runner import RunSpec, run_training
+from usbpo_cli.runs.runlog import TIMING_COLUMNS
+from usbpo_cli.runs.runner import RunSpec, run_training
 
 STEPS = 7000  # 5000 exploration steps + 2 learning epochs of 1000
 

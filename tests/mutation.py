@@ -47,20 +47,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module name -> (source file, test files that must notice a bug in it)
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "wasserstein": ("usbpo_cli/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
-    "usbpo": ("usbpo_cli/usbpo.py", ["test_phase2.py", "test_agent_state.py"]),
+    "wasserstein": ("usbpo_cli/models/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
+    "usbpo": ("usbpo_cli/agents/usbpo.py", ["test_phase2.py", "test_agent_state.py"]),
     "dyna": (
-        "usbpo_cli/dyna.py",
+        "usbpo_cli/agents/dyna.py",
         ["test_dyna.py", "test_dyna_loop.py", "test_phase2.py", "test_agent_state.py"],
     ),
-    "ensemble": ("usbpo_cli/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
-    "sac": ("usbpo_cli/sac.py", ["test_sac.py", "test_hand_gradients.py", "test_agent_state.py"]),
-    "td3": ("usbpo_cli/td3.py", ["test_td3_actor.py", "test_td3.py"]),
+    "ensemble": ("usbpo_cli/models/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
+    "sac": (
+        "usbpo_cli/agents/sac.py",
+        ["test_sac.py", "test_hand_gradients.py", "test_agent_state.py"],
+    ),
+    "td3": ("usbpo_cli/agents/td3.py", ["test_td3_actor.py", "test_td3.py"]),
     "termination": (
-        "usbpo_cli/termination.py",
+        "usbpo_cli/envs/termination.py",
         ["test_termination_clauses.py", "test_envs.py", "test_cli_trust.py"],
     ),
-    "buffers": ("usbpo_cli/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
+    "buffers": ("usbpo_cli/agents/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
     "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo.py"]),
     "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py", "test_agent_state.py"]),
     "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),

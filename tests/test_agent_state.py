@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from usbpo_cli.agents.offpolicy import LoopState
+from usbpo_cli.agents.registry import get_algorithm
 from usbpo_cli.app import load_algorithms
-from usbpo_cli.config import resolve_config
-from usbpo_cli.loop import LoopState
-from usbpo_cli.registry import get_algorithm
+from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"
 CASES = [

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from usbpo_cli import aggregate
 from usbpo_cli.errors import UsageError
+from usbpo_cli.experiments import aggregate
 
 ENVS = {"Hopper-v4": 0.0, "Walker2d-v4": 1000.0}  # env -> offset added to every return
 LABELS = {"usbpo": 100.0, "mbpo": 50.0, "sac": 10.0}  # label -> return gained per evaluation

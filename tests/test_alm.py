@@ -30,8 +30,8 @@ from baselines.alm import (
     sequence_starts_valid,
     valid_sequence_starts,
 )
-from usbpo_cli.buffers import ReplayBuffer
-from usbpo_cli.config import ALMConfig, resolve_config
+from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.runs.config import ALMConfig, resolve_config
 
 ENV = "InvertedPendulum-v4"
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.alm import ALM, Sequences
-from usbpo_cli.config import ALMConfig
+from usbpo_cli.runs.config import ALMConfig
 
 OBS, ACT, LATENT, HIDDEN, BATCH, K = 5, 2, 3, 8, 4, 3
 GAMMA = 0.8  # far from 1, so gamma^t weights matter

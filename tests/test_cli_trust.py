@@ -23,9 +23,10 @@ import pytest
 import torch
 from cli_helpers import cli_env, snapshot, usbpo, usbpo_inproc  # tests/ is on sys.path
 
-from usbpo_cli.config import USBPOConfig, resolve_config
-from usbpo_cli.envs import make_env, task_info
-from usbpo_cli.progress import (
+from usbpo_cli.envs.tasks import make_env, task_info
+from usbpo_cli.envs.termination import LearnedTermination, termination_fn
+from usbpo_cli.runs.config import USBPOConfig, resolve_config
+from usbpo_cli.runs.status import (
     LONG_RUN_S,
     StageEta,
     StatusReporter,
@@ -33,7 +34,6 @@ from usbpo_cli.progress import (
     grid_eta,
     read_status,
 )
-from usbpo_cli.termination import LearnedTermination, termination_fn
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "InvertedPendulum-v4"
@@ -246,7 +246,7 @@ def test_version(tmp_path: Path) -> None:
 
 
 def test_real_checkpoints_load_with_the_allow_list(finished: Path) -> None:
-    from usbpo_cli.checkpoint import Checkpointer
+    from usbpo_cli.runs.checkpoint import Checkpointer
 
     state, warnings = Checkpointer(finished / "run", {"algo": "sac"}).load_latest()
     assert warnings == [] and state["agent"]["loop"]["next_step"] == 300
@@ -297,8 +297,8 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
 ) -> None:
     """A paper Hopper run (hours on a CPU): the estimate and the cheaper choices come first.
     Training itself is replaced by a stub so the test stays fast."""
-    from usbpo_cli import runner
-    from usbpo_cli.loop import RunSummary
+    from usbpo_cli.agents.offpolicy import RunSummary
+    from usbpo_cli.runs import runner
 
     def no_training(self, report=None) -> RunSummary:
         self.lock.release()
@@ -328,9 +328,9 @@ def test_grid_view_shows_each_running_run_and_a_grid_eta(tmp_path: Path) -> None
     from rich.console import Console
 
     from usbpo_cli.app import load_algorithms
-    from usbpo_cli.experiments import GridRun, Variant
-    from usbpo_cli.gridview import GridView
-    from usbpo_cli.runner import RunSpec
+    from usbpo_cli.experiments.grids import GridRun, Variant
+    from usbpo_cli.experiments.gridview import GridView
+    from usbpo_cli.runs.runner import RunSpec
 
     load_algorithms()
     runs = []
@@ -390,8 +390,8 @@ def test_a_grid_lists_borrowed_defaults_once_per_task(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from usbpo_cli.app import _print_borrowed, load_algorithms
-    from usbpo_cli.experiments import GridRun, Variant
-    from usbpo_cli.runner import RunSpec
+    from usbpo_cli.experiments.grids import GridRun, Variant
+    from usbpo_cli.runs.runner import RunSpec
 
     load_algorithms()
     todo = [
@@ -456,7 +456,7 @@ def test_learned_rule_covers_real_terminal_transitions() -> None:
 
 def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
     from usbpo_cli.app import load_algorithms
-    from usbpo_cli.runner import RunSpec, prepare_run
+    from usbpo_cli.runs.runner import RunSpec, prepare_run
 
     load_algorithms()
     env_id = "InvertedDoublePendulum-v5"

@@ -17,9 +17,9 @@ from cli_helpers import (  # tests/ is on sys.path
 from scipy.spatial import ConvexHull
 
 from baselines.cmlo import EventTrigger, coverage_volume, hull_volume, pca_project
-from usbpo_cli.config import CMLOConfig, DynaConfig, parse_overrides, resolve_config
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import PROGRESS_COLUMNS
+from usbpo_cli.runs.config import CMLOConfig, DynaConfig, parse_overrides, resolve_config
+from usbpo_cli.runs.runlog import PROGRESS_COLUMNS
 
 ENV = "InvertedPendulum-v4"
 

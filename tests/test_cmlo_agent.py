@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from baselines.cmlo import CMLOAgent
-from usbpo_cli.config import CMLOConfig, resolve_config
+from usbpo_cli.runs.config import CMLOConfig, resolve_config
 
 ENV = "InvertedPendulum-v4"  # obs 4 dims, action 1
 

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from usbpo_cli.config import (
+from usbpo_cli.errors import UsageError
+from usbpo_cli.runs.config import (
     PAPER_TASKS,
     PRESETS,
     DynaConfig,
@@ -17,7 +18,6 @@ from usbpo_cli.config import (
     resolve_config,
     validate,
 )
-from usbpo_cli.errors import UsageError
 
 # ---------------------------------------------------------------------------------------------
 # parse_overrides

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from baselines.mbpo import MBPOAgent
-from usbpo_cli.buffers import ReplayBuffer
-from usbpo_cli.config import DynaConfig
-from usbpo_cli.ensemble import GaussianEnsemble
-from usbpo_cli.termination import TerminationFn
+from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.envs.termination import TerminationFn
+from usbpo_cli.models.ensemble import GaussianEnsemble
+from usbpo_cli.runs.config import DynaConfig
 
 ENV = "InvertedPendulum-v4"  # obs 4, act 1
 

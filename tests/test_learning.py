@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from usbpo_cli.agents.offpolicy import evaluate_episodes
 from usbpo_cli.app import load_algorithms
-from usbpo_cli.envs import make_env
-from usbpo_cli.loop import evaluate_episodes
-from usbpo_cli.runner import RunSpec, run_training
+from usbpo_cli.envs.tasks import make_env
+from usbpo_cli.runs.runner import RunSpec, run_training
 
 ENV = "InvertedPendulum-v4"
 SEED = 0

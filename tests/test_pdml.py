@@ -16,9 +16,9 @@ from cli_helpers import (  # tests/ is on sys.path
 )
 from test_ensemble import fit, linear_dynamics, make_model
 
-import usbpo_cli.ensemble as ensemble
+import usbpo_cli.models.ensemble as ensemble
 from baselines.pdml import PDMLAgent, gaussian_kl, segment_weights, tv_upper_bound
-from usbpo_cli.config import PDMLConfig, resolve_config
+from usbpo_cli.runs.config import PDMLConfig, resolve_config
 
 ENV = "InvertedPendulum-v4"
 LOG2 = math.log(2.0)

@@ -22,9 +22,9 @@ import math
 import pytest
 import torch
 
-import usbpo_cli.dyna as dyna
+import usbpo_cli.agents.dyna as dyna
 from baselines.pdml import PDMLAgent
-from usbpo_cli.config import PDMLConfig, resolve_config
+from usbpo_cli.runs.config import PDMLConfig, resolve_config
 
 ENV = "InvertedPendulum-v4"  # obs_dim 4, act_dim 1
 

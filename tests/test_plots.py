@@ -14,9 +14,9 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from usbpo_cli import aggregate, plots
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import PROGRESS_COLUMNS
+from usbpo_cli.experiments import aggregate, plots
+from usbpo_cli.runs.runlog import PROGRESS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"  # /work/shared/reference here and in CI
@@ -232,7 +232,7 @@ def test_no_torch_or_gymnasium_import(root: Path, tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from usbpo_cli import aggregate, plots\n"
+        "from usbpo_cli.experiments import aggregate, plots\n"
         f"runs = aggregate.load_runs(Path({str(root)!r}))\n"
         "aggregate.summary_table(runs, 'auc', n_resamples=100)\n"
         f"plots.plot_figure('compute-cost', runs, Path({str(tmp_path / 'x.png')!r}))\n"

@@ -28,8 +28,8 @@ from cli_helpers import (  # tests/ is on sys.path
 
 from usbpo_cli.app import load_algorithms
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import PROGRESS_COLUMNS, TrainingDiverged
-from usbpo_cli.runner import MAX_ROLLBACKS, RunSpec, prepare_run
+from usbpo_cli.runs.runlog import PROGRESS_COLUMNS, TrainingDiverged
+from usbpo_cli.runs.runner import MAX_ROLLBACKS, RunSpec, prepare_run
 
 ENV = "InvertedPendulum-v4"
 STEPS = 1500  # tiny: one row per 100 env steps, so 15 rows; a few seconds of training
@@ -385,7 +385,7 @@ def assert_clean_rows(run: Path, steps: list[int]) -> None:
 def test_nan_critic_loss_once_rolls_back_and_completes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from usbpo_cli import sac
+    from usbpo_cli.agents import sac
 
     # tiny: learning starts at env step 100 with one update per step; call 150 is in row 300
     patched = nan_after(sac.SAC.update, lambda n: n == 150, "critic_loss")
@@ -403,7 +403,7 @@ def test_nan_critic_loss_once_rolls_back_and_completes(
 def test_nan_forever_stops_after_max_rollbacks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from usbpo_cli import sac
+    from usbpo_cli.agents import sac
 
     patched = nan_after(sac.SAC.update, lambda n: n >= 150, "critic_loss")
     monkeypatch.setattr(sac.SAC, "update", patched)
@@ -423,7 +423,7 @@ def test_nan_forever_stops_after_max_rollbacks(
 def test_nan_model_loss_once_triggers_the_model_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from usbpo_cli import dyna
+    from usbpo_cli.agents import dyna
 
     # tiny: the model trains at env steps 100, 150, 200, ...; the third training diverges
     patched = nan_after(dyna.fit_ensemble, lambda n: n == 3, "train_loss")

@@ -24,9 +24,9 @@ from test_cli import assert_one_line_error
 
 from baselines.pdml import actor_gaussian, tv_upper_bound
 from baselines.td3 import TD3Agent
-from usbpo_cli.buffers import Batch
-from usbpo_cli.config import DynaConfig, TD3Config, parse_overrides, resolve_config
-from usbpo_cli.td3 import TD3
+from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.agents.td3 import TD3
+from usbpo_cli.runs.config import DynaConfig, TD3Config, parse_overrides, resolve_config
 
 ENV = "InvertedPendulum-v4"
 # Asymmetric bounds: scale (2, 0.5), centre (0, 0.5), so a missing scale or offset shows.

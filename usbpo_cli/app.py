@@ -71,9 +71,9 @@ err_console = Console(stderr=True)
 def load_algorithms() -> None:
     """Fill the registry: USB-PO from the core, the baselines from `baselines/`."""
     import baselines  # noqa: F401
-    from usbpo_cli.config import USBPOConfig
-    from usbpo_cli.registry import register
-    from usbpo_cli.usbpo import USBPOAgent
+    from usbpo_cli.agents.registry import register
+    from usbpo_cli.agents.usbpo import USBPOAgent
+    from usbpo_cli.runs.config import USBPOConfig
 
     register(
         "usbpo",
@@ -115,7 +115,7 @@ def _options(
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn expected failures into one line on stderr and exit code 2."""
-    from usbpo_cli.runlog import TrainingDiverged
+    from usbpo_cli.runs.runlog import TrainingDiverged
 
     try:
         yield
@@ -152,7 +152,7 @@ def train(
     with user_errors():
         import torch
 
-        from usbpo_cli.runner import RunSpec, prepare_run
+        from usbpo_cli.runs.runner import RunSpec, prepare_run
 
         if threads < 0:
             raise UsageError(f"--threads must be >= 0, got {threads}")
@@ -232,8 +232,8 @@ def _before_training(spec: Any, start: int, threads: int) -> Any:
     cheaper choices. Returns the run's StageEta for the progress bar."""
     import json
 
-    from usbpo_cli.config import borrowed_summary
-    from usbpo_cli.progress import LONG_RUN_S, episode_limit, estimate, stage_eta
+    from usbpo_cli.runs.config import borrowed_summary
+    from usbpo_cli.runs.status import LONG_RUN_S, episode_limit, estimate, stage_eta
 
     payload = json.loads((Path(spec.out) / "config.json").read_text())
     borrowed = payload.get("no_paper_values")
@@ -255,7 +255,7 @@ def _print_long_run(what: str, seconds: float, specs: list, threads: int, worker
 
     import torch
 
-    from usbpo_cli.progress import LONG_RUN_S, format_duration
+    from usbpo_cli.runs.status import LONG_RUN_S, format_duration
 
     workers = max(1, workers)
     small = _preset_estimate(specs, "cpu-small", threads, specs[0].steps) / workers
@@ -288,9 +288,9 @@ def _print_long_run(what: str, seconds: float, specs: list, threads: int, worker
 
 def _print_borrowed(todo: list) -> None:
     """Once per task without paper values (not once per run): the defaults its runs borrow."""
-    from usbpo_cli.config import borrowed_defaults, borrowed_summary, parse_overrides
-    from usbpo_cli.registry import get_algorithm
-    from usbpo_cli.termination import env_family
+    from usbpo_cli.agents.registry import get_algorithm
+    from usbpo_cli.envs.termination import env_family
+    from usbpo_cli.runs.config import borrowed_defaults, borrowed_summary, parse_overrides
 
     borrowed: dict[str, dict] = {}
     for run in todo:
@@ -313,10 +313,10 @@ def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) 
     steps each; a run that cannot resolve there counts 0."""
     import dataclasses as dc
 
-    from usbpo_cli.config import parse_overrides, resolve_config
-    from usbpo_cli.progress import episode_limit, estimate
-    from usbpo_cli.registry import get_algorithm
-    from usbpo_cli.termination import env_family
+    from usbpo_cli.agents.registry import get_algorithm
+    from usbpo_cli.envs.termination import env_family
+    from usbpo_cli.runs.config import parse_overrides, resolve_config
+    from usbpo_cli.runs.status import episode_limit, estimate
 
     total = 0.0
     for spec in specs:
@@ -338,9 +338,9 @@ def _execute_grid(grid: list, executor: str, workers: int, address: str | None) 
     and the grid's ETA."""
     import os
 
-    from usbpo_cli.executors import make_executor
-    from usbpo_cli.gridview import GridView, grid_header, run_name
-    from usbpo_cli.progress import format_duration
+    from usbpo_cli.experiments.executors import make_executor
+    from usbpo_cli.experiments.gridview import GridView, grid_header, run_name
+    from usbpo_cli.runs.status import format_duration
 
     runner = make_executor(executor, workers, address)
     todo = [run for run in grid if run.status != "complete"]
@@ -392,8 +392,8 @@ def _start_grid(
     out: Path, manifest: dict, executor: str, workers: int, address: str | None
 ) -> None:
     """Once every input is known good: write the grid's manifest (first use only)."""
-    from usbpo_cli.executors import make_executor
-    from usbpo_cli.experiments import record_grid
+    from usbpo_cli.experiments.executors import make_executor
+    from usbpo_cli.experiments.grids import record_grid
 
     make_executor(executor, workers, address)  # validates the options; nothing written yet
     note = record_grid(out, manifest)
@@ -411,8 +411,8 @@ def _interval(iqm: float, low: float, high: float, n: int) -> str:
 
 def _report_grid(out: Path, grid: list, reference: str | None = "usbpo") -> None:
     """Write results.csv and summary.csv for the grid and print one table per env."""
-    from usbpo_cli import aggregate
-    from usbpo_cli.runlog import write_text_atomic
+    from usbpo_cli.experiments import aggregate
+    from usbpo_cli.runs.runlog import write_text_atomic
 
     runs = aggregate.load_runs(out)
     wanted = {(run.env, run.variant.label) for run in grid}
@@ -469,8 +469,8 @@ def compare(
 ) -> None:
     """Run (or finish) a grid of env x algo x seed and summarise it; rerun to resume."""
     with user_errors():
-        from usbpo_cli.experiments import Variant, build_grid, grid_manifest
-        from usbpo_cli.registry import get_algorithm
+        from usbpo_cli.agents.registry import get_algorithm
+        from usbpo_cli.experiments.grids import Variant, build_grid, grid_manifest
 
         load_algorithms()
         names = _names(algos, "--algos")
@@ -520,8 +520,13 @@ def ablate(
 ) -> None:
     """Run a named ablation study of the USB-PO paper; rerun to resume."""
     with user_errors():
-        from usbpo_cli.experiments import STUDIES, build_grid, grid_manifest, refuse_varied_keys
-        from usbpo_cli.registry import ALGORITHMS
+        from usbpo_cli.agents.registry import ALGORITHMS
+        from usbpo_cli.experiments.grids import (
+            STUDIES,
+            build_grid,
+            grid_manifest,
+            refuse_varied_keys,
+        )
 
         load_algorithms()
         if list_:
@@ -624,7 +629,7 @@ def plot(
 ) -> None:
     """Draw a paper figure from one grid's progress CSVs (never imports torch)."""
     with user_errors():
-        from usbpo_cli import plots
+        from usbpo_cli.experiments import plots
 
         if list_:
             for name, description in plots.FIGURES.items():
@@ -659,8 +664,8 @@ def plot(
 def envs() -> None:
     """List the supported tasks with their dimensions and termination rule."""
     with user_errors():
-        from usbpo_cli.envs import known_env_ids, task_info
-        from usbpo_cli.termination import LEARNED
+        from usbpo_cli.envs.tasks import known_env_ids, task_info
+        from usbpo_cli.envs.termination import LEARNED
 
         table = Table("env", "obs", "act", "termination", title="supported tasks")
         for env_id in known_env_ids():
@@ -691,9 +696,9 @@ def config(
 ) -> None:
     """List an algorithm's settings (the names `--set` takes), their values and docs."""
     with user_errors():
-        from usbpo_cli.config import resolve_config
-        from usbpo_cli.envs import task_info
-        from usbpo_cli.registry import get_algorithm
+        from usbpo_cli.agents.registry import get_algorithm
+        from usbpo_cli.envs.tasks import task_info
+        from usbpo_cli.runs.config import resolve_config
 
         load_algorithms()
         algorithm = get_algorithm(algo)
@@ -711,7 +716,7 @@ def config(
 @app.command()
 def algos() -> None:
     """List the available algorithms."""
-    from usbpo_cli.registry import ALGORITHMS
+    from usbpo_cli.agents.registry import ALGORITHMS
 
     load_algorithms()
     for name, algorithm in sorted(ALGORITHMS.items()):

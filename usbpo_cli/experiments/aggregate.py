@@ -2,7 +2,7 @@
 
 Everything here works from `progress.csv` (and `config.json` where present) alone, so `compare`
 tables and `plot` figures can be made on any machine: this module must never import torch or
-gymnasium (a test checks it), which is why it does not import `usbpo_cli.runlog`.
+gymnasium (a test checks it), which is why it does not import `usbpo_cli.runs.runlog`.
 
 Run folders follow `<root>/<experiment...>/<env>/<label>/seed<k>/`. `label` is the algorithm for
 `compare` and the variant name (`usbpo-lr1e-4`, `phase2-shift`, ...) for ablations; every table

@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from usbpo_cli.checkpoint import Checkpointer
-from usbpo_cli.config import borrowed_defaults, parse_overrides, resolve_config
-from usbpo_cli.envs import task_info
+from usbpo_cli.runs.checkpoint import Checkpointer
+from usbpo_cli.runs.config import borrowed_defaults, parse_overrides, resolve_config
+from usbpo_cli.envs.tasks import task_info
 from usbpo_cli.errors import UsageError
-from usbpo_cli.loop import Reporter, RunSummary, _no_report
-from usbpo_cli.registry import get_algorithm
-from usbpo_cli.runlog import (
+from usbpo_cli.agents.offpolicy import Reporter, RunSummary, _no_report
+from usbpo_cli.agents.registry import get_algorithm
+from usbpo_cli.runs.runlog import (
     CsvLogger,
     RunLock,
     TrainingDiverged,
@@ -33,7 +33,7 @@ from usbpo_cli.runlog import (
     reconcile_progress,
     write_json_atomic,
 )
-from usbpo_cli.termination import bind_learned_rule
+from usbpo_cli.envs.termination import bind_learned_rule
 
 MAX_STEPS = 1_000_000_000  # --steps above this is a typo, not a run
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from usbpo_cli.errors import UsageError
-from usbpo_cli.progress import (
+from usbpo_cli.runs.status import (
     LONG_RUN_S,
     episode_limit,
     estimate,
@@ -62,9 +62,9 @@ _CONFIGS: dict[tuple, dict[str, Any]] = {}
 
 def run_config(spec: Any) -> dict[str, Any] | None:
     """The resolved config of a grid run, as a dict (None if it cannot be resolved)."""
-    from usbpo_cli.config import parse_overrides, resolve_config
-    from usbpo_cli.registry import get_algorithm
-    from usbpo_cli.termination import env_family
+    from usbpo_cli.agents.registry import get_algorithm
+    from usbpo_cli.envs.termination import env_family
+    from usbpo_cli.runs.config import parse_overrides, resolve_config
 
     key = (spec.env_id, spec.algo, spec.preset, tuple(spec.overrides))
     if key not in _CONFIGS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from usbpo_cli.ensemble import GaussianEnsemble
+from usbpo_cli.models.ensemble import GaussianEnsemble
 
 # Keeps sqrt differentiable where two distributions coincide; adds at most 1e-6 to a distance.
 _EPS = 1e-12

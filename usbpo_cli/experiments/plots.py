@@ -33,8 +33,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from usbpo_cli import aggregate  # noqa: E402
 from usbpo_cli.errors import UsageError  # noqa: E402
+from usbpo_cli.experiments import aggregate  # noqa: E402
 
 FIGURES: dict[str, str] = {
     "learning-curves": "eval return vs env steps per env, mean ± std over seeds (paper Fig. 2)",

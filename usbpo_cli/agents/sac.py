@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usbpo_cli.buffers import Batch
-from usbpo_cli.nets import BatchedMLP, Layer, mlp, relu_backward, relu_forward, twin_input
-from usbpo_cli.optim import adam_step, make_adam
+from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.models.nets import BatchedMLP, Layer, mlp, relu_backward, relu_forward, twin_input
+from usbpo_cli.models.optim import adam_step, make_adam
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 

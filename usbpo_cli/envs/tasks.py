@@ -14,14 +14,14 @@ import numpy as np
 from gymnasium.error import DependencyNotInstalled
 from gymnasium.spaces import Box
 
-from usbpo_cli.errors import UsageError
-from usbpo_cli.termination import (
+from usbpo_cli.envs.termination import (
     OTHER_TASK_IDS,
     SUPPORTED_VERSIONS,
     check_truncate_obs,
     env_family,
     termination_fn,
 )
+from usbpo_cli.errors import UsageError
 
 SUPPORTED_FAMILIES = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid", "InvertedPendulum")
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from usbpo_cli.errors import UsageError
-from usbpo_cli.progress import StatusReporter
-from usbpo_cli.runner import RunSpec
+from usbpo_cli.runs.runner import RunSpec
+from usbpo_cli.runs.status import StatusReporter
 
 
 @dataclass
@@ -31,8 +31,8 @@ def run_one(spec: RunSpec, threads: int) -> RunOutcome:
     import torch
 
     from usbpo_cli.app import load_algorithms
-    from usbpo_cli.runlog import TrainingDiverged
-    from usbpo_cli.runner import run_training
+    from usbpo_cli.runs.runlog import TrainingDiverged
+    from usbpo_cli.runs.runner import run_training
 
     torch.set_num_threads(threads)
     load_algorithms()

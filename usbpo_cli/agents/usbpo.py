@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from usbpo_cli.config import USBPOConfig
-from usbpo_cli.dyna import DynaAgent
-from usbpo_cli.ensemble import FitResult, GaussianEnsemble, select_elites
-from usbpo_cli.optim import make_adam
-from usbpo_cli.wasserstein import draw_elites, shift_and_bias
+from usbpo_cli.agents.dyna import DynaAgent
+from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble, select_elites
+from usbpo_cli.models.optim import make_adam
+from usbpo_cli.models.wasserstein import draw_elites, shift_and_bias
+from usbpo_cli.runs.config import USBPOConfig
 
 
 class USBPOAgent(DynaAgent):

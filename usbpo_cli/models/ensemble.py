@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usbpo_cli.nets import BatchedMLP
-from usbpo_cli.optim import adam_step
+from usbpo_cli.models.nets import BatchedMLP
+from usbpo_cli.models.optim import adam_step
 
 # Rows per elite in one forward pass of a model rollout step: at 100k states a single pass makes
 # [elites, 20k, 200] activations (80 MB each) that no cache holds; passes of 1024 rows ran a

@@ -17,9 +17,9 @@ import copy
 import torch
 from torch import nn
 
-from usbpo_cli.buffers import Batch
-from usbpo_cli.nets import BatchedMLP, mlp, twin_q
-from usbpo_cli.optim import make_adam
+from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.models.nets import BatchedMLP, mlp, twin_q
+from usbpo_cli.models.optim import make_adam
 
 
 class DeterministicActor(nn.Module):

@@ -18,13 +18,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from usbpo_cli.buffers import Batch, ReplayBuffer
-from usbpo_cli.checkpoint import capture_env, capture_rng, restore_env, restore_rng
-from usbpo_cli.config import PolicyConfig
-from usbpo_cli.envs import make_env
-from usbpo_cli.runlog import CsvLogger, PhaseTimer, TrainingDiverged
-from usbpo_cli.sac import SAC
-from usbpo_cli.td3 import TD3
+from usbpo_cli.agents.buffers import Batch, ReplayBuffer
+from usbpo_cli.agents.sac import SAC
+from usbpo_cli.agents.td3 import TD3
+from usbpo_cli.envs.tasks import make_env
+from usbpo_cli.runs.checkpoint import capture_env, capture_rng, restore_env, restore_rng
+from usbpo_cli.runs.config import PolicyConfig
+from usbpo_cli.runs.runlog import CsvLogger, PhaseTimer, TrainingDiverged
 
 # Called with (env_step, phase name or None, last eval return or None).
 Reporter = Callable[[int, str | None, float | None], None]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import (
+from usbpo_cli.runs.runlog import (
     as_json,
     comparable,
     describe_difference,
@@ -27,7 +27,7 @@ from usbpo_cli.runlog import (
     refuse_current_folder,
     write_json_atomic,
 )
-from usbpo_cli.runner import RunSpec, resolve_run
+from usbpo_cli.runs.runner import RunSpec, resolve_run
 
 
 @dataclass(frozen=True)
