@@ -66,10 +66,12 @@ from usbpo_cli.agents.offpolicy import (
     run_summary,
 )
 from usbpo_cli.agents.registry import register
+from usbpo_cli.envs.state import capture_env, restore_env
 from usbpo_cli.envs.tasks import make_env
-from usbpo_cli.runs.checkpoint import capture_env, capture_rng, restore_env, restore_rng
 from usbpo_cli.runs.config import PPOConfig
-from usbpo_cli.runs.runlog import CsvLogger, PhaseTimer
+from usbpo_cli.runs.csvlog import CsvLogger
+from usbpo_cli.util.rng import capture_rng, restore_rng
+from usbpo_cli.util.timers import PhaseTimer
 
 LOG_2PI = math.log(2.0 * math.pi)
 NORMALISER_EPS = 1e-8  # added to the variance before dividing, as gymnasium's wrappers do

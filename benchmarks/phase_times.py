@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from usbpo_cli.app import load_algorithms
-from usbpo_cli.runs.runlog import TIMING_COLUMNS
+from usbpo_cli.runs.csvlog import TIMING_COLUMNS
 from usbpo_cli.runs.runner import RunSpec, run_training
 
 STEPS = 7000  # 5000 exploration steps + 2 learning epochs of 1000

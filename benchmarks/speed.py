@@ -45,7 +45,7 @@ from usbpo_cli.agents.usbpo import USBPOAgent
 from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.runs.config import PAPER_TASKS, DynaConfig, USBPOConfig
-from usbpo_cli.runs.runlog import TIMING_COLUMNS, CsvLogger
+from usbpo_cli.runs.csvlog import TIMING_COLUMNS, CsvLogger
 
 ENV = "Hopper-v4"
 OBS, ACT = 11, 3

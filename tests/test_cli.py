@@ -17,7 +17,8 @@ from cli_helpers import cli_env, snapshot, usbpo  # tests/ is on sys.path
 
 from usbpo_cli.envs.tasks import supported_env_ids
 from usbpo_cli.runs.config import DynaConfig, SACConfig, USBPOConfig, resolve_config
-from usbpo_cli.runs.runlog import PROGRESS_COLUMNS, TIMING_COLUMNS, comparable
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS, TIMING_COLUMNS
+from usbpo_cli.runs.folders import comparable
 
 ENV = "InvertedPendulum-v4"
 STEPS = 300

@@ -19,7 +19,7 @@ from scipy.spatial import ConvexHull
 from baselines.cmlo import EventTrigger, coverage_volume, hull_volume, pca_project
 from usbpo_cli.errors import UsageError
 from usbpo_cli.runs.config import CMLOConfig, DynaConfig, parse_overrides, resolve_config
-from usbpo_cli.runs.runlog import PROGRESS_COLUMNS
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 
 ENV = "InvertedPendulum-v4"
 

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from usbpo_cli.errors import UsageError
 from usbpo_cli.experiments import aggregate, plots
-from usbpo_cli.runs.runlog import PROGRESS_COLUMNS
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 STEPS = (1000, 2000, 3000, 4000)

@@ -16,7 +16,7 @@ import pytest
 
 from usbpo_cli.errors import UsageError
 from usbpo_cli.experiments import aggregate, plots
-from usbpo_cli.runs.runlog import PROGRESS_COLUMNS
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"  # /work/shared/reference here and in CI

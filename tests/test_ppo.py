@@ -32,7 +32,7 @@ from baselines.ppo import (
 from usbpo_cli.app import load_algorithms
 from usbpo_cli.errors import UsageError
 from usbpo_cli.runs.config import PPOConfig, parse_overrides, resolve_config, validate
-from usbpo_cli.runs.runlog import PROGRESS_COLUMNS
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 from usbpo_cli.runs.runner import RunSpec, run_training
 
 ENV = "InvertedPendulum-v4"

@@ -27,8 +27,8 @@ from cli_helpers import (  # tests/ is on sys.path
 )
 
 from usbpo_cli.app import load_algorithms
-from usbpo_cli.errors import UsageError
-from usbpo_cli.runs.runlog import PROGRESS_COLUMNS, TrainingDiverged
+from usbpo_cli.errors import TrainingDiverged, UsageError
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 from usbpo_cli.runs.runner import MAX_ROLLBACKS, RunSpec, prepare_run
 
 ENV = "InvertedPendulum-v4"

@@ -115,7 +115,7 @@ def _options(
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn expected failures into one line on stderr and exit code 2."""
-    from usbpo_cli.runs.runlog import TrainingDiverged
+    from usbpo_cli.errors import TrainingDiverged
 
     try:
         yield
@@ -412,7 +412,7 @@ def _interval(iqm: float, low: float, high: float, n: int) -> str:
 def _report_grid(out: Path, grid: list, reference: str | None = "usbpo") -> None:
     """Write results.csv and summary.csv for the grid and print one table per env."""
     from usbpo_cli.experiments import aggregate
-    from usbpo_cli.runs.runlog import write_text_atomic
+    from usbpo_cli.runs.folders import write_text_atomic
 
     runs = aggregate.load_runs(out)
     wanted = {(run.env, run.variant.label) for run in grid}

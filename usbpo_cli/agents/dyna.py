@@ -16,11 +16,11 @@ import torch
 from usbpo_cli.agents.buffers import Batch, ReplayBuffer
 from usbpo_cli.agents.offpolicy import OffPolicyAgent
 from usbpo_cli.envs.termination import termination_fn
+from usbpo_cli.errors import TrainingDiverged
 from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble, fit_ensemble
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.models.wasserstein import draw_elites, model_bias, shift_and_bias
 from usbpo_cli.runs.config import DynaConfig
-from usbpo_cli.runs.runlog import TrainingDiverged
 
 POLICY_ROWS_PER_PASS = 5120  # states per policy pass in a rollout step (act_in_passes)
 DIAGNOSTIC_SAMPLES = 1024  # (s, a) pairs behind the logged model shift, model bias and delta

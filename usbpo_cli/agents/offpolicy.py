@@ -21,10 +21,13 @@ import torch
 from usbpo_cli.agents.buffers import Batch, ReplayBuffer
 from usbpo_cli.agents.sac import SAC
 from usbpo_cli.agents.td3 import TD3
+from usbpo_cli.envs.state import capture_env, restore_env
 from usbpo_cli.envs.tasks import make_env
-from usbpo_cli.runs.checkpoint import capture_env, capture_rng, restore_env, restore_rng
+from usbpo_cli.errors import TrainingDiverged
 from usbpo_cli.runs.config import PolicyConfig
-from usbpo_cli.runs.runlog import CsvLogger, PhaseTimer, TrainingDiverged
+from usbpo_cli.runs.csvlog import CsvLogger
+from usbpo_cli.util.rng import capture_rng, restore_rng
+from usbpo_cli.util.timers import PhaseTimer
 
 # Called with (env_step, phase name or None, last eval return or None).
 Reporter = Callable[[int, str | None, float | None], None]

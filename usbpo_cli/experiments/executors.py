@@ -31,7 +31,7 @@ def run_one(spec: RunSpec, threads: int) -> RunOutcome:
     import torch
 
     from usbpo_cli.app import load_algorithms
-    from usbpo_cli.runs.runlog import TrainingDiverged
+    from usbpo_cli.errors import TrainingDiverged
     from usbpo_cli.runs.runner import run_training
 
     torch.set_num_threads(threads)

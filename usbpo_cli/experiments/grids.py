@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runs.runlog import (
+from usbpo_cli.runs.folders import (
     as_json,
     comparable,
     describe_difference,

@@ -71,61 +71,6 @@ def _refusal_reason(error: Exception) -> str:
     return "content outside the allow-list"
 
 
-def capture_env(env: gym.Env) -> dict[str, Any]:
-    """The state a gymnasium env needs to go on bit-exactly: its random generator, the MuJoCo
-    integration state (positions, velocities, warm start, time) and the time-limit counter."""
-    base = env.unwrapped
-    state: dict[str, Any] = {"np_random": base.np_random.bit_generator.state}
-    if hasattr(base, "model") and hasattr(base, "data"):
-        import mujoco
-
-        kind = mujoco.mjtState.mjSTATE_INTEGRATION
-        buffer = np.empty(mujoco.mj_stateSize(base.model, kind))
-        mujoco.mj_getState(base.model, base.data, buffer, kind)
-        state["mujoco"] = buffer
-    wrapper = env
-    while isinstance(wrapper, gym.Wrapper):
-        if isinstance(wrapper, gym.wrappers.TimeLimit):
-            state["elapsed_steps"] = wrapper._elapsed_steps
-        wrapper = wrapper.env
-    return state
-
-
-def restore_env(env: gym.Env, state: dict[str, Any]) -> None:
-    base = env.unwrapped
-    base.np_random.bit_generator.state = state["np_random"]
-    if "mujoco" in state:
-        import mujoco
-
-        kind = mujoco.mjtState.mjSTATE_INTEGRATION
-        mujoco.mj_setState(base.model, base.data, state["mujoco"], kind)
-        mujoco.mj_forward(base.model, base.data)
-    wrapper = env
-    while isinstance(wrapper, gym.Wrapper):
-        if isinstance(wrapper, gym.wrappers.TimeLimit) and "elapsed_steps" in state:
-            wrapper._elapsed_steps = state["elapsed_steps"]
-        wrapper = wrapper.env
-
-
-def capture_rng() -> dict[str, Any]:
-    rng = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return rng
-
-
-def restore_rng(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-
-
 class Checkpointer:
     """Writes and finds a run's checkpoints in `<run>/checkpoints/`, keeping the newest `keep`."""
 

@@ -24,15 +24,10 @@ from usbpo_cli.envs.tasks import task_info
 from usbpo_cli.errors import UsageError
 from usbpo_cli.agents.offpolicy import Reporter, RunSummary, _no_report
 from usbpo_cli.agents.registry import get_algorithm
-from usbpo_cli.runs.runlog import (
-    CsvLogger,
-    RunLock,
-    TrainingDiverged,
-    append_event,
-    prepare_run_dir,
-    reconcile_progress,
-    write_json_atomic,
-)
+from usbpo_cli.runs.csvlog import CsvLogger, reconcile_progress
+from usbpo_cli.runs.lock import RunLock
+from usbpo_cli.errors import TrainingDiverged
+from usbpo_cli.runs.folders import append_event, prepare_run_dir, write_json_atomic
 from usbpo_cli.envs.termination import bind_learned_rule
 
 MAX_STEPS = 1_000_000_000  # --steps above this is a typo, not a run
