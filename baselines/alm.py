@@ -69,7 +69,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -77,11 +78,12 @@ from torch import nn
 
 from baselines.pdml import gaussian_kl
 from usbpo_cli.agents.buffers import Batch, ReplayBuffer
-from usbpo_cli.agents.offpolicy import OffPolicyAgent
-from usbpo_cli.agents.registry import register
+from usbpo_cli.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
+from usbpo_cli.agents.registry import Algorithm
+from usbpo_cli.errors import UsageError
 from usbpo_cli.models.nets import BatchedLinear, mlp
 from usbpo_cli.models.optim import make_adam
-from usbpo_cli.runs.config import ALMConfig
+from usbpo_cli.util.settings import param
 
 MEAN_BOUND = 30.0  # latent means are soft-bounded to +-30
 STD_MIN, STD_MAX = 0.1, 10.0  # latent standard deviations are soft-bounded to [0.1, 10]
@@ -101,6 +103,51 @@ def orthogonal_init(module: nn.Module) -> None:
             for member_weight in layer.weight.data:
                 nn.init.orthogonal_(member_weight)
             nn.init.zeros_(layer.bias)
+
+
+@dataclass
+class ALMConfig(OffPolicyConfig):
+    """ALM (Ghugare et al. 2022): encoder, latent model, critic and policy under one lower bound.
+    Values from the paper and the authors' code (RajGhugare19/alm, cfgs/agent/alm.yaml)."""
+
+    refused_keys: ClassVar[dict[str, str]] = {
+        "policy": "algo alm trains its own actor-critic: policy must be alm, not {value!r}"
+    }
+
+    updates_per_step: int = param(1, "ALM updates (all networks) per real env step")
+    hidden_size: int = param(512, "width of the hidden layers of encoder, actor, critic, reward")
+    policy_lr: float = param(1e-4, "Adam learning rate of every ALM network")
+    batch_size: int = param(512, "sequences (and transitions) per ALM update")
+    replay_size: int = param(100_000, "capacity of the real-transition replay buffer")
+    alm_latent_dim: int = param(50, "size of the latent state z")
+    alm_model_hidden_size: int = param(1024, "width of the latent model's two hidden layers")
+    alm_seq_len: int = param(3, "K: real sequence length of the model loss, imagined steps")
+    alm_classifier_weight: float = param(0.1, "weight of the classifier reward log C/(1-C)")
+    alm_lambda: float = param(0.95, "lambda of the policy's lambda-returns (1: K rewards + Q)")
+    alm_expl_start: float = param(1.0, "exploration noise std when learning starts")
+    alm_expl_end: float = param(0.1, "exploration noise std after alm_expl_steps")
+    alm_expl_steps: int = param(100_000, "env steps over which the std decays linearly")
+    alm_noise_clip: float = param(0.3, "clip of the action noise inside updates (not acting)")
+    alm_max_grad_norm: float = param(100.0, "gradient-norm clip of each optimiser's step")
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive(
+            "alm_latent_dim",
+            "alm_model_hidden_size",
+            "alm_seq_len",
+            "alm_expl_steps",
+            "alm_max_grad_norm",
+        )
+        if self.batch_size < 2:
+            raise UsageError(
+                "alm needs batch_size >= 2 (half real, half imagined for the classifier)"
+            )
+        if not 0.0 <= self.alm_lambda <= 1.0:
+            raise UsageError(f"alm_lambda must lie in [0, 1], got {self.alm_lambda}")
+        self.require_non_negative(
+            "alm_classifier_weight", "alm_expl_start", "alm_expl_end", "alm_noise_clip"
+        )
 
 
 class GaussianMLP(nn.Module):
@@ -521,10 +568,6 @@ class ALMAgent(OffPolicyAgent):
         self.update_policy(self.config.updates_per_step)
 
 
-register(
-    "alm",
-    ALMAgent,
-    ALMConfig,
-    "ALM: encoder, latent model and policy trained on one lower bound",
-    model_based=True,
+ALGORITHM = Algorithm(
+    "alm", ALMAgent, ALMConfig, "ALM: encoder, latent model and policy trained on one lower bound"
 )

@@ -39,17 +39,43 @@ variances (theirs passes standard deviations as the covariance).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from usbpo_cli.agents.dyna import DynaAgent
-from usbpo_cli.agents.registry import register
+from usbpo_cli.agents.dyna import DynaAgent, DynaConfig
+from usbpo_cli.agents.registry import Algorithm
 from usbpo_cli.agents.sac import LOG_STD_MAX, LOG_STD_MIN
 from usbpo_cli.agents.td3 import DeterministicActor
-from usbpo_cli.runs.config import PDMLConfig
+from usbpo_cli.errors import UsageError
+from usbpo_cli.util.settings import param
 
 MIN_TV = 1e-6  # a segment whose policy equals the current one gets a large, finite weight
+
+
+@dataclass
+class PDMLConfig(DynaConfig):
+    """PDML: the Dyna loop with real data weighted by closeness to the current policy."""
+
+    pdml_max_rate: float = param(0.02, "floor on the newest data segment's share of the weight")
+    pdml_warmup_factor: float = param(
+        0.05, "weight of a warm-up transition relative to one of the oldest policy segment"
+    )
+    pdml_tv_states: int = param(250, "states per segment on which the TV bound is averaged")
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive("pdml_tv_states")
+        if not 0.0 <= self.pdml_max_rate < 1.0:
+            raise UsageError(f"pdml_max_rate must lie in [0, 1), got {self.pdml_max_rate}")
+        if self.pdml_warmup_factor < 0:
+            raise UsageError(f"pdml_warmup_factor must be >= 0, got {self.pdml_warmup_factor}")
+        if self.policy == "td3" and self.td3_exploration_noise <= 0:
+            raise UsageError(
+                "pdml with policy td3 needs td3_exploration_noise > 0 (its policy distance "
+                "compares the exploration Gaussians)"
+            )
 
 
 def actor_gaussian(actor: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,10 +244,9 @@ class PDMLAgent(DynaAgent):
         self.weights = None if saved["weights"] is None else saved["weights"].to(self.device)
 
 
-register(
+ALGORITHM = Algorithm(
     "pdml",
     PDMLAgent,
     PDMLConfig,
     "PDML: MBPO with real data weighted by closeness to the current policy",
-    model_based=True,
 )

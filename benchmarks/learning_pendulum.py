@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from usbpo_cli.app import load_algorithms
+from usbpo_cli.agents.registry import load_algorithms
 from usbpo_cli.runs.runner import RunSpec, run_training
 
 THRESHOLD = 900.0

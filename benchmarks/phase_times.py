@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from usbpo_cli.app import load_algorithms
+from usbpo_cli.agents.registry import load_algorithms
 from usbpo_cli.runs.csvlog import TIMING_COLUMNS
 from usbpo_cli.runs.runner import RunSpec, run_training
 

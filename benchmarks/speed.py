@@ -39,12 +39,12 @@ import torch
 
 from baselines.mbpo import MBPOAgent
 from usbpo_cli.agents.buffers import Batch
-from usbpo_cli.agents.dyna import act_in_passes, fit_settings
+from usbpo_cli.agents.dyna import DynaConfig, act_in_passes, fit_settings
 from usbpo_cli.agents.sac import SAC
-from usbpo_cli.agents.usbpo import USBPOAgent
+from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
 from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
 from usbpo_cli.models.optim import make_adam
-from usbpo_cli.runs.config import PAPER_TASKS, DynaConfig, USBPOConfig
+from usbpo_cli.runs.config import PAPER_TASKS
 from usbpo_cli.runs.csvlog import TIMING_COLUMNS, CsvLogger
 
 ENV = "Hopper-v4"

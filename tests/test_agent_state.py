@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from usbpo_cli.agents.offpolicy import LoopState
-from usbpo_cli.agents.registry import get_algorithm
-from usbpo_cli.app import load_algorithms
+from usbpo_cli.agents.base import LoopState
+from usbpo_cli.agents.registry import get_algorithm, load_algorithms
 from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"

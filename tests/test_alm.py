@@ -19,6 +19,7 @@ from cli_helpers import (  # tests/ is on sys.path
 
 from baselines.alm import (
     ALMAgent,
+    ALMConfig,
     classifier_loss,
     classifier_reward,
     exploration_std,
@@ -31,7 +32,7 @@ from baselines.alm import (
     valid_sequence_starts,
 )
 from usbpo_cli.agents.buffers import ReplayBuffer
-from usbpo_cli.runs.config import ALMConfig, resolve_config
+from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"
 

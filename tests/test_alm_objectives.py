@@ -14,8 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.alm import ALM, Sequences
-from usbpo_cli.runs.config import ALMConfig
+from baselines.alm import ALM, ALMConfig, Sequences
 
 OBS, ACT, LATENT, HIDDEN, BATCH, K = 5, 2, 3, 8, 4, 3
 GAMMA = 0.8  # far from 1, so gamma^t weights matter

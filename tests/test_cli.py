@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 from cli_helpers import cli_env, snapshot, usbpo  # tests/ is on sys.path
 
+from baselines.model_free import SACConfig
+from usbpo_cli.agents.dyna import DynaConfig
+from usbpo_cli.agents.usbpo import USBPOConfig
 from usbpo_cli.envs.tasks import supported_env_ids
-from usbpo_cli.runs.config import DynaConfig, SACConfig, USBPOConfig, resolve_config
+from usbpo_cli.runs.config import resolve_config
 from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS, TIMING_COLUMNS
 from usbpo_cli.runs.folders import comparable
 

@@ -23,9 +23,10 @@ import pytest
 import torch
 from cli_helpers import cli_env, snapshot, usbpo, usbpo_inproc  # tests/ is on sys.path
 
+from usbpo_cli.agents.usbpo import USBPOConfig
 from usbpo_cli.envs.tasks import make_env, task_info
 from usbpo_cli.envs.termination import LearnedTermination, termination_fn
-from usbpo_cli.runs.config import USBPOConfig, resolve_config
+from usbpo_cli.runs.config import resolve_config
 from usbpo_cli.runs.status import (
     LONG_RUN_S,
     StageEta,
@@ -297,7 +298,7 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
 ) -> None:
     """A paper Hopper run (hours on a CPU): the estimate and the cheaper choices come first.
     Training itself is replaced by a stub so the test stays fast."""
-    from usbpo_cli.agents.offpolicy import RunSummary
+    from usbpo_cli.agents.base import RunSummary
     from usbpo_cli.runs import runner
 
     def no_training(self, report=None) -> RunSummary:
@@ -327,7 +328,7 @@ def test_compare_says_what_it_runs_and_keeps_status(finished: Path) -> None:
 def test_grid_view_shows_each_running_run_and_a_grid_eta(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from usbpo_cli.app import load_algorithms
+    from usbpo_cli.agents.registry import load_algorithms
     from usbpo_cli.experiments.grids import GridRun, Variant
     from usbpo_cli.experiments.gridview import GridView
     from usbpo_cli.runs.runner import RunSpec
@@ -389,7 +390,8 @@ def test_pendulum_lists_its_borrowed_defaults_once(tmp_path: Path) -> None:
 def test_a_grid_lists_borrowed_defaults_once_per_task(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from usbpo_cli.app import _print_borrowed, load_algorithms
+    from usbpo_cli.agents.registry import load_algorithms
+    from usbpo_cli.app import _print_borrowed
     from usbpo_cli.experiments.grids import GridRun, Variant
     from usbpo_cli.runs.runner import RunSpec
 
@@ -455,7 +457,7 @@ def test_learned_rule_covers_real_terminal_transitions() -> None:
 
 
 def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
-    from usbpo_cli.app import load_algorithms
+    from usbpo_cli.agents.registry import load_algorithms
     from usbpo_cli.runs.runner import RunSpec, prepare_run
 
     load_algorithms()

@@ -18,9 +18,9 @@ import torch
 
 from baselines.mbpo import MBPOAgent
 from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.agents.dyna import DynaConfig
 from usbpo_cli.envs.termination import TerminationFn
 from usbpo_cli.models.ensemble import GaussianEnsemble
-from usbpo_cli.runs.config import DynaConfig
 
 ENV = "InvertedPendulum-v4"  # obs 4, act 1
 

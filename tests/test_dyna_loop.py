@@ -12,10 +12,10 @@ import torch
 
 import usbpo_cli.agents.dyna as dyna
 from baselines.mbpo import MBPOAgent
+from usbpo_cli.agents.dyna import DynaConfig
 from usbpo_cli.errors import TrainingDiverged
 from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble
 from usbpo_cli.models.wasserstein import shift_and_bias
-from usbpo_cli.runs.config import DynaConfig
 
 ENV = "InvertedPendulum-v4"
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from usbpo_cli.agents.offpolicy import evaluate_episodes
-from usbpo_cli.app import load_algorithms
+from usbpo_cli.agents.base import evaluate_episodes
+from usbpo_cli.agents.registry import load_algorithms
 from usbpo_cli.envs.tasks import make_env
 from usbpo_cli.runs.runner import RunSpec, run_training
 

@@ -17,8 +17,8 @@ from cli_helpers import (  # tests/ is on sys.path
 from test_ensemble import fit, linear_dynamics, make_model
 
 import usbpo_cli.models.ensemble as ensemble
-from baselines.pdml import PDMLAgent, gaussian_kl, segment_weights, tv_upper_bound
-from usbpo_cli.runs.config import PDMLConfig, resolve_config
+from baselines.pdml import PDMLAgent, PDMLConfig, gaussian_kl, segment_weights, tv_upper_bound
+from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"
 LOG2 = math.log(2.0)

@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import usbpo_cli.agents.dyna as dyna
-from baselines.pdml import PDMLAgent
-from usbpo_cli.runs.config import PDMLConfig, resolve_config
+from baselines.pdml import PDMLAgent, PDMLConfig
+from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"  # obs_dim 4, act_dim 1
 

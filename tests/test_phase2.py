@@ -20,9 +20,8 @@ import pytest
 import torch
 
 from usbpo_cli.agents.buffers import ReplayBuffer
-from usbpo_cli.agents.usbpo import USBPOAgent
+from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
 from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble
-from usbpo_cli.runs.config import USBPOConfig
 
 ENV = "InvertedPendulum-v4"  # obs 4, act 1: model inputs 5, outputs 5
 State = dict[str, torch.Tensor]

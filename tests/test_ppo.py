@@ -20,6 +20,7 @@ from cli_helpers import (  # tests/ is on sys.path
 from baselines.ppo import (
     ActorCritic,
     PPOAgent,
+    PPOConfig,
     RewardScaler,
     RunningMeanStd,
     clipped_surrogate_loss,
@@ -29,11 +30,12 @@ from baselines.ppo import (
     next_state_values,
     value_loss,
 )
-from usbpo_cli.app import load_algorithms
+from usbpo_cli.agents.registry import load_algorithms
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runs.config import PPOConfig, parse_overrides, resolve_config, validate
+from usbpo_cli.runs.config import resolve_config
 from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 from usbpo_cli.runs.runner import RunSpec, run_training
+from usbpo_cli.util.settings import parse_overrides
 
 ENV = "InvertedPendulum-v4"
 
@@ -307,7 +309,7 @@ def test_ppo_takes_the_task_epoch_length_and_none_of_the_off_policy_settings() -
     with pytest.raises(UsageError, match="no such setting"):
         parse_overrides(["replay_size=10"], PPOConfig)
     assert parse_overrides(["ppo.clip=0.3"], PPOConfig) == {"ppo_clip": 0.3}
-    validate(PPOConfig())
+    PPOConfig().validate()
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from cli_helpers import (  # tests/ is on sys.path
     usbpo_inproc,
 )
 
-from usbpo_cli.app import load_algorithms
+from usbpo_cli.agents.registry import load_algorithms
 from usbpo_cli.errors import TrainingDiverged, UsageError
 from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 from usbpo_cli.runs.runner import MAX_ROLLBACKS, RunSpec, prepare_run

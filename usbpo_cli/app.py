@@ -24,10 +24,12 @@ from typer.core import TyperGroup
 
 from usbpo_cli.errors import UsageError
 
-try:  # typer >= 0.22 carries its own copy of click
+try:  # typer >= 0.22 carries its own copy of click, and its Abort lives in typer.exceptions
     from typer import _click as click
+    from typer.exceptions import Abort
 except ImportError:  # pragma: no cover - older typer uses click itself
     import click  # type: ignore[no-redef]
+    from click.exceptions import Abort  # type: ignore[no-redef]
 
 
 class OneLineErrors(TyperGroup):
@@ -43,7 +45,7 @@ class OneLineErrors(TyperGroup):
             if type(error).__name__ != "NoArgsIsHelpError":  # bare `usbpo`: help was printed
                 _usage_error_line(error)
             sys.exit(error.exit_code)
-        except click.exceptions.Abort:
+        except Abort:
             err_console.print("aborted", highlight=False)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -66,22 +68,6 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-
-def load_algorithms() -> None:
-    """Fill the registry: USB-PO from the core, the baselines from `baselines/`."""
-    import baselines  # noqa: F401
-    from usbpo_cli.agents.registry import register
-    from usbpo_cli.agents.usbpo import USBPOAgent
-    from usbpo_cli.runs.config import USBPOConfig
-
-    register(
-        "usbpo",
-        USBPOAgent,
-        USBPOConfig,
-        "USB-PO: MBPO + phase-2 fine-tune on model shift + model bias (W2)",
-        model_based=True,
-    )
 
 
 def _package_version() -> str:
@@ -158,7 +144,6 @@ def train(
             raise UsageError(f"--threads must be >= 0, got {threads}")
         if threads:
             torch.set_num_threads(threads)
-        load_algorithms()
         out = out or Path("runs") / "train" / env / algo / f"seed{seed}"
         spec = RunSpec(env, algo, seed, steps, out, device, preset, list(set_), truncate_obs)
         run = prepare_run(  # every input error surfaces here, before the progress bar
@@ -290,7 +275,8 @@ def _print_borrowed(todo: list) -> None:
     """Once per task without paper values (not once per run): the defaults its runs borrow."""
     from usbpo_cli.agents.registry import get_algorithm
     from usbpo_cli.envs.termination import env_family
-    from usbpo_cli.runs.config import borrowed_defaults, borrowed_summary, parse_overrides
+    from usbpo_cli.runs.config import borrowed_defaults, borrowed_summary
+    from usbpo_cli.util.settings import parse_overrides
 
     borrowed: dict[str, dict] = {}
     for run in todo:
@@ -315,8 +301,9 @@ def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) 
 
     from usbpo_cli.agents.registry import get_algorithm
     from usbpo_cli.envs.termination import env_family
-    from usbpo_cli.runs.config import parse_overrides, resolve_config
+    from usbpo_cli.runs.config import resolve_config
     from usbpo_cli.runs.status import episode_limit, estimate
+    from usbpo_cli.util.settings import parse_overrides
 
     total = 0.0
     for spec in specs:
@@ -472,7 +459,6 @@ def compare(
         from usbpo_cli.agents.registry import get_algorithm
         from usbpo_cli.experiments.grids import Variant, build_grid, grid_manifest
 
-        load_algorithms()
         names = _names(algos, "--algos")
         for name in names:
             get_algorithm(name)
@@ -520,7 +506,6 @@ def ablate(
 ) -> None:
     """Run a named ablation study of the USB-PO paper; rerun to resume."""
     with user_errors():
-        from usbpo_cli.agents.registry import ALGORITHMS
         from usbpo_cli.experiments.grids import (
             STUDIES,
             build_grid,
@@ -528,7 +513,6 @@ def ablate(
             refuse_varied_keys,
         )
 
-        load_algorithms()
         if list_:
             for item in STUDIES.values():
                 labels = ", ".join(v.label for v in item.variants)
@@ -540,11 +524,6 @@ def ablate(
         if study not in STUDIES:
             raise UsageError(f"unknown study {study!r} (choose: {', '.join(STUDIES)})")
         chosen = STUDIES[study]
-        missing = sorted({v.algo for v in chosen.variants} - set(ALGORITHMS))
-        if missing:
-            raise UsageError(
-                f"study {study} needs algorithm(s) not available yet: {', '.join(missing)}"
-            )
         refuse_varied_keys(chosen, list(set_))
         out = out or Path("runs") / "ablate" / study
         env_ids, variants = _names(env, "--env"), list(chosen.variants)
@@ -700,7 +679,6 @@ def config(
         from usbpo_cli.envs.tasks import task_info
         from usbpo_cli.runs.config import resolve_config
 
-        load_algorithms()
         algorithm = get_algorithm(algo)
         family = task_info(env).family if env else None
         resolved, deviations = resolve_config(algorithm.config_cls, family, preset, {})
@@ -716,10 +694,9 @@ def config(
 @app.command()
 def algos() -> None:
     """List the available algorithms."""
-    from usbpo_cli.agents.registry import ALGORITHMS
+    from usbpo_cli.agents.registry import load_algorithms
 
-    load_algorithms()
-    for name, algorithm in sorted(ALGORITHMS.items()):
+    for name, algorithm in load_algorithms().items():
         console.print(f"[bold]{name:<6}[/] {algorithm.description}")
 
 

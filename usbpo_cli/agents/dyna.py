@@ -10,22 +10,83 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 
 from usbpo_cli.agents.buffers import Batch, ReplayBuffer
-from usbpo_cli.agents.offpolicy import OffPolicyAgent
+from usbpo_cli.agents.offpolicy import OffPolicyAgent, PolicyConfig
 from usbpo_cli.envs.termination import termination_fn
-from usbpo_cli.errors import TrainingDiverged
+from usbpo_cli.errors import TrainingDiverged, UsageError
 from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble, fit_ensemble
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.models.wasserstein import draw_elites, model_bias, shift_and_bias
-from usbpo_cli.runs.config import DynaConfig
+from usbpo_cli.util.settings import param
 
 POLICY_ROWS_PER_PASS = 5120  # states per policy pass in a rollout step (act_in_passes)
 DIAGNOSTIC_SAMPLES = 1024  # (s, a) pairs behind the logged model shift, model bias and delta
 # A learned log-variance bound above this (std ~ e^10 in raw units) means the model exploded.
 MAX_LOGVAR_BOUND = 20.0
+
+
+@dataclass
+class DynaConfig(PolicyConfig):
+    """MBPO's Dyna-style loop: a probabilistic ensemble, short model rollouts, mixed batches."""
+
+    model_train_freq: int = param(250, "env steps between model trainings (and rollouts)")
+    rollout_batch_size: int = param(100_000, "start states per model rollout")
+    rollout_schedule: tuple[int, int, int, int] = param(
+        (20, 150, 1, 15), "(min_epoch, max_epoch, min_length, max_length), linear in epoch"
+    )
+    real_ratio: float = param(0.05, "fraction of each policy batch drawn from real data")
+    model_retain_epochs: int = param(1, "epochs of rollouts the model buffer holds")
+    ensemble_size: int = param(7, "ensemble members (B)")
+    num_elites: int = param(5, "members used for rollouts, chosen by holdout MSE")
+    model_hidden_size: int = param(200, "width of each of the ensemble's hidden layers")
+    model_hidden_layers: int = param(4, "hidden layers per ensemble member")
+    model_lr: float = param(1e-3, "Adam learning rate of phase 1 (MLE)")
+    model_batch_size: int = param(256, "minibatch size of phase 1")
+    model_weight_decay: tuple[float, ...] = param(
+        (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4), "L2 weight decay per layer, input to output"
+    )
+    model_holdout_ratio: float = param(0.2, "fraction of real data held out for early stopping")
+    model_max_holdout: int = param(5000, "cap on the holdout set size")
+    model_patience: int = param(5, "epochs without a >1% holdout gain before phase 1 stops")
+    model_max_epochs: int | None = param(None, "cap on phase-1 epochs per training; None = none")
+    model_logvar_penalty: float = param(0.01, "weight of the learned log-variance bound penalty")
+    model_bootstrap: bool = param(
+        True, "each member trains on its own resample with replacement (false: every row)"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive(
+            "model_train_freq",
+            "rollout_batch_size",
+            "ensemble_size",
+            "num_elites",
+            "model_hidden_size",
+            "model_hidden_layers",
+            "model_batch_size",
+            "model_retain_epochs",
+            "model_patience",
+        )
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise UsageError(f"real_ratio must lie in [0, 1], got {self.real_ratio}")
+        if self.num_elites > self.ensemble_size:
+            raise UsageError("num_elites cannot exceed ensemble_size")
+        if len(self.model_weight_decay) != self.model_hidden_layers + 1:
+            raise UsageError(
+                f"model_weight_decay needs {self.model_hidden_layers + 1} values "
+                f"(one per layer), got {len(self.model_weight_decay)}"
+            )
+        lo_epoch, hi_epoch, lo_len, hi_len = self.rollout_schedule
+        if hi_epoch < lo_epoch or lo_len < 1 or hi_len < 1:
+            raise UsageError(
+                "rollout_schedule must be (min_epoch<=max_epoch, min_len>=1, max_len>=1)"
+            )
+        if not 0.0 < self.model_holdout_ratio < 1.0:
+            raise UsageError("model_holdout_ratio must lie in (0, 1)")
 
 
 def fit_settings(config: DynaConfig) -> dict:

@@ -1,31 +1,51 @@
-"""Algorithm registry: the CLI fills it (core modules never import `baselines/`)."""
+"""The algorithm registry, in the core: every algorithm is an `Algorithm` value beside its agent,
+published as an entry point of the group `usbpo.algorithms` (see pyproject.toml), so the
+registry is filled by `load_algorithms()` without the CLI, and a package of one's own can add
+an algorithm by declaring an entry point in that group.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
 
 from usbpo_cli.errors import UsageError
+
+ENTRY_POINT_GROUP = "usbpo.algorithms"
 
 
 @dataclass(frozen=True)
 class Algorithm:
+    """An algorithm as the runner needs it: its agent class and its config dataclass."""
+
     name: str
     agent_cls: type
     config_cls: type
     description: str
-    model_based: bool
 
 
-ALGORITHMS: dict[str, Algorithm] = {}
-
-
-def register(
-    name: str, agent_cls: type, config_cls: type, description: str, model_based: bool
-) -> None:
-    ALGORITHMS[name] = Algorithm(name, agent_cls, config_cls, description, model_based)
+@cache
+def load_algorithms() -> dict[str, Algorithm]:
+    """Every installed algorithm, by name (entry points are read and imported once)."""
+    found: dict[str, Algorithm] = {}
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        algorithm = entry.load()
+        if not isinstance(algorithm, Algorithm) or algorithm.name != entry.name:
+            raise TypeError(
+                f"entry point {entry.name} = {entry.value} is not Algorithm({entry.name!r}, ...)"
+            )
+        found[entry.name] = algorithm
+    if not found:
+        raise UsageError(
+            f"no algorithms are installed (entry points {ENTRY_POINT_GROUP!r}): "
+            "install the package with `pip install -e .`"
+        )
+    return dict(sorted(found.items()))
 
 
 def get_algorithm(name: str) -> Algorithm:
-    if name not in ALGORITHMS:
-        raise UsageError(f"unknown algo {name!r} (choose: {', '.join(sorted(ALGORITHMS))})")
-    return ALGORITHMS[name]
+    algorithms = load_algorithms()
+    if name not in algorithms:
+        raise UsageError(f"unknown algo {name!r} (choose: {', '.join(algorithms)})")
+    return algorithms[name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -20,6 +21,15 @@ from torch import nn
 from usbpo_cli.agents.buffers import Batch
 from usbpo_cli.models.nets import BatchedMLP, Layer, mlp, relu_backward, relu_forward, twin_input
 from usbpo_cli.models.optim import adam_step, make_adam
+from usbpo_cli.util.settings import Settings, param
+
+
+@dataclass
+class SACSettings(Settings):
+    """SAC's own setting, for every config whose agent may build a SAC policy optimiser."""
+
+    target_entropy: float | None = param(None, "SAC target entropy; None means -action_dim")
+
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 

@@ -13,13 +13,36 @@ Twin critics are one `BatchedMLP` with a member axis, as in SAC.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.errors import UsageError
 from usbpo_cli.models.nets import BatchedMLP, mlp, twin_q
 from usbpo_cli.models.optim import make_adam
+from usbpo_cli.util.settings import Settings, param
+
+
+@dataclass
+class TD3Settings(Settings):
+    """TD3's own settings, for every config whose agent may build a TD3 policy optimiser."""
+
+    td3_exploration_noise: float = param(
+        0.1, "TD3: std of the Gaussian action noise when acting, in units of the action scale"
+    )
+    td3_policy_noise: float = param(
+        0.2, "TD3: std of the target-policy smoothing noise, in units of the action scale"
+    )
+    td3_noise_clip: float = param(0.5, "TD3: the smoothing noise is clipped to +-this")
+    td3_policy_delay: int = param(2, "TD3: critic updates per actor and target update")
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_non_negative("td3_exploration_noise", "td3_policy_noise", "td3_noise_clip")
+        if self.td3_policy_delay < 1:
+            raise UsageError(f"td3_policy_delay must be >= 1, got {self.td3_policy_delay}")
 
 
 class DeterministicActor(nn.Module):

@@ -8,13 +8,38 @@ snapshot (the phase-1 model included) is kept, with early stopping, and the elit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from usbpo_cli.agents.dyna import DynaAgent
+from usbpo_cli.agents.dyna import DynaAgent, DynaConfig
+from usbpo_cli.agents.registry import Algorithm
+from usbpo_cli.errors import UsageError
 from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble, select_elites
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.models.wasserstein import draw_elites, shift_and_bias
-from usbpo_cli.runs.config import USBPOConfig
+from usbpo_cli.util.settings import param
+
+
+@dataclass
+class USBPOConfig(DynaConfig):
+    """USB-PO: the Dyna loop plus the phase-2 fine-tune on model shift + model bias."""
+
+    phase2_lr: float = param(1e-4, "Adam learning rate of the phase-2 fine-tune")
+    phase2_batch_size: int = param(1024, "(s, a) pairs from the model buffer per phase-2 step")
+    phase2_val_size: int = param(1024, "real holdout (s, a) pairs used to validate phase 2")
+    phase2_max_steps: int = param(100, "phase-2 steps at most per model training")
+    phase2_patience: int = param(10, "phase-2 steps without validation gain before stopping")
+    phase2_min_improvement: float = param(1e-4, "relative gain in J that counts as improvement")
+    phase2_terms: str = param("both", "terms of J: both, shift or bias (ablation)")
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive(
+            "phase2_batch_size", "phase2_val_size", "phase2_max_steps", "phase2_patience"
+        )
+        if self.phase2_terms not in ("both", "shift", "bias"):
+            raise UsageError(f"phase2_terms must be both, shift or bias, got {self.phase2_terms!r}")
 
 
 class USBPOAgent(DynaAgent):
@@ -84,3 +109,11 @@ class USBPOAgent(DynaAgent):
         self.model.load_state_dict(best_state)
         select_elites(self.model, fit.holdout_inputs, fit.holdout_targets)
         self.record("phase2_steps", steps)
+
+
+ALGORITHM = Algorithm(
+    "usbpo",
+    USBPOAgent,
+    USBPOConfig,
+    "USB-PO: MBPO + phase-2 fine-tune on model shift + model bias (W2)",
+)

@@ -30,12 +30,10 @@ def run_one(spec: RunSpec, threads: int) -> RunOutcome:
     """Train one run in this process with `threads` torch threads (workers must not fight)."""
     import torch
 
-    from usbpo_cli.app import load_algorithms
     from usbpo_cli.errors import TrainingDiverged
     from usbpo_cli.runs.runner import run_training
 
     torch.set_num_threads(threads)
-    load_algorithms()
     # A folder with a config.json holds an unfinished run: continue it, or start it over when
     # it left no readable checkpoint (killed before its first): the grid owns the folder.
     unfinished = (Path(spec.out) / "config.json").exists()

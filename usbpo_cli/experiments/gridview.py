@@ -64,7 +64,8 @@ def run_config(spec: Any) -> dict[str, Any] | None:
     """The resolved config of a grid run, as a dict (None if it cannot be resolved)."""
     from usbpo_cli.agents.registry import get_algorithm
     from usbpo_cli.envs.termination import env_family
-    from usbpo_cli.runs.config import parse_overrides, resolve_config
+    from usbpo_cli.runs.config import resolve_config
+    from usbpo_cli.util.settings import parse_overrides
 
     key = (spec.env_id, spec.algo, spec.preset, tuple(spec.overrides))
     if key not in _CONFIGS:

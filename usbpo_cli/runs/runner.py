@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 from usbpo_cli.runs.checkpoint import Checkpointer
-from usbpo_cli.runs.config import borrowed_defaults, parse_overrides, resolve_config
+from usbpo_cli.runs.config import borrowed_defaults, resolve_config
+from usbpo_cli.util.settings import parse_overrides
 from usbpo_cli.envs.tasks import task_info
 from usbpo_cli.errors import UsageError
-from usbpo_cli.agents.offpolicy import Reporter, RunSummary, _no_report
+from usbpo_cli.agents.base import Reporter, RunSummary, no_report as _no_report
 from usbpo_cli.agents.registry import get_algorithm
 from usbpo_cli.runs.csvlog import CsvLogger, reconcile_progress
 from usbpo_cli.runs.lock import RunLock
