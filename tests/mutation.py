@@ -54,7 +54,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         ["test_dyna.py", "test_dyna_loop.py", "test_phase2.py", "test_agent_state.py"],
     ),
     "ensemble": ("usbpo_cli/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
-    "sac": ("usbpo_cli/sac.py", ["test_sac.py", "test_hand_gradients.py", "test_agent_state.py"]),
+    "sac": (
+        "usbpo_cli/sac.py",
+        ["test_sac.py", "test_sac_mutants.py", "test_hand_gradients.py", "test_agent_state.py"],
+    ),
     "td3": ("usbpo_cli/td3.py", ["test_td3_actor.py", "test_td3.py"]),
     "termination": (
         "usbpo_cli/termination.py",
