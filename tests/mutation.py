@@ -56,7 +56,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "ensemble": ("usbpo_cli/models/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
     "sac": (
         "usbpo_cli/agents/sac.py",
-        ["test_sac.py", "test_hand_gradients.py", "test_agent_state.py"],
+        ["test_sac.py", "test_sac_mutants.py", "test_hand_gradients.py", "test_agent_state.py"],
     ),
     "td3": ("usbpo_cli/agents/td3.py", ["test_td3_actor.py", "test_td3.py"]),
     "termination": (
