@@ -76,11 +76,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.pdml import gaussian_kl
 from usbpo_cli.agents.buffers import Batch, ReplayBuffer
 from usbpo_cli.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
 from usbpo_cli.agents.registry import Algorithm
 from usbpo_cli.errors import UsageError
+from usbpo_cli.models.distributions import gaussian_kl
 from usbpo_cli.models.nets import BatchedLinear, mlp
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.util.settings import param
@@ -259,24 +259,12 @@ def noisy_action(mean: torch.Tensor, std: float, clip: float | None) -> torch.Te
     return action + (action.clamp(-1.0, 1.0) - action).detach()
 
 
-def latent_kl(
-    mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor
-) -> torch.Tensor:
-    """KL(p || q) of diagonal Gaussians given by standard deviations, summed over the last axis."""
-    return gaussian_kl(mean_p, std_p.log(), mean_q, std_q.log())
-
-
 def classifier_loss(real_logits: torch.Tensor, imagined_logits: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy: real latent transitions are labelled 1, imagined ones 0, averaged
     over all of them."""
     logits = torch.cat([real_logits, imagined_logits])
     labels = torch.cat([torch.ones_like(real_logits), torch.zeros_like(imagined_logits)])
     return F.binary_cross_entropy_with_logits(logits, labels)
-
-
-def classifier_reward(logits: torch.Tensor) -> torch.Tensor:
-    """log C / (1 - C) with C = sigmoid(logit): exactly the logit."""
-    return logits
 
 
 def lambda_returns(
@@ -447,7 +435,9 @@ class ALM:
         with frozen(self.reward, self.critic):
             for t in range(self.horizon):
                 prior_mean, prior_std = self.model(z, act[t])
-                kl = latent_kl(prior_mean, prior_std, posterior_mean[t], posterior_std[t])
+                kl = gaussian_kl(
+                    prior_mean, prior_std.log(), posterior_mean[t], posterior_std[t].log()
+                )
                 bound = bound + self.gamma**t * (self.reward(z, act[t]) - kl)
                 z = sample(prior_mean, prior_std)
             with torch.no_grad():
@@ -502,7 +492,8 @@ class ALM:
             zs, acts = torch.stack(latents), torch.stack(actions)  # [K+1, B, ...]
             rewards = self.reward(zs[:-1], acts[:-1])
             logits = self.classifier(zs[:-1], acts[:-1], zs[1:].detach())
-            rewards = rewards + self.config.alm_classifier_weight * classifier_reward(logits)
+            # the classifier reward log C/(1-C), C = sigmoid(logit), is the logit itself
+            rewards = rewards + self.config.alm_classifier_weight * logits
             next_q = self.critic(zs[1:], acts[1:]).min(0).values
         returns = lambda_returns(rewards, next_q, self.gamma, self.config.alm_lambda)
         discounts = self.gamma ** torch.arange(self.horizon, device=z.device, dtype=z.dtype)

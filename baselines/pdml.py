@@ -49,6 +49,7 @@ from usbpo_cli.agents.registry import Algorithm
 from usbpo_cli.agents.sac import LOG_STD_MAX, LOG_STD_MIN
 from usbpo_cli.agents.td3 import DeterministicActor
 from usbpo_cli.errors import UsageError
+from usbpo_cli.models.distributions import gaussian_kl
 from usbpo_cli.util.settings import param
 
 MIN_TV = 1e-6  # a segment whose policy equals the current one gets a large, finite weight
@@ -88,15 +89,6 @@ def actor_gaussian(actor: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, t
         return mean, actor.exploration_std.log().expand_as(mean)
     mean, log_std = actor.body(obs).chunk(2, dim=-1)
     return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-
-def gaussian_kl(
-    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
-) -> torch.Tensor:
-    """KL(p || q) of diagonal Gaussians, summed over the last axis."""
-    var_p, var_q = (2 * log_std_p).exp(), (2 * log_std_q).exp()
-    terms = log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5
-    return terms.sum(-1)
 
 
 def tv_upper_bound(

@@ -66,9 +66,9 @@ from usbpo_cli.agents.registry import Algorithm
 from usbpo_cli.envs.state import capture_env, restore_env
 from usbpo_cli.envs.tasks import make_env
 from usbpo_cli.errors import UsageError
+from usbpo_cli.models.distributions import gaussian_entropy, gaussian_log_prob
 from usbpo_cli.util.settings import param
 
-LOG_2PI = math.log(2.0 * math.pi)
 NORMALISER_EPS = 1e-8  # added to the variance before dividing, as gymnasium's wrappers do
 
 
@@ -225,18 +225,6 @@ class ActorCritic(nn.Module):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
-
-
-def gaussian_log_prob(
-    actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
-) -> torch.Tensor:
-    """log N(actions; mean, exp(log_std)^2 I), summed over action dimensions."""
-    z = (actions - mean) / log_std.exp()
-    return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
-
-
-def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
-    return (0.5 + 0.5 * LOG_2PI + log_std).sum(-1)
 
 
 # ---------------------------------------------------------------------------------------------

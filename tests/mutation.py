@@ -63,6 +63,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "usbpo_cli/envs/termination.py",
         ["test_termination_clauses.py", "test_envs.py", "test_cli_trust.py"],
     ),
+    "distributions": ("usbpo_cli/models/distributions.py", ["test_distributions.py"]),
     "buffers": ("usbpo_cli/agents/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
     "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo.py"]),
     "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py", "test_agent_state.py"]),

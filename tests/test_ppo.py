@@ -24,8 +24,6 @@ from baselines.ppo import (
     RewardScaler,
     RunningMeanStd,
     clipped_surrogate_loss,
-    gaussian_entropy,
-    gaussian_log_prob,
     generalised_advantages,
     next_state_values,
     value_loss,
@@ -127,16 +125,6 @@ def test_value_loss_plain_and_clipped_by_hand() -> None:
     # moved predictions are 0.2: errors 0.09 and 3.24; the larger of each pair counts
     clipped = value_loss(values, old, targets, 0.2).item()
     assert clipped == pytest.approx(0.5 * (0.25 + 3.24) / 2)
-
-
-def test_gaussian_log_prob_and_entropy_match_torch_distributions() -> None:
-    torch.manual_seed(0)
-    mean, log_std = torch.randn(5, 3), torch.randn(3) * 0.5
-    actions = torch.randn(5, 3)
-    normal = torch.distributions.Normal(mean, log_std.exp())
-    expected = normal.log_prob(actions).sum(-1)
-    assert torch.allclose(gaussian_log_prob(actions, mean, log_std.expand_as(mean)), expected)
-    assert torch.allclose(gaussian_entropy(log_std), normal.entropy()[0].sum())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 import baselines.ppo as ppo
-from baselines.ppo import PPOAgent, PPOConfig, gaussian_log_prob
+from baselines.ppo import PPOAgent, PPOConfig
+from usbpo_cli.models.distributions import gaussian_log_prob
 from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"
