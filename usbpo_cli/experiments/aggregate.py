@@ -2,7 +2,8 @@
 
 Everything here works from `progress.csv` (and `config.json` where present) alone, so `compare`
 tables and `plot` figures can be made on any machine: this module must never import torch or
-gymnasium (a test checks it), which is why it does not import `usbpo_cli.runs.runlog`.
+gymnasium (a test checks it), and the run layer's CSV reader it uses (`runs/csvlog.py`)
+imports neither.
 
 Run folders follow `<root>/<experiment...>/<env>/<label>/seed<k>/`. `label` is the algorithm for
 `compare` and the variant name (`usbpo-lr1e-4`, `phase2-shift`, ...) for ablations; every table
@@ -15,9 +16,7 @@ improvement. They are implemented on scipy here because rliable does not install
 
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from usbpo_cli.errors import UsageError
+from usbpo_cli.runs.csvlog import read_csv_rows
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("env_step", "eval_return_mean")
 # Columns load_runs adds to identify a run; everything else in the frame comes from the CSV.
@@ -82,7 +82,7 @@ def load_progress(paths: list[Path]) -> pd.DataFrame:
 
 def read_progress(path: Path) -> pd.DataFrame:
     """One `progress.csv` as numbers, refusing anything a summary could silently get wrong."""
-    rows = _csv_rows(path)
+    rows = read_csv_rows(path)
     header, body = rows[0][1], [row for _, row in rows[1:]]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
@@ -106,24 +106,6 @@ def read_progress(path: Path) -> pd.DataFrame:
     if (frame["env_step"] % 1 == 0).all():
         frame["env_step"] = frame["env_step"].astype("int64")
     return frame
-
-
-def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of each non-blank CSV row; the first is the header."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: unparsable (not UTF-8 text)") from None
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read ({error.strerror})") from None
-    if not text.strip():
-        raise UsageError(f"{path}: is empty")
-    reader = csv.reader(io.StringIO(text), strict=True)
-    try:
-        rows = [(reader.line_num, row) for row in reader if row]
-    except csv.Error as error:
-        raise UsageError(f"{path}: unparsable CSV ({error})") from None
-    return rows
 
 
 def _to_numbers(values: pd.Series, path: Path, column: str, required: bool) -> pd.Series:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from usbpo_cli.errors import UsageError
+from usbpo_cli.runs.csvlog import last_env_step
 from usbpo_cli.runs.folders import (
     as_json,
     comparable,
@@ -381,8 +382,10 @@ def run_status(spec: RunSpec, wanted: dict) -> str:
             raise UsageError(
                 f"{folder} holds a run with different settings ({difference}); use another --out"
             )
-        lines = progress.read_text().strip().splitlines()
-        last_step = int(float(lines[-1].split(",")[0])) if len(lines) > 1 else 0
-    except (OSError, ValueError, json.JSONDecodeError, IndexError):
+    except (OSError, ValueError, json.JSONDecodeError):
+        return "partial"
+    try:
+        last_step = last_env_step(progress)
+    except (OSError, ValueError, IndexError, UsageError):  # unreadable or torn: resume repairs it
         return "partial"
     return "complete" if last_step >= spec.steps else "partial"
