@@ -83,6 +83,7 @@ from usbpo_cli.errors import UsageError
 from usbpo_cli.models.distributions import gaussian_kl
 from usbpo_cli.models.nets import BatchedLinear, mlp
 from usbpo_cli.models.optim import make_adam
+from usbpo_cli.util import torch_private
 from usbpo_cli.util.settings import param
 
 MEAN_BOUND = 30.0  # latent means are soft-bounded to +-30
@@ -418,7 +419,7 @@ class ALM:
         critic_loss = self.update_critic(z, act, rew, z_next, done, std)
         actor_loss = self.update_actor(z, std)
         with torch.no_grad():
-            torch._foreach_lerp_(self._targets, self._online, self.config.tau)
+            torch_private.lerp_(self._targets, self._online, self.config.tau)
         return {
             "model_loss_train": model_loss,
             "critic_loss": critic_loss,

@@ -21,6 +21,7 @@ from torch import nn
 from usbpo_cli.agents.buffers import Batch
 from usbpo_cli.models.nets import BatchedMLP, Layer, mlp, relu_backward, relu_forward, twin_input
 from usbpo_cli.models.optim import adam_step, make_adam
+from usbpo_cli.util import torch_private
 from usbpo_cli.util.settings import Settings, param
 
 
@@ -203,7 +204,7 @@ class SAC:
         self.log_alpha.grad = -(sample.log_prob + self.target_entropy).mean()
         adam_step(self.alpha_opt)
 
-        torch._foreach_lerp_(self._target_params, self._critic_params, self.tau)
+        torch_private.lerp_(self._target_params, self._critic_params, self.tau)
         return {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha": alpha}
 
     def state_dict(self) -> dict:

@@ -22,6 +22,7 @@ from usbpo_cli.agents.buffers import Batch
 from usbpo_cli.errors import UsageError
 from usbpo_cli.models.nets import BatchedMLP, mlp, twin_q
 from usbpo_cli.models.optim import make_adam
+from usbpo_cli.util import torch_private
 from usbpo_cli.util.settings import Settings, param
 
 
@@ -175,7 +176,7 @@ class TD3:
             actor_loss.backward()
             self.actor_opt.step()
             with torch.no_grad():
-                torch._foreach_lerp_(self._target_params, self._online_params, self.tau)
+                torch_private.lerp_(self._target_params, self._online_params, self.tau)
             losses["actor_loss"] = actor_loss.detach()
         return losses
 

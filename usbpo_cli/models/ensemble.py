@@ -16,6 +16,7 @@ from torch import nn
 
 from usbpo_cli.models.nets import BatchedMLP
 from usbpo_cli.models.optim import adam_step
+from usbpo_cli.util import torch_private
 
 # Rows per elite in one forward pass of a model rollout step: at 100k states a single pass makes
 # [elites, 20k, 200] activations (80 MB each) that no cache holds; passes of 1024 rows ran a
@@ -170,7 +171,7 @@ def mle_backward(
         weights = [layer.weight for layer in model.net.layers]
         for decay, weight in zip(weight_decay, weights):
             weight.grad.add_(weight, alpha=decay)
-        norms = torch._foreach_norm(weights)  # Python-float decays: no host-to-device copy
+        norms = torch_private.norms(weights)  # Python-float decays: no host-to-device copy
         penalty = sum(0.5 * decay * norm * norm for decay, norm in zip(weight_decay, norms))
         return loss.detach() + penalty
 

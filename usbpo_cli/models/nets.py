@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from usbpo_cli.util import torch_private
+
 Layer = tuple[torch.Tensor, torch.Tensor]  # weight [members, in, out] and bias [members, 1, out]
 
 
@@ -133,7 +135,7 @@ def relu_backward(
                 weight_grad = torch.bmm(grad.mT, inputs[i]).mT
             grads.append((weight_grad, grad.sum(1, keepdim=True)))
         if i > 0:
-            grad = torch.ops.aten.threshold_backward(torch.bmm(grad, weight.mT), inputs[i], 0)
+            grad = torch_private.relu_input_grad(torch.bmm(grad, weight.mT), inputs[i])
     grads.reverse()
     if input_columns is None:
         return grads, None

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import torch
 
+from usbpo_cli.util import torch_private
+
 
 def make_adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fastest available step implementation (fused, else foreach)."""
@@ -41,22 +43,20 @@ def adam_step(optimizer: torch.optim.Adam) -> None:
         return
     states = [state[p] for p in params]
     steps = [s["step"] for s in states]
-    torch._foreach_add_(steps, 1)
+    torch_private.add_(steps, 1)
     beta1, beta2 = group["betas"]
-    torch._fused_adam_(
+    done = torch_private.fused_adam_(
         params,
         [p.grad for p in params],
         [s["exp_avg"] for s in states],
         [s["exp_avg_sq"] for s in states],
-        [],
         steps,
-        amsgrad=False,
         lr=group["lr"],
         beta1=beta1,
         beta2=beta2,
         weight_decay=group["weight_decay"],
         eps=group["eps"],
-        maximize=False,
-        grad_scale=None,
-        found_inf=None,
     )
+    if not done:  # the private kernel is unusable here: undo the count, step the public way
+        torch_private.add_(steps, -1)
+        optimizer.step()
