@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from usbpo_cli.agents.registry import load_algorithms
 from usbpo_cli.runs.csvlog import TIMING_COLUMNS
 from usbpo_cli.runs.runner import RunSpec, run_training
 
@@ -32,7 +31,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_algorithms()
     rows = {}
     for algo in args.algos.split(","):
         out = args.out / args.env / algo

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from usbpo_cli.agents.base import LoopState
-from usbpo_cli.agents.registry import get_algorithm, load_algorithms
+from usbpo_cli.agents.registry import get_algorithm
 from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"
@@ -29,7 +29,6 @@ CASES = [
 
 
 def build(algo: str, overrides: list[str], seed: int):
-    load_algorithms()
     entry = get_algorithm(algo)
     pairs = dict(item.split("=") for item in overrides)
     config, _ = resolve_config(entry.config_cls, "InvertedPendulum", "tiny", {})

@@ -328,12 +328,10 @@ def test_compare_says_what_it_runs_and_keeps_status(finished: Path) -> None:
 def test_grid_view_shows_each_running_run_and_a_grid_eta(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from usbpo_cli.agents.registry import load_algorithms
     from usbpo_cli.experiments.grids import GridRun, Variant
     from usbpo_cli.experiments.gridview import GridView
     from usbpo_cli.runs.runner import RunSpec
 
-    load_algorithms()
     runs = []
     for seed in range(3):
         out = tmp_path / "grid" / ENV / "usbpo" / f"seed{seed}"
@@ -390,12 +388,10 @@ def test_pendulum_lists_its_borrowed_defaults_once(tmp_path: Path) -> None:
 def test_a_grid_lists_borrowed_defaults_once_per_task(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from usbpo_cli.agents.registry import load_algorithms
     from usbpo_cli.app import _print_borrowed
     from usbpo_cli.experiments.grids import GridRun, Variant
     from usbpo_cli.runs.runner import RunSpec
 
-    load_algorithms()
     todo = [
         GridRun(env, Variant(algo, algo), seed, RunSpec(env, algo, seed, 100, tmp_path / "x"))
         for env in ("Pendulum-v1", ENV)
@@ -457,10 +453,8 @@ def test_learned_rule_covers_real_terminal_transitions() -> None:
 
 
 def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
-    from usbpo_cli.agents.registry import load_algorithms
     from usbpo_cli.runs.runner import RunSpec, prepare_run
 
-    load_algorithms()
     env_id = "InvertedDoublePendulum-v5"
     spec = RunSpec(env_id, "mbpo", 0, 200, tmp_path / "run", preset="tiny")
     run = prepare_run(spec)

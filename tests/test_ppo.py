@@ -28,7 +28,6 @@ from baselines.ppo import (
     next_state_values,
     value_loss,
 )
-from usbpo_cli.agents.registry import load_algorithms
 from usbpo_cli.errors import UsageError
 from usbpo_cli.runs.config import resolve_config
 from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
@@ -247,7 +246,6 @@ def test_evaluation_does_not_move_the_normaliser() -> None:
 
 
 def run_in_process(root: Path, steps: int, overrides: list[str]) -> list[dict[str, str]]:
-    load_algorithms()
     run_training(RunSpec(ENV, "ppo", 0, steps, root, preset="tiny", overrides=overrides))
     return progress_rows(root)
 

@@ -26,7 +26,6 @@ from cli_helpers import (  # tests/ is on sys.path
     usbpo_inproc,
 )
 
-from usbpo_cli.agents.registry import load_algorithms
 from usbpo_cli.errors import TrainingDiverged, UsageError
 from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 from usbpo_cli.runs.runner import MAX_ROLLBACKS, RunSpec, prepare_run
@@ -265,11 +264,6 @@ def test_second_process_is_locked_out_until_the_holder_dies(
 
 # ---------------------------------------------------------------------------------------------
 # small in-process runs: checkpoint retention, nothing to resume, foreign checkpoints
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _algorithms() -> None:
-    load_algorithms()
 
 
 def spec(out: Path, steps: int, algo: str = "usbpo") -> RunSpec:
