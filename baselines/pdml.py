@@ -145,10 +145,10 @@ class PDMLAgent(DynaAgent):
         self.weights: torch.Tensor | None = None  # per stored transition, oldest first
 
     # --- what PDML changes -----------------------------------------------------------------
-    def train_model(self, step: int) -> None:
+    def train_model_and_roll_out(self, step: int) -> None:
         self.take_snapshot()
         self.weights = self.data_weights()
-        super().train_model(step)
+        super().train_model_and_roll_out(step)
 
     def model_sample_weights(self) -> torch.Tensor | None:
         return self.weights

@@ -229,7 +229,7 @@ def conditioned_agent(
     if "model" not in shared:  # trained once, by an agent of its own, for all compared agents
         trainer = new_agent()
         trainer.config = dataclasses.replace(config, model_max_epochs=warmup_epochs)
-        trainer.train_model(0)
+        trainer.train_model_and_roll_out(0)
         shared["model"] = copy.deepcopy(trainer.model.state_dict())
         shared["model_opt"] = copy.deepcopy(trainer.model_opt.state_dict())
         del trainer
@@ -286,7 +286,7 @@ def bench_loop(agent, quick: bool) -> dict[str, float]:
         return {"steps_per_s": BLOCK / seconds, "block_s": seconds, **phases}
     agent.config = dataclasses.replace(agent.config, model_max_epochs=QUICK_MAX_EPOCHS)
     start = time.perf_counter()
-    agent.train_model(0)
+    agent.train_model_and_roll_out(0)
     model_s = time.perf_counter() - start
     agent.should_train_model = lambda step: False
     stretch = 25

@@ -219,14 +219,14 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     agent.termination = terminate_at({})
     step = agent.config.initial_steps
 
-    agent.train_model(step)  # the first training: nothing before it to compare with
+    agent.train_model_and_roll_out(step)  # the first training: nothing before it to compare with
     assert "delta" not in agent._metrics
 
     agent.model_buffer = ReplayBuffer(
         agent.model_buffer.capacity, agent.obs_dim, agent.act_dim, agent.device
     )
     fill(agent.model_buffer, 20, 3.0)
-    agent.train_model(step)
+    agent.train_model_and_roll_out(step)
     before = bias_by_hand(agent.model, torch.full((1, agent.model.in_dim), 3.0), 3)
     rolled = torch.cat([torch.ones(1, agent.obs_dim), torch.zeros(1, agent.act_dim)], dim=-1)
     after = bias_by_hand(agent.model, rolled, 3)

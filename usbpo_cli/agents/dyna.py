@@ -186,10 +186,10 @@ class DynaAgent(OffPolicyAgent):
     # --- the loop ----------------------------------------------------------------------------
     def learn(self, step: int) -> None:
         if self.should_train_model(step):
-            self.train_model(step)
+            self.train_model_and_roll_out(step)
         self.update_policy(self.config.updates_per_step)
 
-    def train_model(self, step: int) -> None:
+    def train_model_and_roll_out(self, step: int) -> None:
         """MBPO couples the two: retrain the model, then refill the model buffer from it."""
         before = self._model_buffer_inputs(DIAGNOSTIC_SAMPLES)
         self.fit_model(step)
