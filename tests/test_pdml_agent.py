@@ -244,9 +244,10 @@ def test_train_model_fits_on_weights_aligned_with_the_training_rows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`train_model_and_roll_out` first closes the open segment (the snapshot), then hands
-    phase 1 one weight per row of `model_training_data`, in its order: the row of transition k gets its segment's
-    weight. Checked on the wrapped buffer right after training 3's data: the weights phase 1
-    sees equal the hand values of the previous test, row by row against the inputs' numbers."""
+    phase 1 one weight per row of `model_training_data`, in its order: the row of transition k
+    gets its segment's weight. Checked on the wrapped buffer right after training 3's data: the
+    weights phase 1 sees equal the hand values of the previous test, row by row against the
+    inputs' numbers."""
     agent = make_agent(replay_size=12, pdml_tv_states=2)
     actor = agent.policy.actor
     add_numbered(agent, 0, 4)
