@@ -154,7 +154,7 @@ class PDMLAgent(DynaAgent):
         return self.weights
 
     def rollout_start_states(self, n: int) -> torch.Tensor:
-        rows = torch.multinomial(self.weights, n, replacement=True)
+        rows = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
         return self.real_buffer.obs[self._positions(rows)]
 
     # --- segments and weights ------------------------------------------------------------------

@@ -66,7 +66,8 @@ from usbpo_cli.agents.registry import Algorithm
 from usbpo_cli.envs.state import capture_env, restore_env
 from usbpo_cli.envs.tasks import make_env
 from usbpo_cli.errors import UsageError
-from usbpo_cli.models.distributions import gaussian_entropy, gaussian_log_prob
+from usbpo_cli.models.distributions import gaussian_entropy, gaussian_log_prob, normal_like
+from usbpo_cli.models.nets import linear
 from usbpo_cli.util.settings import param
 
 NORMALISER_EPS = 1e-8  # added to the variance before dividing, as gymnasium's wrappers do
@@ -194,22 +195,30 @@ class RewardScaler:
 # networks
 
 
-def orthogonal_linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+def orthogonal_linear(
+    in_dim: int, out_dim: int, gain: float, generator: torch.Generator | None = None
+) -> nn.Linear:
     """A linear layer with orthogonal weights of the given gain and zero bias."""
-    layer = nn.Linear(in_dim, out_dim)
-    nn.init.orthogonal_(layer.weight, gain)
+    layer = linear(in_dim, out_dim, generator)
+    nn.init.orthogonal_(layer.weight, gain, generator=generator)
     nn.init.zeros_(layer.bias)
     return layer
 
 
-def tanh_mlp(in_dim: int, hidden_size: int, out_dim: int, out_gain: float) -> nn.Sequential:
+def tanh_mlp(
+    in_dim: int,
+    hidden_size: int,
+    out_dim: int,
+    out_gain: float,
+    generator: torch.Generator | None = None,
+) -> nn.Sequential:
     """Two tanh hidden layers (gain sqrt 2) and a linear head of gain `out_gain`."""
     return nn.Sequential(
-        orthogonal_linear(in_dim, hidden_size, math.sqrt(2.0)),
+        orthogonal_linear(in_dim, hidden_size, math.sqrt(2.0), generator),
         nn.Tanh(),
-        orthogonal_linear(hidden_size, hidden_size, math.sqrt(2.0)),
+        orthogonal_linear(hidden_size, hidden_size, math.sqrt(2.0), generator),
         nn.Tanh(),
-        orthogonal_linear(hidden_size, out_dim, out_gain),
+        orthogonal_linear(hidden_size, out_dim, out_gain, generator),
     )
 
 
@@ -217,11 +226,13 @@ class ActorCritic(nn.Module):
     """Separate actor and critic networks. The small policy head (gain 0.01) makes the initial
     policy mean nearly zero everywhere, so early actions are the log-std's noise."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_size: int, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
-        self.actor_mean = tanh_mlp(obs_dim, hidden_size, act_dim, out_gain=0.01)
+        self.actor_mean = tanh_mlp(obs_dim, hidden_size, act_dim, 0.01, generator)
         self.actor_log_std = nn.Parameter(torch.zeros(act_dim))
-        self.critic = tanh_mlp(obs_dim, hidden_size, 1, out_gain=1.0)
+        self.critic = tanh_mlp(obs_dim, hidden_size, 1, 1.0, generator)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -355,7 +366,9 @@ class PPOAgent(BaseAgent):
         act_dim = int(np.prod(self.envs.single_action_space.shape))
         self.act_low = torch.as_tensor(self.envs.single_action_space.low, device=self.device)
         self.act_high = torch.as_tensor(self.envs.single_action_space.high, device=self.device)
-        self.model = ActorCritic(obs_dim, act_dim, config.hidden_size).to(self.device)
+        self.model = ActorCritic(obs_dim, act_dim, config.hidden_size, self.init_generator).to(
+            self.device
+        )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.ppo_lr, eps=1e-5)
         self.obs_stats = RunningMeanStd((obs_dim,))
         self.reward_scaler = RewardScaler(num_envs, config.gamma, config.ppo_reward_clip)
@@ -389,7 +402,7 @@ class PPOAgent(BaseAgent):
             with torch.no_grad():
                 mean = model.actor_mean(obs)
                 log_std = model.actor_log_std.expand_as(mean)
-                action = mean + log_std.exp() * torch.randn_like(mean)
+                action = mean + log_std.exp() * normal_like(mean, self.generator)
                 rollout.log_probs[t] = gaussian_log_prob(action, mean, log_std)
                 rollout.values[t] = model.value(obs)
             rollout.obs[t], rollout.actions[t] = obs, action
@@ -442,7 +455,7 @@ class PPOAgent(BaseAgent):
         size = obs.shape[0]
         value_clip = config.ppo_clip if config.ppo_clip_value_loss else None
         for _ in range(config.ppo_epochs):
-            order = torch.randperm(size, device=self.device)
+            order = torch.randperm(size, device=self.device, generator=self.generator)
             for index in order.tensor_split(min(config.ppo_num_minibatches, size)):
                 mean = model.actor_mean(obs[index])
                 log_std = model.actor_log_std.expand_as(mean)

@@ -23,7 +23,6 @@ import torch
 from usbpo_cli.envs.state import capture_env, restore_env
 from usbpo_cli.envs.tasks import make_env
 from usbpo_cli.errors import TrainingDiverged
-from usbpo_cli.util.rng import capture_rng, restore_rng
 from usbpo_cli.util.settings import Settings, param
 from usbpo_cli.util.timers import PhaseTimer
 
@@ -143,8 +142,16 @@ class BaseAgent:
         self.env_id, self.truncate_obs = env_id, truncate_obs
         self.config, self.seed, self.total_steps = config, seed, total_steps
         self.device = torch.device(device)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
+        # Every random draw of this agent comes from its own generators; nothing is seeded
+        # globally, so agents in one process never share a stream. Network initialisations
+        # draw on the CPU (parameters are made there, then moved), everything else on the
+        # agent's device; on a CPU the two are one generator.
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+        self.init_generator = self.generator
+        if self.device.type != "cpu":
+            self.init_generator = torch.Generator()
+            self.init_generator.manual_seed(seed)
         self.eval_env = make_env(env_id, seed=seed + 10_000, truncate_obs=truncate_obs)
         self.timers = PhaseTimer(self.device)
         self.loop: LoopState | None = None
@@ -240,24 +247,23 @@ class BaseAgent:
 
     # --- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The loop position, the random generators and the evaluation env; subclasses add
+        """The loop position, the random generator and the evaluation env; subclasses add
         their networks, buffers and training envs."""
         return {
             "loop": dataclasses.asdict(self.loop),
-            "rng": capture_rng(),
+            "rng": {"generator": self.generator.get_state()},
             "eval_env": capture_env(self.eval_env),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Subclasses load their own parts first, then call this (the generators come last,
-        so nothing loaded after them can draw from them)."""
+        """Subclasses load their own parts first, then call this (the generator comes last,
+        so nothing loaded after it can draw from it)."""
         self.loop = LoopState(**state["loop"])
         restore_env(self.eval_env, state["eval_env"])
-        restore_rng(state["rng"])
+        self.generator.set_state(state["rng"]["generator"])
         self._clear_row()
         self.timers.pop()
 
     def reseed(self, salt: int) -> None:
         """A fresh random stream after a rollback, so a divergence is not replayed exactly."""
-        torch.manual_seed(self.seed + 1_000_003 * salt)
-        np.random.seed((self.seed + 1_000_003 * salt) % 2**32)
+        self.generator.manual_seed(self.seed + 1_000_003 * salt)

@@ -19,10 +19,16 @@ class ReplayBuffer:
     """Fixed-capacity ring buffer; the oldest transitions are overwritten first."""
 
     def __init__(
-        self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str
+        self,
+        capacity: int,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device | str,
+        generator: torch.Generator | None = None,
     ) -> None:
         self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
         self.device = torch.device(device)
+        self.generator = generator  # draws sample indices (the owning agent's stream)
         self.obs = torch.zeros(capacity, obs_dim, device=self.device)
         self.act = torch.zeros(capacity, act_dim, device=self.device)
         self.rew = torch.zeros(capacity, device=self.device)
@@ -83,7 +89,7 @@ class ReplayBuffer:
     def sample_indices(self, n: int) -> torch.Tensor:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        return torch.randint(self.size, (n,), device=self.device)
+        return torch.randint(self.size, (n,), device=self.device, generator=self.generator)
 
     def sample(self, n: int) -> Batch:
         return self.gather(self.sample_indices(n))
@@ -93,7 +99,7 @@ class ReplayBuffer:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         window = max(1, min(window, self.size))
-        offsets = torch.randint(window, (n,), device=self.device)
+        offsets = torch.randint(window, (n,), device=self.device, generator=self.generator)
         return (self.pointer - 1 - offsets) % self.capacity
 
     def ordered(self) -> Batch:
@@ -134,7 +140,7 @@ class ReplayBuffer:
     def resized(self, capacity: int) -> ReplayBuffer:
         """A buffer of the new capacity holding the newest transitions of this one (MBPO's
         reallocation when the rollout length grows)."""
-        new = ReplayBuffer(capacity, self.obs_dim, self.act_dim, self.device)
+        new = ReplayBuffer(capacity, self.obs_dim, self.act_dim, self.device, self.generator)
         data = self.ordered()
         new.add_batch(*data)
         new.total_added = self.total_added

@@ -133,11 +133,16 @@ class DynaAgent(OffPolicyAgent):
             config.num_elites,
             config.model_hidden_size,
             config.model_hidden_layers,
+            generator=self.init_generator,
         ).to(self.device)
         self.model_opt = make_adam(self.model.parameters(), config.model_lr)
         self.rollout_length = self.rollout_length_at(0)
         self.model_buffer = ReplayBuffer(
-            self.model_capacity(self.rollout_length), self.obs_dim, self.act_dim, self.device
+            self.model_capacity(self.rollout_length),
+            self.obs_dim,
+            self.act_dim,
+            self.device,
+            self.generator,
         )
         self.n_real = int(config.batch_size * config.real_ratio)
 
@@ -209,18 +214,24 @@ class DynaAgent(OffPolicyAgent):
             settings = fit_settings(self.config)
             weights = self.model_sample_weights()
             fit = fit_ensemble(
-                self.model, self.model_opt, inputs, targets, sample_weights=weights, **settings
+                self.model,
+                self.model_opt,
+                inputs,
+                targets,
+                sample_weights=weights,
+                generator=self.generator,
+                **settings,
             )
         check_model(self.model, fit, step)
         validation = fit.holdout_inputs[:DIAGNOSTIC_SAMPLES]
         with torch.no_grad():
-            shift, bias = shift_and_bias(frozen, self.model, validation)
+            shift, bias = shift_and_bias(frozen, self.model, validation, generator=self.generator)
         self.record("model_shift_before", shift)
         self.record("model_bias_before", bias)
         with self.timers("model_phase2"):
             self.fine_tune_model(frozen, fit)
         with torch.no_grad():
-            shift, bias = shift_and_bias(frozen, self.model, validation)
+            shift, bias = shift_and_bias(frozen, self.model, validation, generator=self.generator)
         self.record("model_shift", shift)
         self.record("model_bias", bias)
         self.record("model_loss_train", fit.train_loss)
@@ -231,7 +242,11 @@ class DynaAgent(OffPolicyAgent):
     @torch.no_grad()
     def _bias_estimate(self, inputs: torch.Tensor) -> float:
         mean, std = self.model.mean_std(inputs)
-        return model_bias(mean, std, draw_elites(self.model, inputs.shape[0])).mean().item()
+        return (
+            model_bias(mean, std, draw_elites(self.model, inputs.shape[0], self.generator))
+            .mean()
+            .item()
+        )
 
     def _model_buffer_inputs(self, n: int) -> torch.Tensor | None:
         if len(self.model_buffer) == 0:
@@ -257,7 +272,7 @@ class DynaAgent(OffPolicyAgent):
         added = 0
         for _ in range(length):
             act = act_in_passes(self.policy, obs)
-            rew, next_obs = self.model.sample_step(obs, act)
+            rew, next_obs = self.model.sample_step(obs, act, self.generator)
             done = self.termination(obs, act, next_obs)
             keep = alive.nonzero().squeeze(-1)
             self.model_buffer.add_batch(

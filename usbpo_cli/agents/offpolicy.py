@@ -109,7 +109,11 @@ class OffPolicyAgent(BaseAgent):
         self.act_low = torch.as_tensor(self.env.action_space.low, dtype=torch.float32).flatten()
         self.act_high = torch.as_tensor(self.env.action_space.high, dtype=torch.float32).flatten()
         self.real_buffer = ReplayBuffer(
-            min(config.replay_size, total_steps), self.obs_dim, self.act_dim, self.device
+            min(config.replay_size, total_steps),
+            self.obs_dim,
+            self.act_dim,
+            self.device,
+            self.generator,
         )
         self.policy = self.make_policy()
 
@@ -124,6 +128,8 @@ class OffPolicyAgent(BaseAgent):
             "gamma": config.gamma,
             "tau": config.tau,
             "device": self.device,
+            "generator": self.generator,
+            "init_generator": self.init_generator,
         }
         bounds = (self.obs_dim, self.act_dim, self.act_low, self.act_high)
         if config.policy_optimiser() == "td3":
@@ -154,7 +160,7 @@ class OffPolicyAgent(BaseAgent):
         return torch.as_tensor(np.asarray(obs, dtype=np.float32).ravel(), device=self.device)
 
     def _random_action(self) -> torch.Tensor:
-        u = torch.rand(self.act_dim, device=self.device)
+        u = torch.rand(self.act_dim, device=self.device, generator=self.generator)
         return self.act_low.to(self.device) + u * (self.act_high - self.act_low).to(self.device)
 
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:

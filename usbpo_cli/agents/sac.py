@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.models.distributions import normal_like
 from usbpo_cli.models.nets import BatchedMLP, Layer, mlp, relu_backward, relu_forward, twin_input
 from usbpo_cli.models.optim import adam_step, make_adam
 from usbpo_cli.util import torch_private
@@ -59,20 +60,24 @@ class TanhGaussianActor(nn.Module):
         hidden_size: int,
         act_low: torch.Tensor,
         act_high: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.body = mlp(obs_dim, hidden_size, 2 * act_dim)
+        self.body = mlp(obs_dim, hidden_size, 2 * act_dim, generator=generator)
         self.register_buffer("act_scale", (act_high - act_low) / 2.0)
         self.register_buffer("act_bias", (act_high + act_low) / 2.0)
 
     def forward(
-        self, obs: torch.Tensor, deterministic: bool = False
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Action and its log-probability (the latter meaningless when deterministic)."""
         mean, raw_log_std = self.body(obs).chunk(2, dim=-1)
         if deterministic:
             return torch.tanh(mean) * self.act_scale + self.act_bias, torch.zeros_like(mean[..., 0])
-        sample = self.squash(mean, raw_log_std, torch.randn_like(mean))
+        sample = self.squash(mean, raw_log_std, normal_like(mean, generator))
         return sample.action, sample.log_prob
 
     def layers(self) -> list[Layer]:
@@ -132,13 +137,20 @@ class SAC:
         tau: float = 5e-3,
         target_entropy: float | None = None,
         device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        init_generator: torch.Generator | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.generator = generator  # noise of actions and updates
         self.obs_dim = obs_dim
         self.gamma, self.tau = gamma, tau
         self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
-        self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_size, act_low, act_high).to(device)
-        self.critic = BatchedMLP(2, obs_dim + act_dim, 1, hidden_size, 2).to(device)
+        self.actor = TanhGaussianActor(
+            obs_dim, act_dim, hidden_size, act_low, act_high, init_generator
+        ).to(device)
+        self.critic = BatchedMLP(
+            2, obs_dim + act_dim, 1, hidden_size, 2, generator=init_generator
+        ).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=self.device, requires_grad=True)
         self.actor_opt = make_adam(self.actor.parameters(), lr)
@@ -153,7 +165,7 @@ class SAC:
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.actor(obs, deterministic)[0]
+        return self.actor(obs, deterministic, self.generator)[0]
 
     @torch.no_grad()
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -167,7 +179,7 @@ class SAC:
         # One actor pass over [next_obs; obs]: both halves use the actor's current weights.
         actor_inputs, head = relu_forward(actor, torch.cat([batch.next_obs, batch.obs])[None])
         mean, raw_log_std = head[0].chunk(2, dim=-1)
-        sample = self.actor.squash(mean, raw_log_std, torch.randn_like(mean))
+        sample = self.actor.squash(mean, raw_log_std, normal_like(mean, self.generator))
         next_sample, sample = sample.rows(slice(None, n)), sample.rows(slice(n, None))
 
         # Critics: 0.5 * sum_i mean_b (Q_i(s, a) - y)^2 with the soft target

@@ -20,6 +20,7 @@ from torch import nn
 
 from usbpo_cli.agents.buffers import Batch
 from usbpo_cli.errors import UsageError
+from usbpo_cli.models.distributions import normal_like
 from usbpo_cli.models.nets import BatchedMLP, mlp, twin_q
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.util import torch_private
@@ -62,9 +63,10 @@ class DeterministicActor(nn.Module):
         act_low: torch.Tensor,
         act_high: torch.Tensor,
         exploration_noise: float = 0.1,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.body = mlp(obs_dim, hidden_size, act_dim)
+        self.body = mlp(obs_dim, hidden_size, act_dim, generator=generator)
         act_scale = (act_high - act_low) / 2.0
         self.register_buffer("act_scale", act_scale)
         self.register_buffer("act_bias", (act_high + act_low) / 2.0)
@@ -97,8 +99,11 @@ class TD3:
         noise_clip: float = 0.5,
         policy_delay: int = 2,
         device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        init_generator: torch.Generator | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.generator = generator  # exploration and target-smoothing noise
         self.gamma, self.tau = gamma, tau
         self.policy_noise, self.noise_clip, self.policy_delay = (
             policy_noise,
@@ -106,10 +111,12 @@ class TD3:
             policy_delay,
         )
         self.actor = DeterministicActor(
-            obs_dim, act_dim, hidden_size, act_low, act_high, exploration_noise
+            obs_dim, act_dim, hidden_size, act_low, act_high, exploration_noise, init_generator
         ).to(device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = BatchedMLP(2, obs_dim + act_dim, 1, hidden_size, 2).to(device)
+        self.critic = BatchedMLP(
+            2, obs_dim + act_dim, 1, hidden_size, 2, generator=init_generator
+        ).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = make_adam(self.actor.parameters(), lr)
         self.critic_opt = make_adam(self.critic.parameters(), lr)
@@ -137,14 +144,15 @@ class TD3:
         action = self.actor(obs)
         if deterministic:
             return action
-        return self.actor.clip(action + torch.randn_like(action) * self.actor.exploration_std)
+        noise = normal_like(action, self.generator)
+        return self.actor.clip(action + noise * self.actor.exploration_std)
 
     @torch.no_grad()
     def target_actions(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Target policy smoothing: the target actor's action plus N(0, policy_noise) clipped to
         +-noise_clip (both in units of the action scale), then clipped to the bounds."""
         action = self.actor_target(next_obs)
-        noise = (torch.randn_like(action) * self.policy_noise).clamp(
+        noise = (normal_like(action, self.generator) * self.policy_noise).clamp(
             -self.noise_clip, self.noise_clip
         )
         return self.actor.clip(action + noise * self.actor.act_scale)

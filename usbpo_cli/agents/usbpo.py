@@ -66,7 +66,9 @@ class USBPOAgent(DynaAgent):
         frozen_out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """J on raw (s, a) inputs; `phase2_terms` selects terms for the ablation study."""
-        shift, bias = shift_and_bias(frozen, self.model, inputs, k1, k2, frozen_out)
+        shift, bias = shift_and_bias(
+            frozen, self.model, inputs, k1, k2, frozen_out, generator=self.generator
+        )
         terms = self.config.phase2_terms
         return shift + bias if terms == "both" else (shift if terms == "shift" else bias)
 
@@ -76,10 +78,13 @@ class USBPOAgent(DynaAgent):
             self.record("phase2_steps", 0)
             return
         holdout = fit.holdout_inputs
-        pick = torch.randint(holdout.shape[0], (c.phase2_val_size,), device=holdout.device)
+        pick = torch.randint(
+            holdout.shape[0], (c.phase2_val_size,), device=holdout.device, generator=self.generator
+        )
         val_inputs = holdout[pick]
         # Fixed member draws for validation, so every snapshot is scored on the same terms.
-        val_k1, val_k2 = draw_elites(frozen, len(pick)), draw_elites(self.model, len(pick))
+        val_k1 = draw_elites(frozen, len(pick), self.generator)
+        val_k2 = draw_elites(self.model, len(pick), self.generator)
         with torch.no_grad():
             # M1 is fixed: predict once, not per step.
             val_frozen = frozen.member_mean_std(val_inputs, val_k1)

@@ -29,3 +29,9 @@ def gaussian_kl(
     var_p, var_q = (2 * log_std_p).exp(), (2 * log_std_q).exp()
     terms = log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5
     return terms.sum(-1)
+
+
+def normal_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise of `x`'s shape, dtype and device, drawn from `generator` (the
+    owning agent's stream; `torch.randn_like` cannot take one)."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -33,6 +33,7 @@ class GaussianEnsemble(nn.Module):
         num_elites: int = 5,
         hidden_size: int = 200,
         hidden_layers: int = 4,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
@@ -46,6 +47,7 @@ class GaussianEnsemble(nn.Module):
             hidden_layers,
             nn.SiLU,
             init="truncated_normal",
+            generator=generator,
         )
         self.max_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), 0.5))
         self.min_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), -10.0))
@@ -106,7 +108,7 @@ class GaussianEnsemble(nn.Module):
 
     @torch.no_grad()
     def sample_step(
-        self, obs: torch.Tensor, act: torch.Tensor
+        self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One stochastic model step, each sample from a uniformly random elite.
 
@@ -115,10 +117,12 @@ class GaussianEnsemble(nn.Module):
         """
         n, k = obs.shape[0], self.num_elites
         chunk = math.ceil(n / k)
-        perm = torch.randperm(n, device=obs.device)
+        perm = torch.randperm(n, device=obs.device, generator=generator)
         order = torch.cat([perm, perm[: chunk * k - n]])
         inputs = torch.cat([obs, act], dim=-1)[order].view(k, chunk, self.in_dim)
-        noise = torch.randn(k, chunk, self.out_dim, device=obs.device, dtype=obs.dtype)
+        noise = torch.randn(
+            k, chunk, self.out_dim, device=obs.device, dtype=obs.dtype, generator=generator
+        )
         out = torch.empty_like(noise)
         for start in range(0, chunk, ROWS_PER_PASS):  # rows are independent: same results
             rows = slice(start, start + ROWS_PER_PASS)
@@ -210,6 +214,7 @@ def fit_ensemble(
     max_epochs: int | None,
     bootstrap: bool = True,
     sample_weights: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> FitResult:
     """Phase 1 (MLE), warm-started: train until no member improves its holdout MSE by more than
     1% for `patience` epochs, keeping each member's best weights; then re-pick the elites.
@@ -226,7 +231,7 @@ def fit_ensemble(
     """
     n = inputs.shape[0]
     n_holdout = min(int(n * holdout_ratio), max_holdout)
-    perm = torch.randperm(n, device=inputs.device)
+    perm = torch.randperm(n, device=inputs.device, generator=generator)
     hold_in, hold_tgt = inputs[perm[:n_holdout]], targets[perm[:n_holdout]]
     train_in, train_tgt = inputs[perm[n_holdout:]], targets[perm[n_holdout:]]
     train_weights = None if sample_weights is None else sample_weights[perm[n_holdout:]]
@@ -237,18 +242,21 @@ def fit_ensemble(
     members, n_train = model.ensemble_size, train_in.shape[0]
     resample = None
     if bootstrap and train_weights is None:
-        resample = torch.randint(n_train, (members, n_train), device=inputs.device)
+        resample = torch.randint(
+            n_train, (members, n_train), device=inputs.device, generator=generator
+        )
     best_mse = torch.full((members,), math.inf, device=inputs.device)
     snapshot = [p.detach().clone() for p in model.member_parameters()]
     epochs_since_update, epoch, train_loss = 0, 0, math.nan
     while max_epochs is None or epoch < max_epochs:
         if train_weights is None:  # each member its own order of its rows
-            order = torch.argsort(torch.rand(members, n_train, device=inputs.device), dim=1)
+            noise = torch.rand(members, n_train, device=inputs.device, generator=generator)
+            order = torch.argsort(noise, dim=1)
             if resample is not None:
                 order = resample.gather(1, order)
         else:
             rows = train_weights.expand(members, -1)
-            order = torch.multinomial(rows, n_train, replacement=True)
+            order = torch.multinomial(rows, n_train, replacement=True, generator=generator)
         losses = []
         for start in range(0, n_train, batch_size):
             idx = order[:, start : start + batch_size]

@@ -20,7 +20,14 @@ Layer = tuple[torch.Tensor, torch.Tensor]  # weight [members, in, out] and bias 
 class BatchedLinear(nn.Module):
     """`members` independent affine maps; input [members, N, in] -> output [members, N, out]."""
 
-    def __init__(self, members: int, in_dim: int, out_dim: int, init: str = "uniform") -> None:
+    def __init__(
+        self,
+        members: int,
+        in_dim: int,
+        out_dim: int,
+        init: str = "uniform",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
@@ -30,11 +37,12 @@ class BatchedLinear(nn.Module):
                 std=1.0 / (2.0 * math.sqrt(in_dim)),
                 a=-1.0 / math.sqrt(in_dim),
                 b=1.0 / math.sqrt(in_dim),
+                generator=generator,
             )
         else:  # torch.nn.Linear's default, per member
             bound = 1.0 / math.sqrt(in_dim)
-            nn.init.uniform_(self.weight, -bound, bound)
-            nn.init.uniform_(self.bias, -bound, bound)
+            nn.init.uniform_(self.weight, -bound, bound, generator=generator)
+            nn.init.uniform_(self.bias, -bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         if members is None:
@@ -54,11 +62,13 @@ class BatchedMLP(nn.Module):
         hidden_layers: int,
         activation: type[nn.Module] = nn.ReLU,
         init: str = "uniform",
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         dims = [in_dim] + [hidden_size] * hidden_layers + [out_dim]
         self.layers = nn.ModuleList(
-            BatchedLinear(members, d_in, d_out, init) for d_in, d_out in zip(dims[:-1], dims[1:])
+            BatchedLinear(members, d_in, d_out, init, generator)
+            for d_in, d_out in zip(dims[:-1], dims[1:])
         )
         self.activation = activation()
         self.members = members
@@ -69,17 +79,33 @@ class BatchedMLP(nn.Module):
         return self.layers[-1](x, members)
 
 
+def linear(in_dim: int, out_dim: int, generator: torch.Generator | None = None) -> nn.Linear:
+    """`nn.Linear` with its default initialisation drawn from `generator` (the same draws,
+    in the same order, as `nn.Linear.reset_parameters` takes from the global generator)."""
+    layer = nn.Linear(in_dim, out_dim)
+    if generator is not None:
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+            bound = 1.0 / math.sqrt(in_dim) if in_dim > 0 else 0.0
+            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
+
+
 def mlp(
-    in_dim: int, hidden_size: int, out_dim: int, activation: type[nn.Module] = nn.ReLU
+    in_dim: int,
+    hidden_size: int,
+    out_dim: int,
+    activation: type[nn.Module] = nn.ReLU,
+    generator: torch.Generator | None = None,
 ) -> nn.Sequential:
     """Two hidden layers of `hidden_size` and a linear head: the actors' and ALM's encoders'
     shape (`nn.Linear`'s default init; callers re-initialise where their paper says so)."""
     return nn.Sequential(
-        nn.Linear(in_dim, hidden_size),
+        linear(in_dim, hidden_size, generator),
         activation(),
-        nn.Linear(hidden_size, hidden_size),
+        linear(hidden_size, hidden_size, generator),
         activation(),
-        nn.Linear(hidden_size, out_dim),
+        linear(hidden_size, out_dim, generator),
     )
 
 

@@ -23,9 +23,11 @@ def w2_diag_gaussian(
     return squared.clamp_min(_EPS).sqrt()
 
 
-def draw_elites(model: GaussianEnsemble, n: int) -> torch.Tensor:
+def draw_elites(
+    model: GaussianEnsemble, n: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """One elite index per sample, uniformly from the model's elite set."""
-    pick = torch.randint(model.num_elites, (n,), device=model.elites.device)
+    pick = torch.randint(model.num_elites, (n,), device=model.elites.device, generator=generator)
     return model.elites[pick]
 
 
@@ -65,6 +67,7 @@ def shift_and_bias(
     k1: torch.Tensor | None = None,
     k2: torch.Tensor | None = None,
     model_1_out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch means of model shift (M1 -> M2) and model bias (within M2) on raw inputs [N, in].
 
@@ -73,8 +76,8 @@ def shift_and_bias(
     (`model_1_out`, from `member_mean_std(inputs, k1)`) instead of recomputed.
     """
     n = inputs.shape[0]
-    k1 = draw_elites(model_1, n) if k1 is None else k1
-    k2 = draw_elites(model_2, n) if k2 is None else k2
+    k1 = draw_elites(model_1, n, generator) if k1 is None else k1
+    k2 = draw_elites(model_2, n, generator) if k2 is None else k2
     if model_1_out is None:
         with torch.no_grad():
             model_1_out = model_1.member_mean_std(inputs, k1)

@@ -23,7 +23,8 @@ import torch
 
 from usbpo_cli.errors import UsageError
 
-FORMAT_VERSION = 1
+# 2: each agent's own torch.Generator state replaced the process-global RNG states of 1.
+FORMAT_VERSION = 2
 PATTERN = "ckpt-*.pt"
 
 
@@ -131,6 +132,12 @@ class Checkpointer:
             raise UsageError(
                 f"{path} has checkpoint format {version!r}; this usbpo reads up to "
                 f"{FORMAT_VERSION}: upgrade usbpo to resume it"
+            )
+        if version < FORMAT_VERSION:
+            raise UsageError(
+                f"{path} has checkpoint format {version} (process-global random state), which "
+                f"this usbpo cannot continue exactly: rerun with --restart, or resume it with "
+                f"the usbpo that wrote it"
             )
         for key, expected in self.identity.items():
             if payload.get(key) != expected:
