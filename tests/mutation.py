@@ -61,7 +61,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         ["test_termination_clauses.py", "test_envs.py", "test_cli_trust.py"],
     ),
     "buffers": ("usbpo_cli/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
-    "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo.py"]),
+    "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo.py", "test_cmlo_mutants.py"]),
     "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py", "test_agent_state.py"]),
     "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),
     "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo.py"]),
