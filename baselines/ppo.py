@@ -335,24 +335,10 @@ class PPOAgent(BaseAgent):
 
     config: PPOConfig
 
-    def __init__(
-        self,
-        env_id: str,
-        config: PPOConfig,
-        *,
-        seed: int,
-        total_steps: int,
-        device: torch.device | str = "cpu",
-        truncate_obs: bool = False,
-    ) -> None:
-        super().__init__(
-            env_id,
-            config,
-            seed=seed,
-            total_steps=total_steps,
-            device=device,
-            truncate_obs=truncate_obs,
-        )
+    def __init__(self, env_id: str, config: PPOConfig, **kwargs: Any) -> None:
+        """`kwargs`: BaseAgent's seed, total_steps, device and truncate_obs."""
+        super().__init__(env_id, config, **kwargs)
+        seed, truncate_obs = self.seed, self.truncate_obs
         num_envs = config.ppo_num_envs
 
         def env_maker(index: int) -> Callable[[], gym.Env]:

@@ -470,11 +470,13 @@ def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
 def test_envs_says_which_rule_each_task_has(tmp_path: Path) -> None:
     result = usbpo_inproc("envs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = {
-        line.split("│")[1].strip(): line.split("│")[4].strip()
-        for line in result.stdout.splitlines()
-        if line.count("│") >= 5
-    }
+    rows: dict[str, str] = {}  # task -> its rule column, wrapped lines joined
+    task = ""
+    for line in result.stdout.splitlines():
+        if line.count("│") >= 5:
+            cells = line.split("│")
+            task = cells[1].strip() or task
+            rows[task] = f"{rows.get(task, '')} {cells[4].strip()}".strip()
     assert "no terminal condition" in rows["Pendulum-v1"]
     assert "read from the environment" in rows["MountainCarContinuous-v0"]
     assert "learned from the run's real terminal transitions" in result.stdout

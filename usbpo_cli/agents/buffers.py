@@ -132,8 +132,16 @@ class ReplayBuffer:
         self.total_added = state["total_added"]
 
     @classmethod
-    def from_state_dict(cls, state: dict, device: torch.device | str) -> ReplayBuffer:
-        buffer = cls(state["capacity"], state["obs"].shape[1], state["act"].shape[1], device)
+    def from_state_dict(
+        cls,
+        state: dict,
+        device: torch.device | str,
+        generator: torch.Generator | None = None,
+    ) -> ReplayBuffer:
+        """A buffer rebuilt from `state_dict()`, drawing its samples from `generator` (the
+        owning agent's: a generator is not part of a buffer's state)."""
+        obs_dim, act_dim = state["obs"].shape[1], state["act"].shape[1]
+        buffer = cls(state["capacity"], obs_dim, act_dim, device, generator)
         buffer.load_state_dict(state)
         return buffer
 

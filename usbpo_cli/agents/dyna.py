@@ -298,7 +298,9 @@ class DynaAgent(OffPolicyAgent):
         super().load_state_dict(state)
         self.model.load_state_dict(state["model"])
         self.model_opt.load_state_dict(state["model_opt"])
-        self.model_buffer = ReplayBuffer.from_state_dict(state["model_buffer"], self.device)
+        self.model_buffer = ReplayBuffer.from_state_dict(
+            state["model_buffer"], self.device, self.generator
+        )
         self.rollout_length = state["rollout_length"]
 
     def policy_batch(self) -> Batch:

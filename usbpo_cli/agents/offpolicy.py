@@ -85,31 +85,16 @@ class OffPolicyAgent(BaseAgent):
 
     config: OffPolicyConfig
 
-    def __init__(
-        self,
-        env_id: str,
-        config: OffPolicyConfig,
-        *,
-        seed: int,
-        total_steps: int,
-        device: torch.device | str = "cpu",
-        truncate_obs: bool = False,
-    ) -> None:
-        super().__init__(
-            env_id,
-            config,
-            seed=seed,
-            total_steps=total_steps,
-            device=device,
-            truncate_obs=truncate_obs,
-        )
-        self.env = make_env(env_id, seed=seed, truncate_obs=truncate_obs)
+    def __init__(self, env_id: str, config: OffPolicyConfig, **kwargs: Any) -> None:
+        """`kwargs`: BaseAgent's seed, total_steps, device and truncate_obs."""
+        super().__init__(env_id, config, **kwargs)
+        self.env = make_env(env_id, seed=self.seed, truncate_obs=self.truncate_obs)
         self.obs_dim = int(np.prod(self.env.observation_space.shape))
         self.act_dim = int(np.prod(self.env.action_space.shape))
         self.act_low = torch.as_tensor(self.env.action_space.low, dtype=torch.float32).flatten()
         self.act_high = torch.as_tensor(self.env.action_space.high, dtype=torch.float32).flatten()
         self.real_buffer = ReplayBuffer(
-            min(config.replay_size, total_steps),
+            min(config.replay_size, self.total_steps),
             self.obs_dim,
             self.act_dim,
             self.device,
