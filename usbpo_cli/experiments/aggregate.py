@@ -346,31 +346,6 @@ def summary_table(
     return pd.DataFrame(rows, columns=columns)
 
 
-def scores_by_env(scores: pd.DataFrame, label: str, metric: str = "final") -> dict[str, np.ndarray]:
-    """{env: per-seed `metric` of `label`} from a `final_and_auc` frame."""
-    mine = scores[scores["label"] == label]
-    return {env: g[metric].to_numpy(dtype=float) for env, g in mine.groupby("env", sort=True)}
-
-
-def improvement_over(
-    scores: pd.DataFrame,
-    label: str,
-    baseline: str,
-    metric: str = "final",
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(estimate, low, high) of P(label > baseline) averaged over the envs both were run on."""
-    ours, theirs = scores_by_env(scores, label, metric), scores_by_env(scores, baseline, metric)
-    envs = sorted(set(ours) & set(theirs))
-    if not envs:
-        raise UsageError(f"no env has runs of both {label} and {baseline}")
-    return probability_of_improvement_ci(
-        [ours[e] for e in envs], [theirs[e] for e in envs], confidence, n_resamples, seed
-    )
-
-
 # ----------------------------------------------------------------------------- saved tables
 
 # Columns that count something (steps, epochs, seeds): written as integers, never as 1000.0.

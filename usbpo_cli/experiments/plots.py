@@ -1009,12 +1009,6 @@ def phase_cost_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
     return per_run[[*phases, "total"]].reset_index()
 
 
-def phase_cost(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds of wall seconds per 1000 env steps in each phase, per (env, label)."""
-    per_seed = phase_cost_per_seed(runs).drop(columns=["seed", "total"])
-    return per_seed.groupby(["env", "label"]).mean().reset_index()
-
-
 def _cost_figure(runs: pd.DataFrame) -> Figure:
     """Bars of per-phase wall seconds per 1000 env steps, one group per phase that costs
     something plus the total, one bar per label with ± std over seeds; one panel per env."""
