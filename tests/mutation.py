@@ -274,10 +274,12 @@ def load_equivalent() -> dict[str, str]:
 
 
 def make_copy(destination: Path) -> None:
-    """A private copy of the code and tests, without bytecode, runs or git data."""
+    """A private copy of the code and tests, without bytecode or git data. (Only the package,
+    baselines and tests are copied, so no run-output folder can come along; a pattern such as
+    "runs" must not be ignored here, it would drop the package's own usbpo_cli/runs/.)"""
     if destination.exists():
         shutil.rmtree(destination)
-    ignore = shutil.ignore_patterns(".git", "runs", "__pycache__", "*.pyc", "figures", "mutation")
+    ignore = shutil.ignore_patterns(".git", "__pycache__", "*.pyc")
     destination.mkdir(parents=True)
     for name in ("usbpo_cli", "baselines", "tests", "pyproject.toml"):
         source = ROOT / name
@@ -319,6 +321,17 @@ def judge(
     for path in copies:
         make_copy(path)
     original = (ROOT / relative).read_text()
+    # The tests must pass on an unmutated copy first: otherwise every mutant would count as
+    # killed (a broken copy, a failing test) and the score would mean nothing.
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            run_child(copies[0], relative, original, tests)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{mutants[0].module}: the tests fail on the unmutated code; fix that first")
     queue = [m for m in mutants if m.status == "pending"]
     running: dict[int, tuple[Mutant, Path, float]] = {}
     free = list(copies)
