@@ -66,7 +66,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "distributions": ("usbpo_cli/models/distributions.py", ["test_distributions.py"]),
     "buffers": ("usbpo_cli/agents/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
     "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo_mutants.py", "test_cmlo.py"]),
-    "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py", "test_agent_state.py"]),
+    "pdml": (
+        "baselines/pdml.py",
+        ["test_pdml_agent.py", "test_pdml_mutants.py", "test_pdml.py", "test_agent_state.py"],
+    ),
     "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),
     "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo.py"]),
 }
