@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 

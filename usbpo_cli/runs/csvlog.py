@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from usbpo_cli.errors import UsageError
+from usbpo_cli.errors import TrainingDiverged, UsageError
 from usbpo_cli.runs.folders import write_text_atomic
-
 
 PROGRESS_COLUMNS: tuple[str, ...] = (
     "env_step",

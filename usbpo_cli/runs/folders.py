@@ -4,14 +4,12 @@ else, and the events log."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from usbpo_cli.errors import UsageError
-
 
 NOT_SET = "(not set)"
 VOLATILE_CONFIG_KEYS = ("versions", "git_commit", "created", "command")

@@ -18,18 +18,17 @@ from typing import Any
 
 import torch
 
+from usbpo_cli.agents.base import Reporter, RunSummary, no_report
+from usbpo_cli.agents.registry import get_algorithm
+from usbpo_cli.envs.tasks import task_info
+from usbpo_cli.envs.termination import bind_learned_rule
+from usbpo_cli.errors import TrainingDiverged, UsageError
 from usbpo_cli.runs.checkpoint import Checkpointer
 from usbpo_cli.runs.config import borrowed_defaults, resolve_config
-from usbpo_cli.util.settings import parse_overrides
-from usbpo_cli.envs.tasks import task_info
-from usbpo_cli.errors import UsageError
-from usbpo_cli.agents.base import Reporter, RunSummary, no_report as _no_report
-from usbpo_cli.agents.registry import get_algorithm
 from usbpo_cli.runs.csvlog import CsvLogger, reconcile_progress
-from usbpo_cli.runs.lock import RunLock
-from usbpo_cli.errors import TrainingDiverged
 from usbpo_cli.runs.folders import append_event, prepare_run_dir, write_json_atomic
-from usbpo_cli.envs.termination import bind_learned_rule
+from usbpo_cli.runs.lock import RunLock
+from usbpo_cli.util.settings import parse_overrides
 
 MAX_STEPS = 1_000_000_000  # --steps above this is a typo, not a run
 
@@ -159,7 +158,7 @@ class PreparedRun:
     def _checkpoint(self, state: dict, step: int) -> None:
         self.checkpointer.save(state, step)
 
-    def train(self, report: Reporter = _no_report) -> RunSummary:
+    def train(self, report: Reporter = no_report) -> RunSummary:
         """Train to the end, rolling back to the last good checkpoint when training diverges
         (with a fresh random stream), and stopping after MAX_ROLLBACKS of them."""
         logger = CsvLogger(Path(self.spec.out) / "progress.csv")
@@ -318,6 +317,6 @@ def _restore(run: PreparedRun, state: dict) -> None:
 
 
 def run_training(
-    spec: RunSpec, report: Reporter = _no_report, resume: bool = False, restart: bool = False
+    spec: RunSpec, report: Reporter = no_report, resume: bool = False, restart: bool = False
 ) -> RunSummary:
     return prepare_run(spec, resume=resume, restart=restart).train(report)
