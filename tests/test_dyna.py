@@ -50,7 +50,9 @@ class RowIdPolicy:
         return obs[:, :1].clone()
 
 
-def counting_model_step(obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def counting_model_step(
+    obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A deterministic model: obs[3] counts the steps, reward = 10 * row + step."""
     rew = 10 * obs[:, 0] + obs[:, 3]
     next_obs = obs.clone()
@@ -215,7 +217,10 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     agent.fit_model = lambda step: None
     agent.rollout_start_states = lambda n: torch.ones(n, agent.obs_dim)
     agent.policy = SimpleNamespace(act=lambda obs: torch.zeros(obs.shape[0], agent.act_dim))
-    agent.model.sample_step = lambda obs, act: (torch.zeros(obs.shape[0]), obs.clone())
+    agent.model.sample_step = lambda obs, act, generator=None: (
+        torch.zeros(obs.shape[0]),
+        obs.clone(),
+    )
     agent.termination = terminate_at({})
     step = agent.config.initial_steps
 

@@ -308,7 +308,8 @@ def edit_newest_checkpoint(run: Path, **changes: object) -> None:
 FOREIGN = [
     pytest.param({"algo": "mbpo"}, "belongs to algo 'mbpo', not 'usbpo'", id="algo"),
     pytest.param({"env_id": "Hopper-v4"}, "belongs to env_id 'Hopper-v4'", id="env"),
-    pytest.param({"format_version": 2}, "checkpoint format 2", id="newer-format"),
+    pytest.param({"format_version": 3}, "checkpoint format 3", id="newer-format"),
+    pytest.param({"format_version": 1}, "checkpoint format 1", id="older-format"),
     pytest.param({"format_version": None}, "checkpoint format None", id="no-format"),
 ]
 
