@@ -399,15 +399,9 @@ def _interval(iqm: float, low: float, high: float, n: int) -> str:
 def _report_grid(out: Path, grid: list, reference: str | None = "usbpo") -> None:
     """Write results.csv and summary.csv for the grid and print one table per env."""
     from usbpo_cli.experiments import aggregate
-    from usbpo_cli.runs.folders import write_text_atomic
 
-    runs = aggregate.load_runs(out)
-    wanted = {(run.env, run.variant.label) for run in grid}
-    runs = runs[[pair in wanted for pair in zip(runs["env"], runs["label"])]]
-    write_text_atomic(out / "results.csv", aggregate.csv_text(aggregate.tidy_results(runs)))
-    summary = aggregate.grid_summary(runs, reference)
-    write_text_atomic(out / "summary.csv", aggregate.csv_text(summary))
-    auc = aggregate.summary_table(runs, "auc").set_index(["env", "label"])
+    labels = {(run.env, run.variant.label) for run in grid}
+    summary, auc = aggregate.write_grid_report(out, labels, reference)
     headers = ["algo", "seeds", "final mean ± std", "final IQM [95% CI]", "AUC mean ± std"]
     headers += ["AUC IQM [95% CI]"] + ([f"P({reference} > algo)"] if reference else [])
     for env in sorted(summary["env"].unique()):
@@ -558,36 +552,6 @@ def ablate(
         console.print(f"figure: usbpo plot --figure {chosen.figure} --runs {out}")
 
 
-# SAC after 1M env steps, public CleanRL benchmark (DESIGN.md "Reference numbers").
-PUBLISHED_SAC = {
-    "HalfCheetah": 9600.0,
-    "Walker2d": 3600.0,
-    "Hopper": 2300.0,
-    "InvertedPendulum": 900.0,
-    "Humanoid": 5000.0,
-}
-
-
-def _sac_asymptotes(text: str | None, envs: list[str]) -> dict[str, float] | None:
-    if not text:
-        return None
-    if text == "published":
-        found = {
-            env: PUBLISHED_SAC[env.split("-v")[0]]
-            for env in envs
-            if env.split("-v")[0] in PUBLISHED_SAC
-        }
-        return found or None
-    values = {}
-    for pair in _split(text):
-        env, _, value = pair.partition("=")
-        try:
-            values[env.strip()] = float(value)
-        except ValueError:
-            raise UsageError(f"--sac-asymptote {pair!r}: expected ENV=RETURN") from None
-    return values
-
-
 @app.command()
 def plot(
     figure: str = typer.Option(None, help="figure name (see --list)"),
@@ -623,7 +587,7 @@ def plot(
         # One grid only (the most recent that has what the figure needs), never a mix.
         chosen = plots.select_runs(figure, runs)
         target = out or chosen.default_out_folder / f"{figure}.png"
-        asymptotes = _sac_asymptotes(sac_asymptote, sorted(chosen.runs["env"].unique()))
+        asymptotes = plots.sac_asymptotes(sac_asymptote, sorted(chosen.runs["env"].unique()))
         notes = list(chosen.notes)
         written = plots.plot_figure(
             figure,

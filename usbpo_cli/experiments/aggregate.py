@@ -29,6 +29,7 @@ from scipy import stats
 
 from usbpo_cli.errors import UsageError
 from usbpo_cli.runs.csvlog import read_csv_rows
+from usbpo_cli.runs.folders import write_text_atomic
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("env_step", "eval_return_mean")
 # Columns load_runs adds to identify a run; everything else in the frame comes from the CSV.
@@ -441,3 +442,17 @@ def grid_summary(
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     summary["n_seeds"] = summary["n_seeds"].astype("int64")
     return summary
+
+
+def write_grid_report(
+    out: Path, labels: set[tuple[str, str]], reference: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write a grid's results.csv (every row) and summary.csv (per env and algo) from the runs
+    of `labels` ((env, label) pairs) under `out`; returns the summary and the AUC table (indexed
+    by env and label) for printing."""
+    runs = load_runs(out)
+    runs = runs[[pair in labels for pair in zip(runs["env"], runs["label"])]]
+    write_text_atomic(out / "results.csv", csv_text(tidy_results(runs)))
+    summary = grid_summary(runs, reference)
+    write_text_atomic(out / "summary.csv", csv_text(summary))
+    return summary, summary_table(runs, "auc").set_index(["env", "label"])

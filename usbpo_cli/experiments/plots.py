@@ -1051,3 +1051,35 @@ def _cost_figure(runs: pd.DataFrame) -> Figure:
         ax.grid(axis="y", alpha=0.25, linewidth=0.5)
     _figure_legend(fig, axes, "bars: mean over seeds; error bars: ± 1 std over seeds")
     return fig
+
+
+# SAC after 1M env steps, public CleanRL benchmark (DESIGN.md "Reference numbers").
+PUBLISHED_SAC = {
+    "HalfCheetah": 9600.0,
+    "Walker2d": 3600.0,
+    "Hopper": 2300.0,
+    "InvertedPendulum": 900.0,
+    "Humanoid": 5000.0,
+}
+
+
+def sac_asymptotes(text: str | None, envs: list[str]) -> dict[str, float] | None:
+    """`--sac-asymptote`: "published" (the CleanRL numbers above, for the envs that have one)
+    or ENV=RETURN,... given by the user; None when there is nothing to draw."""
+    if not text:
+        return None
+    if text == "published":
+        found = {
+            env: PUBLISHED_SAC[env.split("-v")[0]]
+            for env in envs
+            if env.split("-v")[0] in PUBLISHED_SAC
+        }
+        return found or None
+    values = {}
+    for pair in (part.strip() for part in text.split(",") if part.strip()):
+        env, _, value = pair.partition("=")
+        try:
+            values[env.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--sac-asymptote {pair!r}: expected ENV=RETURN") from None
+    return values
