@@ -1,3 +1,2 @@
-"""Baseline agents. Importing this package registers them with `usbpo_cli.registry`."""
-
-from baselines import alm, cmlo, mbpo, pdml, ppo, sac, td3  # noqa: F401
+"""Baseline algorithms. Each module publishes an `Algorithm` value that pyproject.toml lists as
+an entry point of the group `usbpo.algorithms`; importing a module registers nothing."""

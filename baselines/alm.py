@@ -69,19 +69,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.pdml import gaussian_kl
-from usbpo_cli.buffers import Batch, ReplayBuffer
-from usbpo_cli.config import ALMConfig
-from usbpo_cli.loop import OffPolicyAgent
-from usbpo_cli.nets import BatchedLinear, mlp
-from usbpo_cli.optim import make_adam
-from usbpo_cli.registry import register
+from usbpo_cli.agents.buffers import Batch, ReplayBuffer
+from usbpo_cli.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
+from usbpo_cli.agents.registry import Algorithm
+from usbpo_cli.errors import UsageError
+from usbpo_cli.models.distributions import gaussian_kl, normal_like
+from usbpo_cli.models.nets import BatchedLinear, linear, mlp
+from usbpo_cli.models.optim import make_adam
+from usbpo_cli.util import torch_private
+from usbpo_cli.util.settings import param
 
 MEAN_BOUND = 30.0  # latent means are soft-bounded to +-30
 STD_MIN, STD_MAX = 0.1, 10.0  # latent standard deviations are soft-bounded to [0.1, 10]
@@ -91,25 +94,76 @@ STD_MIN, STD_MAX = 0.1, 10.0  # latent standard deviations are soft-bounded to [
 # networks
 
 
-def orthogonal_init(module: nn.Module) -> None:
+def orthogonal_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
     """Orthogonal weights and zero biases for every linear layer (batched ones per member)."""
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
-            nn.init.orthogonal_(layer.weight)
+            nn.init.orthogonal_(layer.weight, generator=generator)
             nn.init.zeros_(layer.bias)
         elif isinstance(layer, BatchedLinear):
             for member_weight in layer.weight.data:
-                nn.init.orthogonal_(member_weight)
+                nn.init.orthogonal_(member_weight, generator=generator)
             nn.init.zeros_(layer.bias)
+
+
+@dataclass
+class ALMConfig(OffPolicyConfig):
+    """ALM (Ghugare et al. 2022): encoder, latent model, critic and policy under one lower bound.
+    Values from the paper and the authors' code (RajGhugare19/alm, cfgs/agent/alm.yaml)."""
+
+    refused_keys: ClassVar[dict[str, str]] = {
+        "policy": "algo alm trains its own actor-critic: policy must be alm, not {value!r}"
+    }
+
+    updates_per_step: int = param(1, "ALM updates (all networks) per real env step")
+    hidden_size: int = param(512, "width of the hidden layers of encoder, actor, critic, reward")
+    policy_lr: float = param(1e-4, "Adam learning rate of every ALM network")
+    batch_size: int = param(512, "sequences (and transitions) per ALM update")
+    replay_size: int = param(100_000, "capacity of the real-transition replay buffer")
+    alm_latent_dim: int = param(50, "size of the latent state z")
+    alm_model_hidden_size: int = param(1024, "width of the latent model's two hidden layers")
+    alm_seq_len: int = param(3, "K: real sequence length of the model loss, imagined steps")
+    alm_classifier_weight: float = param(0.1, "weight of the classifier reward log C/(1-C)")
+    alm_lambda: float = param(0.95, "lambda of the policy's lambda-returns (1: K rewards + Q)")
+    alm_expl_start: float = param(1.0, "exploration noise std when learning starts")
+    alm_expl_end: float = param(0.1, "exploration noise std after alm_expl_steps")
+    alm_expl_steps: int = param(100_000, "env steps over which the std decays linearly")
+    alm_noise_clip: float = param(0.3, "clip of the action noise inside updates (not acting)")
+    alm_max_grad_norm: float = param(100.0, "gradient-norm clip of each optimiser's step")
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive(
+            "alm_latent_dim",
+            "alm_model_hidden_size",
+            "alm_seq_len",
+            "alm_expl_steps",
+            "alm_max_grad_norm",
+        )
+        if self.batch_size < 2:
+            raise UsageError(
+                "alm needs batch_size >= 2 (half real, half imagined for the classifier)"
+            )
+        if not 0.0 <= self.alm_lambda <= 1.0:
+            raise UsageError(f"alm_lambda must lie in [0, 1], got {self.alm_lambda}")
+        self.require_non_negative(
+            "alm_classifier_weight", "alm_expl_start", "alm_expl_end", "alm_noise_clip"
+        )
 
 
 class GaussianMLP(nn.Module):
     """x -> a diagonal Gaussian (mean, std): the encoder e(z|s) and the latent model m(z'|z,a)."""
 
-    def __init__(self, in_dim: int, hidden_size: int, latent_dim: int) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_size: int,
+        latent_dim: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
-        self.net = mlp(in_dim, hidden_size, 2 * latent_dim, nn.ELU)
-        orthogonal_init(self)
+        self.net = mlp(in_dim, hidden_size, 2 * latent_dim, nn.ELU, generator)
+        orthogonal_init(self, generator)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raw_mean, raw_std = self.net(torch.cat(inputs, dim=-1)).chunk(2, dim=-1)
@@ -119,26 +173,30 @@ class GaussianMLP(nn.Module):
         return mean, std
 
 
-def sample(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def sample(
+    mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A reparameterised draw: gradients flow into mean and std."""
-    return mean + std * torch.randn_like(mean)
+    return mean + std * normal_like(mean, generator)
 
 
 class LayerNormMLP(nn.Module):
     """Linear-LayerNorm-Tanh-Linear-ELU-Linear on the concatenated inputs: reward model and
     classifier (one output each)."""
 
-    def __init__(self, in_dim: int, hidden_size: int) -> None:
+    def __init__(
+        self, in_dim: int, hidden_size: int, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_size),
+            linear(in_dim, hidden_size, generator),
             nn.LayerNorm(hidden_size),
             nn.Tanh(),
-            nn.Linear(hidden_size, hidden_size),
+            linear(hidden_size, hidden_size, generator),
             nn.ELU(),
-            nn.Linear(hidden_size, 1),
+            linear(hidden_size, 1, generator),
         )
-        orthogonal_init(self)
+        orthogonal_init(self, generator)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat(inputs, dim=-1)).squeeze(-1)
@@ -147,15 +205,21 @@ class LayerNormMLP(nn.Module):
 class TwinCritic(nn.Module):
     """Two Q(z, a) networks as one, with a member axis: the LayerNorm MLP above, batched."""
 
-    def __init__(self, in_dim: int, hidden_size: int, members: int = 2) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_size: int,
+        members: int = 2,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.members, self.hidden_size = members, hidden_size
-        self.first = BatchedLinear(members, in_dim, hidden_size)
+        self.first = BatchedLinear(members, in_dim, hidden_size, generator=generator)
         self.norm_weight = nn.Parameter(torch.ones(members, 1, hidden_size))
         self.norm_bias = nn.Parameter(torch.zeros(members, 1, hidden_size))
-        self.second = BatchedLinear(members, hidden_size, hidden_size)
-        self.out = BatchedLinear(members, hidden_size, 1)
-        orthogonal_init(self)
+        self.second = BatchedLinear(members, hidden_size, hidden_size, generator=generator)
+        self.out = BatchedLinear(members, hidden_size, 1, generator=generator)
+        orthogonal_init(self, generator)
 
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """z [..., latent], action [..., act] -> Q [members, ...]."""
@@ -170,10 +234,16 @@ class TwinCritic(nn.Module):
 class LatentActor(nn.Module):
     """Deterministic policy mu(z) in [-1, 1]^act_dim."""
 
-    def __init__(self, latent_dim: int, hidden_size: int, act_dim: int) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden_size: int,
+        act_dim: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
-        self.net = mlp(latent_dim, hidden_size, act_dim, nn.ELU)
-        orthogonal_init(self)
+        self.net = mlp(latent_dim, hidden_size, act_dim, nn.ELU, generator)
+        orthogonal_init(self, generator)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(z))
@@ -202,21 +272,16 @@ def exploration_std(progress: int, start: float, end: float, duration: int) -> f
     return start + fraction * (end - start)
 
 
-def noisy_action(mean: torch.Tensor, std: float, clip: float | None) -> torch.Tensor:
+def noisy_action(
+    mean: torch.Tensor, std: float, clip: float | None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """mean + N(0, std^2) noise (clipped to +-clip when given), then clipped to [-1, 1] with a
     straight-through gradient, so the actor still gets a gradient at the bounds."""
-    noise = torch.randn_like(mean) * std
+    noise = normal_like(mean, generator) * std
     if clip is not None:
         noise = noise.clamp(-clip, clip)
     action = mean + noise
     return action + (action.clamp(-1.0, 1.0) - action).detach()
-
-
-def latent_kl(
-    mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor
-) -> torch.Tensor:
-    """KL(p || q) of diagonal Gaussians given by standard deviations, summed over the last axis."""
-    return gaussian_kl(mean_p, std_p.log(), mean_q, std_q.log())
 
 
 def classifier_loss(real_logits: torch.Tensor, imagined_logits: torch.Tensor) -> torch.Tensor:
@@ -225,11 +290,6 @@ def classifier_loss(real_logits: torch.Tensor, imagined_logits: torch.Tensor) ->
     logits = torch.cat([real_logits, imagined_logits])
     labels = torch.cat([torch.ones_like(real_logits), torch.zeros_like(imagined_logits)])
     return F.binary_cross_entropy_with_logits(logits, labels)
-
-
-def classifier_reward(logits: torch.Tensor) -> torch.Tensor:
-    """log C / (1 - C) with C = sigmoid(logit): exactly the logit."""
-    return logits
 
 
 def lambda_returns(
@@ -290,7 +350,10 @@ def sample_sequence_starts(
     valid = valid_sequence_starts(buffer, length)
     if valid.numel() == 0:
         raise RuntimeError(f"the replay buffer holds no {length}-step sequence within an episode")
-    extra = valid[torch.randint(valid.numel(), (n - picked.numel(),), device=buffer.device)]
+    more = torch.randint(
+        valid.numel(), (n - picked.numel(),), device=buffer.device, generator=buffer.generator
+    )
+    extra = valid[more]
     return torch.cat([picked, extra])
 
 
@@ -321,25 +384,29 @@ class ALM:
         act_high: torch.Tensor,
         config: ALMConfig,
         device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        init_generator: torch.Generator | None = None,
     ) -> None:
         self.config, self.device = config, torch.device(device)
+        self.generator = generator  # every sample and action noise of acting and updates
+        g = init_generator
         self.gamma, self.horizon = config.gamma, config.alm_seq_len
         latent, hidden = config.alm_latent_dim, config.hidden_size
         self.act_scale = ((act_high - act_low) / 2.0).to(self.device)
         self.act_bias = ((act_high + act_low) / 2.0).to(self.device)
-        self.encoder = GaussianMLP(obs_dim, hidden, latent).to(self.device)
-        self.encoder_target = GaussianMLP(obs_dim, hidden, latent).to(self.device)
+        self.encoder = GaussianMLP(obs_dim, hidden, latent, g).to(self.device)
+        self.encoder_target = GaussianMLP(obs_dim, hidden, latent, g).to(self.device)
         self.encoder_target.load_state_dict(self.encoder.state_dict())
         self.encoder_target.requires_grad_(False)
-        self.model = GaussianMLP(latent + act_dim, config.alm_model_hidden_size, latent)
+        self.model = GaussianMLP(latent + act_dim, config.alm_model_hidden_size, latent, g)
         self.model.to(self.device)
-        self.reward = LayerNormMLP(latent + act_dim, hidden).to(self.device)
-        self.classifier = LayerNormMLP(2 * latent + act_dim, hidden).to(self.device)
-        self.critic = TwinCritic(latent + act_dim, hidden).to(self.device)
-        self.critic_target = TwinCritic(latent + act_dim, hidden).to(self.device)
+        self.reward = LayerNormMLP(latent + act_dim, hidden, g).to(self.device)
+        self.classifier = LayerNormMLP(2 * latent + act_dim, hidden, g).to(self.device)
+        self.critic = TwinCritic(latent + act_dim, hidden, generator=g).to(self.device)
+        self.critic_target = TwinCritic(latent + act_dim, hidden, generator=g).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
-        self.actor = LatentActor(latent, hidden, act_dim).to(self.device)
+        self.actor = LatentActor(latent, hidden, act_dim, g).to(self.device)
 
         self.world_params = [*self.encoder.parameters(), *self.model.parameters()]
         self.reward_params = [*self.reward.parameters(), *self.classifier.parameters()]
@@ -362,7 +429,12 @@ class ALM:
         if deterministic:
             action = self.actor(mean)
         else:
-            action = noisy_action(self.actor(sample(mean, std)), self.exploration_std(), None)
+            action = noisy_action(
+                self.actor(sample(mean, std, generator=self.generator)),
+                self.exploration_std(),
+                None,
+                self.generator,
+            )
         return action * self.act_scale + self.act_bias
 
     def _step(self, optimiser: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> None:
@@ -378,12 +450,14 @@ class ALM:
         obs, act, rew, next_obs, done = batch.transitions
         act = (act - self.act_bias) / self.act_scale
         with torch.no_grad():
-            z, z_next = sample(*self.encoder_target(torch.stack([obs, next_obs]))).unbind(0)
+            z, z_next = sample(
+                *self.encoder_target(torch.stack([obs, next_obs])), generator=self.generator
+            ).unbind(0)
         self.update_reward_and_classifier(z, act, rew, z_next)
         critic_loss = self.update_critic(z, act, rew, z_next, done, std)
         actor_loss = self.update_actor(z, std)
         with torch.no_grad():
-            torch._foreach_lerp_(self._targets, self._online, self.config.tau)
+            torch_private.lerp_(self._targets, self._online, self.config.tau)
         return {
             "model_loss_train": model_loss,
             "critic_loss": critic_loss,
@@ -395,16 +469,20 @@ class ALM:
         act = (sequences.act - self.act_bias) / self.act_scale
         with torch.no_grad():
             posterior_mean, posterior_std = self.encoder_target(sequences.obs[1:])
-        z = sample(*self.encoder(sequences.obs[0]))
+        z = sample(*self.encoder(sequences.obs[0]), generator=self.generator)
         bound = torch.zeros_like(sequences.done)
         with frozen(self.reward, self.critic):
             for t in range(self.horizon):
                 prior_mean, prior_std = self.model(z, act[t])
-                kl = latent_kl(prior_mean, prior_std, posterior_mean[t], posterior_std[t])
+                kl = gaussian_kl(
+                    prior_mean, prior_std.log(), posterior_mean[t], posterior_std[t].log()
+                )
                 bound = bound + self.gamma**t * (self.reward(z, act[t]) - kl)
-                z = sample(prior_mean, prior_std)
+                z = sample(prior_mean, prior_std, generator=self.generator)
             with torch.no_grad():
-                final_action = noisy_action(self.actor(z), std, self.config.alm_noise_clip)
+                final_action = noisy_action(
+                    self.actor(z), std, self.config.alm_noise_clip, self.generator
+                )
             final_q = self.critic(z, final_action).min(0).values
             bound = bound + self.gamma**self.horizon * (1.0 - sequences.done) * final_q
         loss = -bound.mean()
@@ -417,7 +495,7 @@ class ALM:
         """Step 2: reward regression and real-versus-imagined classification."""
         half = z.shape[0] // 2
         with torch.no_grad():
-            z_imagined = sample(*self.model(z[half:], act[half:]))
+            z_imagined = sample(*self.model(z[half:], act[half:]), generator=self.generator)
         reward_loss = F.mse_loss(self.reward(z, act), rew)
         real_logits = self.classifier(z[:half], act[:half], z_next[:half])
         imagined_logits = self.classifier(z[half:], act[half:], z_imagined)
@@ -436,7 +514,9 @@ class ALM:
     ) -> torch.Tensor:
         """Step 3: TD learning on real latents, clipped double-Q target."""
         with torch.no_grad():
-            next_action = noisy_action(self.actor(z_next), std, self.config.alm_noise_clip)
+            next_action = noisy_action(
+                self.actor(z_next), std, self.config.alm_noise_clip, self.generator
+            )
             next_q = self.critic_target(z_next, next_action).min(0).values
             target = rew + self.gamma * (1.0 - done) * next_q
         loss = ((self.critic(z, act) - target) ** 2).mean()  # mean over both members
@@ -449,13 +529,20 @@ class ALM:
         latents, actions = [z], []
         with frozen(self.model, self.reward, self.classifier, self.critic):
             for _ in range(self.horizon):
-                actions.append(noisy_action(self.actor(latents[-1].detach()), std, clip))
-                latents.append(sample(*self.model(latents[-1], actions[-1])))
-            actions.append(noisy_action(self.actor(latents[-1].detach()), std, clip))
+                actions.append(
+                    noisy_action(self.actor(latents[-1].detach()), std, clip, self.generator)
+                )
+                latents.append(
+                    sample(*self.model(latents[-1], actions[-1]), generator=self.generator)
+                )
+            actions.append(
+                noisy_action(self.actor(latents[-1].detach()), std, clip, self.generator)
+            )
             zs, acts = torch.stack(latents), torch.stack(actions)  # [K+1, B, ...]
             rewards = self.reward(zs[:-1], acts[:-1])
             logits = self.classifier(zs[:-1], acts[:-1], zs[1:].detach())
-            rewards = rewards + self.config.alm_classifier_weight * classifier_reward(logits)
+            # the classifier reward log C/(1-C), C = sigmoid(logit), is the logit itself
+            rewards = rewards + self.config.alm_classifier_weight * logits
             next_q = self.critic(zs[1:], acts[1:]).min(0).values
         returns = lambda_returns(rewards, next_q, self.gamma, self.config.alm_lambda)
         discounts = self.gamma ** torch.arange(self.horizon, device=z.device, dtype=z.dtype)
@@ -501,7 +588,14 @@ class ALMAgent(OffPolicyAgent):
 
     def make_policy(self) -> ALM:
         return ALM(
-            self.obs_dim, self.act_dim, self.act_low, self.act_high, self.config, self.device
+            self.obs_dim,
+            self.act_dim,
+            self.act_low,
+            self.act_high,
+            self.config,
+            self.device,
+            self.generator,
+            self.init_generator,
         )
 
     def policy_batch(self) -> ALMBatch:
@@ -521,10 +615,6 @@ class ALMAgent(OffPolicyAgent):
         self.update_policy(self.config.updates_per_step)
 
 
-register(
-    "alm",
-    ALMAgent,
-    ALMConfig,
-    "ALM: encoder, latent model and policy trained on one lower bound",
-    model_based=True,
+ALGORITHM = Algorithm(
+    "alm", ALMAgent, ALMConfig, "ALM: encoder, latent model and policy trained on one lower bound"
 )

@@ -40,9 +40,10 @@ import numpy as np
 import torch
 from scipy.spatial import ConvexHull, QhullError
 
-from usbpo_cli.config import CMLOConfig
-from usbpo_cli.dyna import DynaAgent
-from usbpo_cli.registry import register
+from usbpo_cli.agents.dyna import DynaAgent, DynaConfig
+from usbpo_cli.agents.registry import Algorithm
+from usbpo_cli.errors import UsageError
+from usbpo_cli.util.settings import param
 
 PCA_DIMS = 3
 
@@ -72,6 +73,45 @@ def hull_volume(points: np.ndarray) -> float:
 def coverage_volume(states: np.ndarray) -> float:
     """CMLO's coverage of a set of real states: hull volume in their own 3-D PCA projection."""
     return hull_volume(pca_project(np.asarray(states, dtype=np.float64)))
+
+
+@dataclass
+class CMLOConfig(DynaConfig):
+    """CMLO: the Dyna loop, but the model retrains only when its event trigger fires."""
+
+    cmlo_alpha: float = param(
+        2.0, "event threshold: Hopper 1.2, Walker2d 3, HalfCheetah/Ant 2, Humanoid 2.5, others 2"
+    )
+    cmlo_compute_interval: int = param(
+        50, "env steps between additions to the event sum: Hopper/Walker2d 20, others 50"
+    )
+    cmlo_min_interval: int = param(150, "env steps at least between two model updates")
+    cmlo_max_interval: int = param(500, "env steps after which the model retrains regardless")
+    cmlo_hull_states: int = param(
+        1000, "most recent real states whose 3-D PCA convex hull gives the coverage"
+    )
+    cmlo_rollout_every_step: bool = param(
+        True,
+        "roll out cmlo_rollout_batch_size states every env step (authors' code); "
+        "false: MBPO's rollout_batch_size every model_train_freq steps",
+    )
+    cmlo_rollout_batch_size: int = param(
+        400, "start states of the rollout taken every env step once a model exists"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive(
+            "cmlo_compute_interval", "cmlo_max_interval", "cmlo_rollout_batch_size"
+        )
+        if self.cmlo_alpha < 0:
+            raise UsageError(f"cmlo_alpha must be >= 0, got {self.cmlo_alpha}")
+        if not 0 <= self.cmlo_min_interval <= self.cmlo_max_interval:
+            raise UsageError("need 0 <= cmlo_min_interval <= cmlo_max_interval")
+        if self.cmlo_hull_states < 4:
+            raise UsageError(
+                f"cmlo_hull_states must be >= 4 (a 3-D hull), got {self.cmlo_hull_states}"
+            )
 
 
 @dataclass
@@ -195,10 +235,9 @@ class CMLOAgent(DynaAgent):
         self.trigger = EventTrigger(**state["trigger"])
 
 
-register(
+ALGORITHM = Algorithm(
     "cmlo",
     CMLOAgent,
     CMLOConfig,
     "CMLO: MBPO whose model retrains only when an event trigger fires",
-    model_based=True,
 )

@@ -39,17 +39,44 @@ variances (theirs passes standard deviations as the covariance).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from usbpo_cli.config import PDMLConfig
-from usbpo_cli.dyna import DynaAgent
-from usbpo_cli.registry import register
-from usbpo_cli.sac import LOG_STD_MAX, LOG_STD_MIN
-from usbpo_cli.td3 import DeterministicActor
+from usbpo_cli.agents.dyna import DynaAgent, DynaConfig
+from usbpo_cli.agents.registry import Algorithm
+from usbpo_cli.agents.sac import LOG_STD_MAX, LOG_STD_MIN
+from usbpo_cli.agents.td3 import DeterministicActor
+from usbpo_cli.errors import UsageError
+from usbpo_cli.models.distributions import gaussian_kl
+from usbpo_cli.util.settings import param
 
 MIN_TV = 1e-6  # a segment whose policy equals the current one gets a large, finite weight
+
+
+@dataclass
+class PDMLConfig(DynaConfig):
+    """PDML: the Dyna loop with real data weighted by closeness to the current policy."""
+
+    pdml_max_rate: float = param(0.02, "floor on the newest data segment's share of the weight")
+    pdml_warmup_factor: float = param(
+        0.05, "weight of a warm-up transition relative to one of the oldest policy segment"
+    )
+    pdml_tv_states: int = param(250, "states per segment on which the TV bound is averaged")
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive("pdml_tv_states")
+        if not 0.0 <= self.pdml_max_rate < 1.0:
+            raise UsageError(f"pdml_max_rate must lie in [0, 1), got {self.pdml_max_rate}")
+        if self.pdml_warmup_factor < 0:
+            raise UsageError(f"pdml_warmup_factor must be >= 0, got {self.pdml_warmup_factor}")
+        if self.policy == "td3" and self.td3_exploration_noise <= 0:
+            raise UsageError(
+                "pdml with policy td3 needs td3_exploration_noise > 0 (its policy distance "
+                "compares the exploration Gaussians)"
+            )
 
 
 def actor_gaussian(actor: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,15 +89,6 @@ def actor_gaussian(actor: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, t
         return mean, actor.exploration_std.log().expand_as(mean)
     mean, log_std = actor.body(obs).chunk(2, dim=-1)
     return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-
-def gaussian_kl(
-    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
-) -> torch.Tensor:
-    """KL(p || q) of diagonal Gaussians, summed over the last axis."""
-    var_p, var_q = (2 * log_std_p).exp(), (2 * log_std_q).exp()
-    terms = log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5
-    return terms.sum(-1)
 
 
 def tv_upper_bound(
@@ -127,16 +145,16 @@ class PDMLAgent(DynaAgent):
         self.weights: torch.Tensor | None = None  # per stored transition, oldest first
 
     # --- what PDML changes -----------------------------------------------------------------
-    def train_model(self, step: int) -> None:
+    def train_model_and_roll_out(self, step: int) -> None:
         self.take_snapshot()
         self.weights = self.data_weights()
-        super().train_model(step)
+        super().train_model_and_roll_out(step)
 
     def model_sample_weights(self) -> torch.Tensor | None:
         return self.weights
 
     def rollout_start_states(self, n: int) -> torch.Tensor:
-        rows = torch.multinomial(self.weights, n, replacement=True)
+        rows = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
         return self.real_buffer.obs[self._positions(rows)]
 
     # --- segments and weights ------------------------------------------------------------------
@@ -218,10 +236,9 @@ class PDMLAgent(DynaAgent):
         self.weights = None if saved["weights"] is None else saved["weights"].to(self.device)
 
 
-register(
+ALGORITHM = Algorithm(
     "pdml",
     PDMLAgent,
     PDMLConfig,
     "PDML: MBPO with real data weighted by closeness to the current policy",
-    model_based=True,
 )

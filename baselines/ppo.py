@@ -42,7 +42,6 @@ Choices where the paper and DESIGN.md are silent (also in the README):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -54,25 +53,78 @@ import numpy as np
 import torch
 from torch import nn
 
-from usbpo_cli.checkpoint import capture_env, capture_rng, restore_env, restore_rng
-from usbpo_cli.config import PPOConfig
-from usbpo_cli.envs import make_env
-from usbpo_cli.loop import (
+from usbpo_cli.agents.base import (
+    AgentConfig,
+    BaseAgent,
     LoopState,
     Reporter,
+    RowWriter,
     RunSummary,
-    _no_report,
-    commit_row,
-    evaluate_episodes,
-    evaluation_row,
-    reseed_after_rollback,
-    run_summary,
+    no_report,
 )
-from usbpo_cli.registry import register
-from usbpo_cli.runlog import CsvLogger, PhaseTimer
+from usbpo_cli.agents.registry import Algorithm
+from usbpo_cli.envs.state import capture_env, restore_env
+from usbpo_cli.envs.tasks import make_env
+from usbpo_cli.errors import UsageError
+from usbpo_cli.models.distributions import gaussian_entropy, gaussian_log_prob, normal_like
+from usbpo_cli.models.nets import linear
+from usbpo_cli.util.settings import param
 
-LOG_2PI = math.log(2.0 * math.pi)
 NORMALISER_EPS = 1e-8  # added to the variance before dividing, as gymnasium's wrappers do
+
+
+@dataclass
+class PPOConfig(AgentConfig):
+    """On-policy PPO, a family of its own: none of the off-policy settings (replay, updates per
+    step, initial random steps) apply; the evaluation settings are every agent's, so presets
+    and the per-task epoch_length reach it."""
+
+    epoch_length: int = param(
+        1000, "env steps between evaluations; a row is logged at the first rollout end after each"
+    )
+    hidden_size: int = param(64, "width of the two tanh hidden layers of actor and critic")
+    gamma: float = param(0.99, "discount factor")
+    ppo_num_envs: int = param(1, "envs stepped together (SyncVectorEnv) to collect each rollout")
+    ppo_num_steps: int = param(2048, "env steps per env in each rollout")
+    ppo_gae_lambda: float = param(0.95, "GAE lambda")
+    ppo_epochs: int = param(10, "passes over each rollout per policy update")
+    ppo_num_minibatches: int = param(32, "minibatches per pass")
+    ppo_clip: float = param(0.2, "clip range of the probability ratio (and of the value change)")
+    ppo_clip_value_loss: bool = param(True, "clip the value change to +-ppo_clip (as ppo2)")
+    ppo_value_coef: float = param(0.5, "weight of the value loss in the joint loss")
+    ppo_entropy_coef: float = param(0.0, "weight of the entropy bonus in the joint loss")
+    ppo_lr: float = param(3e-4, "Adam learning rate (Adam eps 1e-5)")
+    ppo_anneal_lr: bool = param(True, "anneal the learning rate linearly to 0 over the run")
+    ppo_max_grad_norm: float = param(0.5, "clip of the global gradient norm of each step")
+    ppo_obs_clip: float = param(10.0, "normalised observations are clipped to +-this")
+    ppo_reward_clip: float = param(10.0, "normalised rewards are clipped to +-this")
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive(
+            "hidden_size",
+            "ppo_num_envs",
+            "ppo_num_steps",
+            "ppo_epochs",
+            "ppo_num_minibatches",
+            "ppo_clip",
+            "ppo_lr",
+            "ppo_max_grad_norm",
+            "ppo_obs_clip",
+            "ppo_reward_clip",
+        )
+        self.require_non_negative("ppo_value_coef", "ppo_entropy_coef")
+        if not 0.0 < self.gamma <= 1.0:
+            raise UsageError(f"gamma must lie in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.ppo_gae_lambda <= 1.0:
+            raise UsageError(f"ppo_gae_lambda must lie in [0, 1], got {self.ppo_gae_lambda}")
+        rollout = self.ppo_num_envs * self.ppo_num_steps
+        if self.ppo_num_minibatches > rollout:
+            raise UsageError(
+                f"ppo_num_minibatches ({self.ppo_num_minibatches}) cannot exceed the rollout "
+                f"size ppo_num_envs * ppo_num_steps ({rollout})"
+            )
+
 
 # ---------------------------------------------------------------------------------------------
 # normalisation (env side, numpy float64 like gymnasium's wrappers)
@@ -143,22 +195,30 @@ class RewardScaler:
 # networks
 
 
-def orthogonal_linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+def orthogonal_linear(
+    in_dim: int, out_dim: int, gain: float, generator: torch.Generator | None = None
+) -> nn.Linear:
     """A linear layer with orthogonal weights of the given gain and zero bias."""
-    layer = nn.Linear(in_dim, out_dim)
-    nn.init.orthogonal_(layer.weight, gain)
+    layer = linear(in_dim, out_dim, generator)
+    nn.init.orthogonal_(layer.weight, gain, generator=generator)
     nn.init.zeros_(layer.bias)
     return layer
 
 
-def tanh_mlp(in_dim: int, hidden_size: int, out_dim: int, out_gain: float) -> nn.Sequential:
+def tanh_mlp(
+    in_dim: int,
+    hidden_size: int,
+    out_dim: int,
+    out_gain: float,
+    generator: torch.Generator | None = None,
+) -> nn.Sequential:
     """Two tanh hidden layers (gain sqrt 2) and a linear head of gain `out_gain`."""
     return nn.Sequential(
-        orthogonal_linear(in_dim, hidden_size, math.sqrt(2.0)),
+        orthogonal_linear(in_dim, hidden_size, math.sqrt(2.0), generator),
         nn.Tanh(),
-        orthogonal_linear(hidden_size, hidden_size, math.sqrt(2.0)),
+        orthogonal_linear(hidden_size, hidden_size, math.sqrt(2.0), generator),
         nn.Tanh(),
-        orthogonal_linear(hidden_size, out_dim, out_gain),
+        orthogonal_linear(hidden_size, out_dim, out_gain, generator),
     )
 
 
@@ -166,26 +226,16 @@ class ActorCritic(nn.Module):
     """Separate actor and critic networks. The small policy head (gain 0.01) makes the initial
     policy mean nearly zero everywhere, so early actions are the log-std's noise."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_size: int, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
-        self.actor_mean = tanh_mlp(obs_dim, hidden_size, act_dim, out_gain=0.01)
+        self.actor_mean = tanh_mlp(obs_dim, hidden_size, act_dim, 0.01, generator)
         self.actor_log_std = nn.Parameter(torch.zeros(act_dim))
-        self.critic = tanh_mlp(obs_dim, hidden_size, 1, out_gain=1.0)
+        self.critic = tanh_mlp(obs_dim, hidden_size, 1, 1.0, generator)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
-
-
-def gaussian_log_prob(
-    actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
-) -> torch.Tensor:
-    """log N(actions; mean, exp(log_std)^2 I), summed over action dimensions."""
-    z = (actions - mean) / log_std.exp()
-    return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
-
-
-def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
-    return (0.5 + 0.5 * LOG_2PI + log_std).sum(-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,24 +329,16 @@ class Rollout:
         return cls(zeros(obs_dim), zeros(act_dim), *(zeros() for _ in range(6)))
 
 
-class PPOAgent:
-    """Owns the vector of training envs, the eval env, actor-critic, optimiser, normalisers and
-    the rollout; offers the runner the same interface as the off-policy agents."""
+class PPOAgent(BaseAgent):
+    """Owns the vector of training envs, actor-critic, optimiser, normalisers and the rollout;
+    the evaluation env, rows and checkpoint plumbing are the base agent's."""
 
-    def __init__(
-        self,
-        env_id: str,
-        config: PPOConfig,
-        *,
-        seed: int,
-        total_steps: int,
-        device: torch.device | str = "cpu",
-        truncate_obs: bool = False,
-    ) -> None:
-        self.config, self.seed, self.total_steps = config, seed, total_steps
-        self.device = torch.device(device)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
+    config: PPOConfig
+
+    def __init__(self, env_id: str, config: PPOConfig, **kwargs: Any) -> None:
+        """`kwargs`: BaseAgent's seed, total_steps, device and truncate_obs."""
+        super().__init__(env_id, config, **kwargs)
+        seed, truncate_obs = self.seed, self.truncate_obs
         num_envs = config.ppo_num_envs
 
         def env_maker(index: int) -> Callable[[], gym.Env]:
@@ -306,23 +348,19 @@ class PPOAgent:
             [env_maker(i) for i in range(num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
-        self.eval_env = make_env(env_id, seed=seed + 10_000, truncate_obs=truncate_obs)
         obs_dim = int(np.prod(self.envs.single_observation_space.shape))
         act_dim = int(np.prod(self.envs.single_action_space.shape))
         self.act_low = torch.as_tensor(self.envs.single_action_space.low, device=self.device)
         self.act_high = torch.as_tensor(self.envs.single_action_space.high, device=self.device)
-        self.model = ActorCritic(obs_dim, act_dim, config.hidden_size).to(self.device)
+        self.model = ActorCritic(obs_dim, act_dim, config.hidden_size, self.init_generator).to(
+            self.device
+        )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.ppo_lr, eps=1e-5)
         self.obs_stats = RunningMeanStd((obs_dim,))
         self.reward_scaler = RewardScaler(num_envs, config.gamma, config.ppo_reward_clip)
         self.rollout = Rollout.empty(config.ppo_num_steps, num_envs, obs_dim, act_dim, self.device)
         self.episode_returns = np.zeros(num_envs)
-        self.timers = PhaseTimer(self.device)
-        self.loop: LoopState | None = None
         self.obs: torch.Tensor | None = None  # normalised observations the policy acts on next
-        self._step = 0
-        self._loss_sums: dict[str, torch.Tensor] = {}
-        self._loss_count = 0
 
     # --- acting ----------------------------------------------------------------------------
     def observe(self, raw_obs: np.ndarray) -> torch.Tensor:
@@ -334,16 +372,12 @@ class PPOAgent:
     def env_action(self, action: torch.Tensor) -> np.ndarray:
         return torch.max(torch.min(action, self.act_high), self.act_low).cpu().numpy()
 
-    def evaluate(self) -> list[float]:
+    def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
         """The deterministic policy (the Gaussian's mean) with the normaliser frozen."""
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            normalised = self.obs_stats.normalise(obs[None], self.config.ppo_obs_clip)
-            with torch.no_grad():
-                mean = self.model.actor_mean(torch.as_tensor(normalised, device=self.device))
-            return self.env_action(mean[0])
-
-        return evaluate_episodes(self.eval_env, act, self.config.eval_episodes)
+        normalised = self.obs_stats.normalise(obs[None], self.config.ppo_obs_clip)
+        with torch.no_grad():
+            mean = self.model.actor_mean(torch.as_tensor(normalised, device=self.device))
+        return self.env_action(mean[0])
 
     def collect(self, steps: int, train_returns: list[float]) -> torch.Tensor:
         """Step all envs `steps` times with the sampled policy into `self.rollout`; returns the
@@ -354,7 +388,7 @@ class PPOAgent:
             with torch.no_grad():
                 mean = model.actor_mean(obs)
                 log_std = model.actor_log_std.expand_as(mean)
-                action = mean + log_std.exp() * torch.randn_like(mean)
+                action = mean + log_std.exp() * normal_like(mean, self.generator)
                 rollout.log_probs[t] = gaussian_log_prob(action, mean, log_std)
                 rollout.values[t] = model.value(obs)
             rollout.obs[t], rollout.actions[t] = obs, action
@@ -407,7 +441,7 @@ class PPOAgent:
         size = obs.shape[0]
         value_clip = config.ppo_clip if config.ppo_clip_value_loss else None
         for _ in range(config.ppo_epochs):
-            order = torch.randperm(size, device=self.device)
+            order = torch.randperm(size, device=self.device, generator=self.generator)
             for index in order.tensor_split(min(config.ppo_num_minibatches, size)):
                 mean = model.actor_mean(obs[index])
                 log_std = model.actor_log_std.expand_as(mean)
@@ -430,20 +464,9 @@ class PPOAgent:
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), config.ppo_max_grad_norm)
                 self.optimizer.step()
-                for key, value in (("actor_loss", policy_loss), ("critic_loss", critic_loss)):
-                    self._loss_sums[key] = self._loss_sums.get(key, 0.0) + value.detach()
-                self._loss_count += 1
-
-    def _row(self, step: int, train_returns: list[float], wall: float) -> dict[str, float | None]:
-        with self.timers("eval"):
-            returns = self.evaluate()
-        row = evaluation_row(step, self.config.epoch_length, returns, train_returns, wall)
-        for key, total in self._loss_sums.items():
-            row[key] = float(total) / self._loss_count
-        for phase, seconds in self.timers.pop().items():
-            row[f"t_{phase}"] = seconds
-        self._loss_sums, self._loss_count = {}, 0
-        return row
+                self.add_losses(
+                    {"actor_loss": policy_loss.detach(), "critic_loss": critic_loss.detach()}
+                )
 
     # --- the loop --------------------------------------------------------------------------
     def begin(self) -> None:
@@ -455,8 +478,8 @@ class PPOAgent:
 
     def train(
         self,
-        logger: CsvLogger,
-        report: Reporter = _no_report,
+        logger: RowWriter,
+        report: Reporter = no_report,
         checkpoint: Callable[[dict, int], None] | None = None,
     ) -> RunSummary:
         """Rollout, update, and at the first rollout end past each multiple of `epoch_length`
@@ -484,27 +507,23 @@ class PPOAgent:
                 report(step, None, None)
                 continue
             row = self._row(step, loop.train_returns, time.perf_counter() - start_time)
-            obs = self.obs.cpu().numpy()
-            commit_row(loop, row, obs, self.state_dict, logger, report, checkpoint)
-        return run_summary(loop, step, start_time)
+            self.commit_row(row, self.obs.cpu().numpy(), logger, report, checkpoint)
+        return self.summary(step, start_time)
 
     # --- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-exactly from the last row (a rollout end)."""
         return {
-            "loop": dataclasses.asdict(self.loop),
+            **super().state_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "obs_stats": self.obs_stats.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict(),
             "episode_returns": self.episode_returns.copy(),
-            "rng": capture_rng(),
             "envs": [capture_env(env) for env in self.envs.envs],
-            "eval_env": capture_env(self.eval_env),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.loop = LoopState(**state["loop"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.obs_stats.load_state_dict(state["obs_stats"])
@@ -512,16 +531,8 @@ class PPOAgent:
         self.episode_returns = state["episode_returns"].copy()
         for env, env_state in zip(self.envs.envs, state["envs"], strict=True):
             restore_env(env, env_state)
-        restore_env(self.eval_env, state["eval_env"])
-        restore_rng(state["rng"])
+        super().load_state_dict(state)
         self.obs = torch.as_tensor(self.loop.obs, device=self.device)
-        self._loss_sums, self._loss_count = {}, 0
-        self.timers.pop()
-
-    def reseed(self, salt: int) -> None:
-        reseed_after_rollback(self.seed, salt)
 
 
-register(
-    "ppo", PPOAgent, PPOConfig, "PPO: model-free on-policy clipped surrogate", model_based=False
-)
+ALGORITHM = Algorithm("ppo", PPOAgent, PPOConfig, "PPO: model-free on-policy clipped surrogate")

@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from usbpo_cli.app import load_algorithms
-from usbpo_cli.runner import RunSpec, run_training
+from usbpo_cli.runs.runner import RunSpec, run_training
 
 THRESHOLD = 900.0
 
@@ -33,7 +32,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    load_algorithms()
     frames = []
     for algo in args.algos.split(","):
         for seed in range(args.seeds):

@@ -16,9 +16,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from usbpo_cli.app import load_algorithms
-from usbpo_cli.runlog import TIMING_COLUMNS
-from usbpo_cli.runner import RunSpec, run_training
+from usbpo_cli.runs.csvlog import TIMING_COLUMNS
+from usbpo_cli.runs.runner import RunSpec, run_training
 
 STEPS = 7000  # 5000 exploration steps + 2 learning epochs of 1000
 
@@ -32,7 +31,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_algorithms()
     rows = {}
     for algo in args.algos.split(","):
         out = args.out / args.env / algo

@@ -38,14 +38,14 @@ import pandas as pd
 import torch
 
 from baselines.mbpo import MBPOAgent
-from usbpo_cli.buffers import Batch
-from usbpo_cli.config import PAPER_TASKS, DynaConfig, USBPOConfig
-from usbpo_cli.dyna import act_in_passes, fit_settings
-from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble
-from usbpo_cli.optim import make_adam
-from usbpo_cli.runlog import TIMING_COLUMNS, CsvLogger
-from usbpo_cli.sac import SAC
-from usbpo_cli.usbpo import USBPOAgent
+from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.agents.dyna import DynaConfig, act_in_passes, fit_settings
+from usbpo_cli.agents.sac import SAC
+from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
+from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
+from usbpo_cli.models.optim import make_adam
+from usbpo_cli.runs.config import PAPER_TASKS
+from usbpo_cli.runs.csvlog import TIMING_COLUMNS, CsvLogger
 
 ENV = "Hopper-v4"
 OBS, ACT = 11, 3
@@ -160,7 +160,7 @@ def bench_rollout_step(device: torch.device, states: int) -> float:
     model = GaussianEnsemble(OBS, ACT).to(device)
     sac = SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), device=device)
     obs = torch.randn(states, OBS, device=device)
-    from usbpo_cli.termination import termination_fn
+    from usbpo_cli.envs.termination import termination_fn
 
     done_fn, _ = termination_fn(ENV)
 
@@ -175,7 +175,7 @@ def bench_rollout_step(device: torch.device, states: int) -> float:
 
 def random_dataset(stored: int) -> list[tuple]:
     """`stored` Hopper transitions under a uniformly random policy (seeded)."""
-    from usbpo_cli.envs import make_env
+    from usbpo_cli.envs.tasks import make_env
 
     env = make_env(ENV, seed=0)
     env.action_space.seed(0)
@@ -229,7 +229,7 @@ def conditioned_agent(
     if "model" not in shared:  # trained once, by an agent of its own, for all compared agents
         trainer = new_agent()
         trainer.config = dataclasses.replace(config, model_max_epochs=warmup_epochs)
-        trainer.train_model(0)
+        trainer.train_model_and_roll_out(0)
         shared["model"] = copy.deepcopy(trainer.model.state_dict())
         shared["model_opt"] = copy.deepcopy(trainer.model_opt.state_dict())
         del trainer
@@ -286,7 +286,7 @@ def bench_loop(agent, quick: bool) -> dict[str, float]:
         return {"steps_per_s": BLOCK / seconds, "block_s": seconds, **phases}
     agent.config = dataclasses.replace(agent.config, model_max_epochs=QUICK_MAX_EPOCHS)
     start = time.perf_counter()
-    agent.train_model(0)
+    agent.train_model_and_roll_out(0)
     model_s = time.perf_counter() - start
     agent.should_train_model = lambda step: False
     stretch = 25

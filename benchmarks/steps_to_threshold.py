@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usbpo_cli.aggregate import load_runs
+from usbpo_cli.experiments.aggregate import load_runs
 
 
 def main() -> None:

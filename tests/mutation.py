@@ -47,22 +47,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module name -> (source file, test files that must notice a bug in it)
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "wasserstein": ("usbpo_cli/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
-    "usbpo": ("usbpo_cli/usbpo.py", ["test_phase2.py", "test_agent_state.py"]),
+    "wasserstein": ("usbpo_cli/models/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
+    "usbpo": ("usbpo_cli/agents/usbpo.py", ["test_phase2.py", "test_agent_state.py"]),
     "dyna": (
-        "usbpo_cli/dyna.py",
+        "usbpo_cli/agents/dyna.py",
         ["test_dyna.py", "test_dyna_loop.py", "test_phase2.py", "test_agent_state.py"],
     ),
-    "ensemble": ("usbpo_cli/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
-    "sac": ("usbpo_cli/sac.py", ["test_sac.py", "test_hand_gradients.py", "test_agent_state.py"]),
-    "td3": ("usbpo_cli/td3.py", ["test_td3_actor.py", "test_td3.py"]),
+    "ensemble": ("usbpo_cli/models/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
+    "sac": (
+        "usbpo_cli/agents/sac.py",
+        ["test_sac.py", "test_sac_mutants.py", "test_hand_gradients.py", "test_agent_state.py"],
+    ),
+    "td3": ("usbpo_cli/agents/td3.py", ["test_td3_actor.py", "test_td3.py"]),
     "termination": (
-        "usbpo_cli/termination.py",
+        "usbpo_cli/envs/termination.py",
         ["test_termination_clauses.py", "test_envs.py", "test_cli_trust.py"],
     ),
-    "buffers": ("usbpo_cli/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
-    "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo.py"]),
-    "pdml": ("baselines/pdml.py", ["test_pdml_agent.py", "test_pdml.py", "test_agent_state.py"]),
+    "distributions": ("usbpo_cli/models/distributions.py", ["test_distributions.py"]),
+    "buffers": ("usbpo_cli/agents/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
+    "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo_mutants.py", "test_cmlo.py"]),
+    "pdml": (
+        "baselines/pdml.py",
+        ["test_pdml_agent.py", "test_pdml_mutants.py", "test_pdml.py", "test_agent_state.py"],
+    ),
     "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),
     "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo.py"]),
 }
@@ -270,10 +277,12 @@ def load_equivalent() -> dict[str, str]:
 
 
 def make_copy(destination: Path) -> None:
-    """A private copy of the code and tests, without bytecode, runs or git data."""
+    """A private copy of the code and tests, without bytecode or git data. (Only the package,
+    baselines and tests are copied, so no run-output folder can come along; a pattern such as
+    "runs" must not be ignored here, it would drop the package's own usbpo_cli/runs/.)"""
     if destination.exists():
         shutil.rmtree(destination)
-    ignore = shutil.ignore_patterns(".git", "runs", "__pycache__", "*.pyc", "figures", "mutation")
+    ignore = shutil.ignore_patterns(".git", "__pycache__", "*.pyc")
     destination.mkdir(parents=True)
     for name in ("usbpo_cli", "baselines", "tests", "pyproject.toml"):
         source = ROOT / name
@@ -315,6 +324,17 @@ def judge(
     for path in copies:
         make_copy(path)
     original = (ROOT / relative).read_text()
+    # The tests must pass on an unmutated copy first: otherwise every mutant would count as
+    # killed (a broken copy, a failing test) and the score would mean nothing.
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            run_child(copies[0], relative, original, tests)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{mutants[0].module}: the tests fail on the unmutated code; fix that first")
     queue = [m for m in mutants if m.status == "pending"]
     running: dict[int, tuple[Mutant, Path, float]] = {}
     free = list(copies)

@@ -19,53 +19,24 @@ from cli_helpers import (  # tests/ is on sys.path
 
 from baselines.alm import (
     ALMAgent,
+    ALMConfig,
     classifier_loss,
-    classifier_reward,
     exploration_std,
     gather_sequences,
     lambda_returns,
-    latent_kl,
     noisy_action,
     sample_sequence_starts,
     sequence_starts_valid,
     valid_sequence_starts,
 )
-from usbpo_cli.buffers import ReplayBuffer
-from usbpo_cli.config import ALMConfig, resolve_config
+from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"
 
 
-def kl_1d(mu_p: float, sd_p: float, mu_q: float, sd_q: float) -> float:
-    """KL(N(mu_p, sd_p^2) || N(mu_q, sd_q^2)), by hand."""
-    return math.log(sd_q / sd_p) + (sd_p**2 + (mu_p - mu_q) ** 2) / (2 * sd_q**2) - 0.5
-
-
 # ---------------------------------------------------------------------------------------------
 # hand-checkable pieces
-
-
-def test_latent_kl_matches_the_closed_form() -> None:
-    t = torch.tensor
-    # one dimension: KL(N(0, 1) || N(1, 4)) = log 2 + 2/8 - 1/2
-    kl = latent_kl(t([0.0]), t([1.0]), t([1.0]), t([2.0]))
-    assert kl.item() == pytest.approx(math.log(2.0) - 0.25)
-    # diagonal, batched: the dimensions add up, the batch axis stays
-    kl = latent_kl(
-        t([[0.0, 0.5], [3.0, 0.0]]),
-        t([[1.0, 0.3], [0.5, 2.0]]),
-        t([[1.0, 0.0], [2.0, 0.0]]),
-        t([[2.0, 1.0], [0.5, 1.0]]),
-    )
-    assert kl.tolist() == pytest.approx(
-        [kl_1d(0, 1, 1, 2) + kl_1d(0.5, 0.3, 0, 1), kl_1d(3, 0.5, 2, 0.5) + kl_1d(0, 2, 0, 1)]
-    )
-    # not symmetric: the direction matters
-    assert latent_kl(t([0.0]), t([2.0]), t([1.0]), t([1.0])).item() == pytest.approx(
-        kl_1d(0, 2, 1, 1)
-    )
-    mean, std = torch.randn(4, 5), torch.rand(4, 5) + 0.1
-    assert torch.equal(latent_kl(mean, std, mean, std), torch.zeros(4))
 
 
 def test_classifier_loss_is_binary_cross_entropy_by_hand() -> None:
@@ -78,12 +49,6 @@ def test_classifier_loss_is_binary_cross_entropy_by_hand() -> None:
     # a confident, correct classifier costs almost nothing; a confident wrong one a lot
     assert classifier_loss(torch.tensor([20.0]), torch.tensor([-20.0])).item() < 1e-8
     assert classifier_loss(torch.tensor([-20.0]), torch.tensor([20.0])).item() > 19.0
-
-
-def test_classifier_reward_is_log_odds() -> None:
-    logits = torch.tensor([-3.0, -0.2, 0.0, 1.5], dtype=torch.float64)
-    c = torch.sigmoid(logits)
-    assert torch.allclose(classifier_reward(logits), torch.log(c / (1 - c)))
 
 
 def test_lambda_returns_by_hand() -> None:

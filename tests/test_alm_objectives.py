@@ -2,8 +2,8 @@
 (encoder and model, reward and classifier, critic, actor) on small float64 tensors, its returned
 loss and the gradient it hands to its optimiser compared with a loss written out here step by
 step from the formulas of the module docstring / README (Ghugare et al. 2022), calling only the
-raw sub-networks. The sampling noise is made deterministic: `torch.randn_like` is replaced by a
-fixed pattern, so every latent draw is mean + std * pattern and every action noise
+raw sub-networks. The sampling noise is made deterministic: the module's `normal_like` is replaced
+by a fixed pattern, so every latent draw is mean + std * pattern and every action noise
 clip(std_expl * pattern, +-clip), reproduced here without the module's own helpers."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.alm import ALM, Sequences
-from usbpo_cli.config import ALMConfig
+import baselines.alm as alm_module
+from baselines.alm import ALM, ALMConfig, Sequences
 
 OBS, ACT, LATENT, HIDDEN, BATCH, K = 5, 2, 3, 8, 4, 3
 GAMMA = 0.8  # far from 1, so gamma^t weights matter
@@ -28,7 +28,7 @@ DONE = [0.0, 1.0, 0.0, 1.0]
 
 
 def pattern_noise(like: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-    """Stands in for torch.randn_like: a fixed, element-varying pattern in [-1.5, 1.5]."""
+    """Stands in for the standard normal noise: a fixed, element-varying pattern in [-1.5, 1.5]."""
     index = torch.arange(like.numel(), dtype=like.dtype, device=like.device)
     return (1.5 * torch.sin(1.0 + 2.3 * index)).reshape(like.shape)
 
@@ -56,7 +56,7 @@ def alm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ALM]:
         with torch.no_grad():
             for p in [*learner.encoder_target.parameters(), *learner.critic_target.parameters()]:
                 p.add_(0.3 * torch.randn(p.shape))
-        monkeypatch.setattr(torch, "randn_like", pattern_noise)
+        monkeypatch.setattr(alm_module, "normal_like", lambda x, generator=None: pattern_noise(x))
         yield learner
     finally:
         torch.set_default_dtype(previous)

@@ -20,7 +20,7 @@ import random
 
 import torch
 
-from usbpo_cli.buffers import ReplayBuffer
+from usbpo_cli.agents.buffers import ReplayBuffer
 
 OBS_DIM, ACT_DIM = 2, 1
 

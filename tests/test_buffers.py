@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from usbpo_cli.buffers import ReplayBuffer
+from usbpo_cli.agents.buffers import ReplayBuffer
 
 OBS_DIM, ACT_DIM = 3, 2
 

@@ -15,9 +15,13 @@ from pathlib import Path
 import pytest
 from cli_helpers import cli_env, snapshot, usbpo  # tests/ is on sys.path
 
-from usbpo_cli.config import DynaConfig, SACConfig, USBPOConfig, resolve_config
-from usbpo_cli.envs import supported_env_ids
-from usbpo_cli.runlog import PROGRESS_COLUMNS, TIMING_COLUMNS, comparable
+from baselines.model_free import SACConfig
+from usbpo_cli.agents.dyna import DynaConfig
+from usbpo_cli.agents.usbpo import USBPOConfig
+from usbpo_cli.envs.tasks import supported_env_ids
+from usbpo_cli.runs.config import resolve_config
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS, TIMING_COLUMNS
+from usbpo_cli.runs.folders import comparable
 
 ENV = "InvertedPendulum-v4"
 STEPS = 300

@@ -23,9 +23,11 @@ import pytest
 import torch
 from cli_helpers import cli_env, snapshot, usbpo, usbpo_inproc  # tests/ is on sys.path
 
-from usbpo_cli.config import USBPOConfig, resolve_config
-from usbpo_cli.envs import make_env, task_info
-from usbpo_cli.progress import (
+from usbpo_cli.agents.usbpo import USBPOConfig
+from usbpo_cli.envs.tasks import make_env, task_info
+from usbpo_cli.envs.termination import LearnedTermination, termination_fn
+from usbpo_cli.runs.config import resolve_config
+from usbpo_cli.runs.status import (
     LONG_RUN_S,
     StageEta,
     StatusReporter,
@@ -33,7 +35,6 @@ from usbpo_cli.progress import (
     grid_eta,
     read_status,
 )
-from usbpo_cli.termination import LearnedTermination, termination_fn
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "InvertedPendulum-v4"
@@ -246,7 +247,7 @@ def test_version(tmp_path: Path) -> None:
 
 
 def test_real_checkpoints_load_with_the_allow_list(finished: Path) -> None:
-    from usbpo_cli.checkpoint import Checkpointer
+    from usbpo_cli.runs.checkpoint import Checkpointer
 
     state, warnings = Checkpointer(finished / "run", {"algo": "sac"}).load_latest()
     assert warnings == [] and state["agent"]["loop"]["next_step"] == 300
@@ -297,8 +298,8 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
 ) -> None:
     """A paper Hopper run (hours on a CPU): the estimate and the cheaper choices come first.
     Training itself is replaced by a stub so the test stays fast."""
-    from usbpo_cli import runner
-    from usbpo_cli.loop import RunSummary
+    from usbpo_cli.agents.base import RunSummary
+    from usbpo_cli.runs import runner
 
     def no_training(self, report=None) -> RunSummary:
         self.lock.release()
@@ -327,12 +328,10 @@ def test_compare_says_what_it_runs_and_keeps_status(finished: Path) -> None:
 def test_grid_view_shows_each_running_run_and_a_grid_eta(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from usbpo_cli.app import load_algorithms
-    from usbpo_cli.experiments import GridRun, Variant
-    from usbpo_cli.gridview import GridView
-    from usbpo_cli.runner import RunSpec
+    from usbpo_cli.experiments.grids import GridRun, Variant
+    from usbpo_cli.experiments.gridview import GridView
+    from usbpo_cli.runs.runner import RunSpec
 
-    load_algorithms()
     runs = []
     for seed in range(3):
         out = tmp_path / "grid" / ENV / "usbpo" / f"seed{seed}"
@@ -389,11 +388,10 @@ def test_pendulum_lists_its_borrowed_defaults_once(tmp_path: Path) -> None:
 def test_a_grid_lists_borrowed_defaults_once_per_task(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from usbpo_cli.app import _print_borrowed, load_algorithms
-    from usbpo_cli.experiments import GridRun, Variant
-    from usbpo_cli.runner import RunSpec
+    from usbpo_cli.app import _print_borrowed
+    from usbpo_cli.experiments.grids import GridRun, Variant
+    from usbpo_cli.runs.runner import RunSpec
 
-    load_algorithms()
     todo = [
         GridRun(env, Variant(algo, algo), seed, RunSpec(env, algo, seed, 100, tmp_path / "x"))
         for env in ("Pendulum-v1", ENV)
@@ -455,10 +453,8 @@ def test_learned_rule_covers_real_terminal_transitions() -> None:
 
 
 def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
-    from usbpo_cli.app import load_algorithms
-    from usbpo_cli.runner import RunSpec, prepare_run
+    from usbpo_cli.runs.runner import RunSpec, prepare_run
 
-    load_algorithms()
     env_id = "InvertedDoublePendulum-v5"
     spec = RunSpec(env_id, "mbpo", 0, 200, tmp_path / "run", preset="tiny")
     run = prepare_run(spec)
@@ -474,11 +470,13 @@ def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
 def test_envs_says_which_rule_each_task_has(tmp_path: Path) -> None:
     result = usbpo_inproc("envs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = {
-        line.split("│")[1].strip(): line.split("│")[4].strip()
-        for line in result.stdout.splitlines()
-        if line.count("│") >= 5
-    }
+    rows: dict[str, str] = {}  # task -> its rule column, wrapped lines joined
+    task = ""
+    for line in result.stdout.splitlines():
+        if line.count("│") >= 5:
+            cells = line.split("│")
+            task = cells[1].strip() or task
+            rows[task] = f"{rows.get(task, '')} {cells[4].strip()}".strip()
     assert "no terminal condition" in rows["Pendulum-v1"]
     assert "read from the environment" in rows["MountainCarContinuous-v0"]
     assert "learned from the run's real terminal transitions" in result.stdout

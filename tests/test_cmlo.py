@@ -16,10 +16,12 @@ from cli_helpers import (  # tests/ is on sys.path
 )
 from scipy.spatial import ConvexHull
 
-from baselines.cmlo import EventTrigger, coverage_volume, hull_volume, pca_project
-from usbpo_cli.config import CMLOConfig, DynaConfig, parse_overrides, resolve_config
+from baselines.cmlo import CMLOConfig, EventTrigger, coverage_volume, hull_volume, pca_project
+from usbpo_cli.agents.dyna import DynaConfig
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import PROGRESS_COLUMNS
+from usbpo_cli.runs.config import resolve_config
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
+from usbpo_cli.util.settings import parse_overrides
 
 ENV = "InvertedPendulum-v4"
 

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from baselines.cmlo import CMLOAgent
-from usbpo_cli.config import CMLOConfig, resolve_config
+from baselines.cmlo import CMLOAgent, CMLOConfig
+from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"  # obs 4 dims, action 1
 

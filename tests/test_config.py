@@ -6,18 +6,13 @@ import dataclasses
 
 import pytest
 
-from usbpo_cli.config import (
-    PAPER_TASKS,
-    PRESETS,
-    DynaConfig,
-    PolicyConfig,
-    SACConfig,
-    USBPOConfig,
-    parse_overrides,
-    resolve_config,
-    validate,
-)
+from baselines.model_free import SACConfig
+from usbpo_cli.agents.dyna import DynaConfig
+from usbpo_cli.agents.offpolicy import PolicyConfig
+from usbpo_cli.agents.usbpo import USBPOConfig
 from usbpo_cli.errors import UsageError
+from usbpo_cli.runs.config import PAPER_TASKS, PRESETS, resolve_config
+from usbpo_cli.util.settings import parse_overrides
 
 # ---------------------------------------------------------------------------------------------
 # parse_overrides
@@ -296,7 +291,7 @@ def test_set_on_paper_preset() -> None:
 @pytest.mark.parametrize("config_cls", [USBPOConfig, DynaConfig, SACConfig])
 def test_every_preset_resolves_and_validates(preset: str, config_cls: type) -> None:
     config, deviations = resolve_config(config_cls, "Hopper", preset, {})
-    validate(config)
+    config.validate()
     assert all(entry["by"] == f"preset {preset}" for entry in deviations.values())
     if preset == "paper":
         assert deviations == {}
@@ -314,7 +309,7 @@ def test_unknown_preset_rejected() -> None:
 
 def test_defaults_validate() -> None:
     for cls in (PolicyConfig, SACConfig, DynaConfig, USBPOConfig):
-        validate(cls())
+        cls().validate()
 
 
 @pytest.mark.parametrize(
@@ -345,14 +340,14 @@ def test_defaults_validate() -> None:
 def test_validate_rejects(changes: dict, message: str) -> None:
     config = dataclasses.replace(USBPOConfig(), **changes)
     with pytest.raises(UsageError, match=message):
-        validate(config)
+        config.validate()
 
 
 def test_validate_accepts_boundaries() -> None:
-    validate(dataclasses.replace(USBPOConfig(), num_elites=7, real_ratio=0.0))
-    validate(dataclasses.replace(USBPOConfig(), real_ratio=1.0, gamma=1.0, tau=1.0))
+    dataclasses.replace(USBPOConfig(), num_elites=7, real_ratio=0.0).validate()
+    dataclasses.replace(USBPOConfig(), real_ratio=1.0, gamma=1.0, tau=1.0).validate()
     for terms in ("both", "shift", "bias"):
-        validate(dataclasses.replace(USBPOConfig(), phase2_terms=terms))
+        dataclasses.replace(USBPOConfig(), phase2_terms=terms).validate()
 
 
 def test_resolve_config_validates_overrides() -> None:
@@ -366,6 +361,6 @@ def test_resolve_config_validates_overrides() -> None:
 
 def test_sac_validation_ignores_model_fields() -> None:
     # a SAC config has no model settings to check, and its own bad values are still caught
-    validate(SACConfig())
+    SACConfig().validate()
     with pytest.raises(UsageError, match="epoch_length"):
-        validate(dataclasses.replace(SACConfig(), epoch_length=0))
+        dataclasses.replace(SACConfig(), epoch_length=0).validate()

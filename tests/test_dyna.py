@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from baselines.mbpo import MBPOAgent
-from usbpo_cli.buffers import ReplayBuffer
-from usbpo_cli.config import DynaConfig
-from usbpo_cli.ensemble import GaussianEnsemble
-from usbpo_cli.termination import TerminationFn
+from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.agents.dyna import DynaConfig
+from usbpo_cli.envs.termination import TerminationFn
+from usbpo_cli.models.ensemble import GaussianEnsemble
 
 ENV = "InvertedPendulum-v4"  # obs 4, act 1
 
@@ -50,7 +50,9 @@ class RowIdPolicy:
         return obs[:, :1].clone()
 
 
-def counting_model_step(obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def counting_model_step(
+    obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A deterministic model: obs[3] counts the steps, reward = 10 * row + step."""
     rew = 10 * obs[:, 0] + obs[:, 3]
     next_obs = obs.clone()
@@ -215,18 +217,21 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     agent.fit_model = lambda step: None
     agent.rollout_start_states = lambda n: torch.ones(n, agent.obs_dim)
     agent.policy = SimpleNamespace(act=lambda obs: torch.zeros(obs.shape[0], agent.act_dim))
-    agent.model.sample_step = lambda obs, act: (torch.zeros(obs.shape[0]), obs.clone())
+    agent.model.sample_step = lambda obs, act, generator=None: (
+        torch.zeros(obs.shape[0]),
+        obs.clone(),
+    )
     agent.termination = terminate_at({})
     step = agent.config.initial_steps
 
-    agent.train_model(step)  # the first training: nothing before it to compare with
+    agent.train_model_and_roll_out(step)  # the first training: nothing before it to compare with
     assert "delta" not in agent._metrics
 
     agent.model_buffer = ReplayBuffer(
         agent.model_buffer.capacity, agent.obs_dim, agent.act_dim, agent.device
     )
     fill(agent.model_buffer, 20, 3.0)
-    agent.train_model(step)
+    agent.train_model_and_roll_out(step)
     before = bias_by_hand(agent.model, torch.full((1, agent.model.in_dim), 3.0), 3)
     rolled = torch.cat([torch.ones(1, agent.obs_dim), torch.zeros(1, agent.act_dim)], dim=-1)
     after = bias_by_hand(agent.model, rolled, 3)

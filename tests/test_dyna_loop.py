@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
-import usbpo_cli.dyna as dyna
+import usbpo_cli.agents.dyna as dyna
 from baselines.mbpo import MBPOAgent
-from usbpo_cli.config import DynaConfig
-from usbpo_cli.ensemble import FitResult, GaussianEnsemble
-from usbpo_cli.runlog import TrainingDiverged
-from usbpo_cli.wasserstein import shift_and_bias
+from usbpo_cli.agents.dyna import DynaConfig
+from usbpo_cli.errors import TrainingDiverged
+from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble
+from usbpo_cli.models.wasserstein import shift_and_bias
 
 ENV = "InvertedPendulum-v4"
 
@@ -92,7 +92,7 @@ def test_check_model_stops_on_non_finite_losses_and_a_log_variance_bound_above_2
 def test_learn_trains_the_model_every_model_train_freq_steps_then_updates_the_policy() -> None:
     agent = make_agent()
     calls: list[tuple[str, int]] = []
-    agent.train_model = lambda step: calls.append(("model", step))
+    agent.train_model_and_roll_out = lambda step: calls.append(("model", step))
     agent.update_policy = lambda updates: calls.append(("policy", updates))
     for step in range(10, 111):
         agent.learn(step)
@@ -108,7 +108,7 @@ def test_train_model_fits_then_rolls_out_from_the_new_model() -> None:
     order: list[str] = []
     agent.fit_model = lambda step: order.append(f"fit {step}")
     agent.rollout = lambda step: order.append(f"rollout {step}") or 0
-    agent.train_model(60)
+    agent.train_model_and_roll_out(60)
     assert order == ["fit 60", "rollout 60"]
 
 

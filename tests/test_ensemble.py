@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-import usbpo_cli.ensemble as ensemble_module
-from usbpo_cli.ensemble import GaussianEnsemble, fit_ensemble, holdout_mse, mle_backward
-from usbpo_cli.nets import BatchedMLP
-from usbpo_cli.optim import make_adam
+import usbpo_cli.models.ensemble as ensemble_module
+from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble, holdout_mse, mle_backward
+from usbpo_cli.models.nets import BatchedMLP
+from usbpo_cli.models.optim import make_adam
 
 OBS, ACT = 4, 2
 

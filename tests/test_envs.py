@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from usbpo_cli.envs import (
+from usbpo_cli.envs.tasks import (
     SUPPORTED_FAMILIES,
     TaskInfo,
     make_env,
     supported_env_ids,
     task_info,
 )
+from usbpo_cli.envs.termination import NEVER_KNOWN, termination_fn
 from usbpo_cli.errors import UsageError
-from usbpo_cli.termination import NEVER_KNOWN, termination_fn
 
 RANDOM_STEPS = 250
 # Hand-built unhealthy states, (qpos index, value): each hits one clause of the rule,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import snapshot, usbpo_inproc  # tests/ is on sys.path
 
-from usbpo_cli.experiments import STUDIES, grid_manifest
+from usbpo_cli.experiments.grids import STUDIES, grid_manifest
 
 ENV = "InvertedPendulum-v4"
 TINY = ["--preset", "tiny", "--steps", "100"]  # tiny: 100 random steps, one evaluation row
@@ -346,7 +346,7 @@ def test_counting_columns_are_written_as_integers() -> None:
     import numpy as np
     import pandas as pd
 
-    from usbpo_cli import aggregate
+    from usbpo_cli.experiments import aggregate
 
     frame = pd.DataFrame(
         {

@@ -6,11 +6,11 @@ import copy
 import pytest
 import torch
 
-import usbpo_cli.sac as sac_module
-from usbpo_cli.buffers import Batch
-from usbpo_cli.nets import BatchedMLP, relu_backward, relu_forward, twin_q
-from usbpo_cli.optim import adam_step, make_adam
-from usbpo_cli.sac import SAC
+import usbpo_cli.agents.sac as sac_module
+from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.agents.sac import SAC
+from usbpo_cli.models.nets import BatchedMLP, relu_backward, relu_forward, twin_q
+from usbpo_cli.models.optim import adam_step, make_adam
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:

@@ -161,9 +161,16 @@ CASES = [
     case(
         "ckpt-newer-format",
         ON_RUN,
-        "checkpoint format 2",
+        "checkpoint format 3",
         "upgrade usbpo",
-        setup=edit_checkpoint(format_version=2),
+        setup=edit_checkpoint(format_version=3),
+    ),
+    case(
+        "ckpt-older-format",
+        ON_RUN,
+        "checkpoint format 1",
+        "--restart",
+        setup=edit_checkpoint(format_version=1),
     ),
     case(
         "csv-lost-two-rows",

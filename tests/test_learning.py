@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from usbpo_cli.app import load_algorithms
-from usbpo_cli.envs import make_env
-from usbpo_cli.loop import evaluate_episodes
-from usbpo_cli.runner import RunSpec, run_training
+from usbpo_cli.agents.base import evaluate_episodes
+from usbpo_cli.envs.tasks import make_env
+from usbpo_cli.runs.runner import RunSpec, run_training
 
 ENV = "InvertedPendulum-v4"
 SEED = 0
@@ -67,7 +66,6 @@ def test_untrained_baselines_are_what_the_margin_assumes() -> None:
 @pytest.mark.parametrize(("algo", "steps"), [("sac", 3000), ("td3", 4000)])
 def test_off_policy_model_free_agents_learn_to_balance_the_pendulum(tmp_path, algo, steps):
     """SAC and TD3 at two updates per env step (TD3 needs 4000 steps to clear the margin)."""
-    load_algorithms()
     overrides = SMALL + ["updates_per_step=2"]
     spec = RunSpec(ENV, algo, SEED, steps, tmp_path / algo, preset="tiny", overrides=overrides)
     run_training(spec)
@@ -78,7 +76,6 @@ def test_off_policy_model_free_agents_learn_to_balance_the_pendulum(tmp_path, al
 
 
 def test_ppo_learns_to_balance_the_pendulum(tmp_path):
-    load_algorithms()
     overrides = ["ppo_num_envs=1", "ppo_num_steps=512", "ppo_epochs=10"]
     overrides += ["ppo_num_minibatches=16", "hidden_size=64", "eval_episodes=3"]
     overrides += ["epoch_length=512"]
@@ -89,7 +86,6 @@ def test_ppo_learns_to_balance_the_pendulum(tmp_path):
 
 
 def test_usbpo_model_improves_and_policy_learns(tmp_path):
-    load_algorithms()
     overrides = SMALL + [
         "updates_per_step=5",
         "rollout_batch_size=1000",

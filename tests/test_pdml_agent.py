@@ -22,9 +22,9 @@ import math
 import pytest
 import torch
 
-import usbpo_cli.dyna as dyna
-from baselines.pdml import PDMLAgent
-from usbpo_cli.config import PDMLConfig, resolve_config
+import usbpo_cli.agents.dyna as dyna
+from baselines.pdml import PDMLAgent, PDMLConfig
+from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"  # obs_dim 4, act_dim 1
 
@@ -243,10 +243,11 @@ def test_rollouts_start_from_the_weighted_rows_after_the_ring_wraps() -> None:
 def test_train_model_fits_on_weights_aligned_with_the_training_rows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`train_model` first closes the open segment (the snapshot), then hands phase 1 one weight
-    per row of `model_training_data`, in its order: the row of transition k gets its segment's
-    weight. Checked on the wrapped buffer right after training 3's data: the weights phase 1
-    sees equal the hand values of the previous test, row by row against the inputs' numbers."""
+    """`train_model_and_roll_out` first closes the open segment (the snapshot), then hands
+    phase 1 one weight per row of `model_training_data`, in its order: the row of transition k
+    gets its segment's weight. Checked on the wrapped buffer right after training 3's data: the
+    weights phase 1 sees equal the hand values of the previous test, row by row against the
+    inputs' numbers."""
     agent = make_agent(replay_size=12, pdml_tv_states=2)
     actor = agent.policy.actor
     add_numbered(agent, 0, 4)
@@ -266,7 +267,7 @@ def test_train_model_fits_on_weights_aligned_with_the_training_rows(
 
     monkeypatch.setattr(dyna, "fit_ensemble", spy)
     with pytest.raises(Stop):
-        agent.train_model(19 + agent.config.initial_steps)
+        agent.train_model_and_roll_out(19 + agent.config.initial_steps)
     assert agent.boundaries == [4, 8, 12, 19]
     numbers = seen["inputs"][:, 0].tolist()
     assert numbers == list(range(7, 19))

@@ -5,7 +5,7 @@ J = model shift + model bias, with
     model shift = W2(p_M1^k1(s, a), p_M2^k2(s, a))
     model bias  = 1/(B-1) * sum_{b != k2} W2(p_M2^k2(s, a), p_M2^b(s, a)),
 both averaged over the (s, a) pairs. J is recomputed here in float64 numpy from the members'
-Gaussians, independently of `usbpo_cli.wasserstein`. The loop's control flow (descent, best
+Gaussians, independently of `usbpo_cli.models.wasserstein`. The loop's control flow (descent, best
 snapshot kept, early stopping on a relative gain above `phase2_min_improvement`, elites re-picked
 by holdout MSE, skipped on an empty model buffer) is checked on a toy ensemble, some cases with
 the validation values scripted so that the expected step count and snapshot follow by hand.
@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from usbpo_cli.buffers import ReplayBuffer
-from usbpo_cli.config import USBPOConfig
-from usbpo_cli.ensemble import FitResult, GaussianEnsemble
-from usbpo_cli.usbpo import USBPOAgent
+from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
+from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble
 
 ENV = "InvertedPendulum-v4"  # obs 4, act 1: model inputs 5, outputs 5
 State = dict[str, torch.Tensor]

@@ -19,9 +19,9 @@ import pytest
 from cli_helpers import snapshot, usbpo, usbpo_inproc
 from matplotlib.figure import Figure
 
-from usbpo_cli import aggregate, plots
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import PROGRESS_COLUMNS
+from usbpo_cli.experiments import aggregate, plots
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 STEPS = (1000, 2000, 3000, 4000)
@@ -109,7 +109,7 @@ CMLO_STUDY = plots.STUDY_VARIANTS["cmlo-threshold"]
 
 def test_study_labels_are_the_ablate_labels() -> None:
     """plots keeps a torch-free copy of the studies' (label, algo) pairs: it must match."""
-    from usbpo_cli.experiments import STUDIES
+    from usbpo_cli.experiments.grids import STUDIES
 
     for study, variants in plots.STUDY_VARIANTS.items():
         assert STUDIES[study].figure == study

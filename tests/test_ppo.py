@@ -20,20 +20,19 @@ from cli_helpers import (  # tests/ is on sys.path
 from baselines.ppo import (
     ActorCritic,
     PPOAgent,
+    PPOConfig,
     RewardScaler,
     RunningMeanStd,
     clipped_surrogate_loss,
-    gaussian_entropy,
-    gaussian_log_prob,
     generalised_advantages,
     next_state_values,
     value_loss,
 )
-from usbpo_cli.app import load_algorithms
-from usbpo_cli.config import PPOConfig, parse_overrides, resolve_config, validate
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import PROGRESS_COLUMNS
-from usbpo_cli.runner import RunSpec, run_training
+from usbpo_cli.runs.config import resolve_config
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
+from usbpo_cli.runs.runner import RunSpec, run_training
+from usbpo_cli.util.settings import parse_overrides
 
 ENV = "InvertedPendulum-v4"
 
@@ -125,16 +124,6 @@ def test_value_loss_plain_and_clipped_by_hand() -> None:
     # moved predictions are 0.2: errors 0.09 and 3.24; the larger of each pair counts
     clipped = value_loss(values, old, targets, 0.2).item()
     assert clipped == pytest.approx(0.5 * (0.25 + 3.24) / 2)
-
-
-def test_gaussian_log_prob_and_entropy_match_torch_distributions() -> None:
-    torch.manual_seed(0)
-    mean, log_std = torch.randn(5, 3), torch.randn(3) * 0.5
-    actions = torch.randn(5, 3)
-    normal = torch.distributions.Normal(mean, log_std.exp())
-    expected = normal.log_prob(actions).sum(-1)
-    assert torch.allclose(gaussian_log_prob(actions, mean, log_std.expand_as(mean)), expected)
-    assert torch.allclose(gaussian_entropy(log_std), normal.entropy()[0].sum())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +246,6 @@ def test_evaluation_does_not_move_the_normaliser() -> None:
 
 
 def run_in_process(root: Path, steps: int, overrides: list[str]) -> list[dict[str, str]]:
-    load_algorithms()
     run_training(RunSpec(ENV, "ppo", 0, steps, root, preset="tiny", overrides=overrides))
     return progress_rows(root)
 
@@ -307,7 +295,7 @@ def test_ppo_takes_the_task_epoch_length_and_none_of_the_off_policy_settings() -
     with pytest.raises(UsageError, match="no such setting"):
         parse_overrides(["replay_size=10"], PPOConfig)
     assert parse_overrides(["ppo.clip=0.3"], PPOConfig) == {"ppo_clip": 0.3}
-    validate(PPOConfig())
+    PPOConfig().validate()
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,9 @@ import pytest
 import torch
 
 import baselines.ppo as ppo
-from baselines.ppo import PPOAgent, gaussian_log_prob
-from usbpo_cli.config import PPOConfig, resolve_config
+from baselines.ppo import PPOAgent, PPOConfig
+from usbpo_cli.models.distributions import gaussian_log_prob
+from usbpo_cli.runs.config import resolve_config
 
 ENV = "InvertedPendulum-v4"
 STEPS, ENVS = 7, 2  # 14 rows: 4 minibatches of 4, 4, 3 and 3 rows

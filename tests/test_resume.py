@@ -26,10 +26,9 @@ from cli_helpers import (  # tests/ is on sys.path
     usbpo_inproc,
 )
 
-from usbpo_cli.app import load_algorithms
-from usbpo_cli.errors import UsageError
-from usbpo_cli.runlog import PROGRESS_COLUMNS, TrainingDiverged
-from usbpo_cli.runner import MAX_ROLLBACKS, RunSpec, prepare_run
+from usbpo_cli.errors import TrainingDiverged, UsageError
+from usbpo_cli.runs.csvlog import PROGRESS_COLUMNS
+from usbpo_cli.runs.runner import MAX_ROLLBACKS, RunSpec, prepare_run
 
 ENV = "InvertedPendulum-v4"
 STEPS = 1500  # tiny: one row per 100 env steps, so 15 rows; a few seconds of training
@@ -267,11 +266,6 @@ def test_second_process_is_locked_out_until_the_holder_dies(
 # small in-process runs: checkpoint retention, nothing to resume, foreign checkpoints
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _algorithms() -> None:
-    load_algorithms()
-
-
 def spec(out: Path, steps: int, algo: str = "usbpo") -> RunSpec:
     return RunSpec(ENV, algo, 0, steps, out, preset="tiny")
 
@@ -314,7 +308,8 @@ def edit_newest_checkpoint(run: Path, **changes: object) -> None:
 FOREIGN = [
     pytest.param({"algo": "mbpo"}, "belongs to algo 'mbpo', not 'usbpo'", id="algo"),
     pytest.param({"env_id": "Hopper-v4"}, "belongs to env_id 'Hopper-v4'", id="env"),
-    pytest.param({"format_version": 2}, "checkpoint format 2", id="newer-format"),
+    pytest.param({"format_version": 3}, "checkpoint format 3", id="newer-format"),
+    pytest.param({"format_version": 1}, "checkpoint format 1", id="older-format"),
     pytest.param({"format_version": None}, "checkpoint format None", id="no-format"),
 ]
 
@@ -385,7 +380,7 @@ def assert_clean_rows(run: Path, steps: list[int]) -> None:
 def test_nan_critic_loss_once_rolls_back_and_completes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from usbpo_cli import sac
+    from usbpo_cli.agents import sac
 
     # tiny: learning starts at env step 100 with one update per step; call 150 is in row 300
     patched = nan_after(sac.SAC.update, lambda n: n == 150, "critic_loss")
@@ -403,7 +398,7 @@ def test_nan_critic_loss_once_rolls_back_and_completes(
 def test_nan_forever_stops_after_max_rollbacks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from usbpo_cli import sac
+    from usbpo_cli.agents import sac
 
     patched = nan_after(sac.SAC.update, lambda n: n >= 150, "critic_loss")
     monkeypatch.setattr(sac.SAC, "update", patched)
@@ -423,7 +418,7 @@ def test_nan_forever_stops_after_max_rollbacks(
 def test_nan_model_loss_once_triggers_the_model_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from usbpo_cli import dyna
+    from usbpo_cli.agents import dyna
 
     # tiny: the model trains at env steps 100, 150, 200, ...; the third training diverges
     patched = nan_after(dyna.fit_ensemble, lambda n: n == 3, "train_loss")

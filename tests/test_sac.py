@@ -5,9 +5,9 @@ import math
 import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
-from usbpo_cli.buffers import Batch
-from usbpo_cli.nets import BatchedMLP, twin_q
-from usbpo_cli.sac import SAC, TanhGaussianActor
+from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.agents.sac import SAC, TanhGaussianActor
+from usbpo_cli.models.nets import BatchedMLP, twin_q
 
 
 def test_log_prob_matches_torch_distributions():

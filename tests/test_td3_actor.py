@@ -19,8 +19,8 @@ import math
 import pytest
 import torch
 
-from usbpo_cli.buffers import Batch
-from usbpo_cli.td3 import TD3
+from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.agents.td3 import TD3
 
 # Asymmetric bounds: scale (2, 0.5), centre (0, 0.5).
 LOW, HIGH = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])

@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 import torch
 
-from usbpo_cli.envs import MBPOTruncatedObs, make_env
-from usbpo_cli.termination import termination_fn
+from usbpo_cli.envs.tasks import MBPOTruncatedObs, make_env
+from usbpo_cli.envs.termination import termination_fn
 
 EPS = 1e-3
 SEED = 7

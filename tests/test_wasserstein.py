@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from usbpo_cli.ensemble import GaussianEnsemble
-from usbpo_cli.wasserstein import model_bias, model_shift, shift_and_bias, w2_diag_gaussian
+from usbpo_cli.models.ensemble import GaussianEnsemble
+from usbpo_cli.models.wasserstein import model_bias, model_shift, shift_and_bias, w2_diag_gaussian
 
 
 def _sqrtm(matrix: torch.Tensor) -> torch.Tensor:

@@ -24,10 +24,12 @@ from typer.core import TyperGroup
 
 from usbpo_cli.errors import UsageError
 
-try:  # typer >= 0.22 carries its own copy of click
+try:  # typer >= 0.22 carries its own copy of click, and its Abort lives in typer.exceptions
     from typer import _click as click
+    from typer.exceptions import Abort
 except ImportError:  # pragma: no cover - older typer uses click itself
     import click  # type: ignore[no-redef]
+    from click.exceptions import Abort  # type: ignore[no-redef]
 
 
 class OneLineErrors(TyperGroup):
@@ -43,7 +45,7 @@ class OneLineErrors(TyperGroup):
             if type(error).__name__ != "NoArgsIsHelpError":  # bare `usbpo`: help was printed
                 _usage_error_line(error)
             sys.exit(error.exit_code)
-        except click.exceptions.Abort:
+        except Abort:
             err_console.print("aborted", highlight=False)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -66,22 +68,6 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-
-def load_algorithms() -> None:
-    """Fill the registry: USB-PO from the core, the baselines from `baselines/`."""
-    import baselines  # noqa: F401
-    from usbpo_cli.config import USBPOConfig
-    from usbpo_cli.registry import register
-    from usbpo_cli.usbpo import USBPOAgent
-
-    register(
-        "usbpo",
-        USBPOAgent,
-        USBPOConfig,
-        "USB-PO: MBPO + phase-2 fine-tune on model shift + model bias (W2)",
-        model_based=True,
-    )
 
 
 def _package_version() -> str:
@@ -115,7 +101,7 @@ def _options(
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn expected failures into one line on stderr and exit code 2."""
-    from usbpo_cli.runlog import TrainingDiverged
+    from usbpo_cli.errors import TrainingDiverged
 
     try:
         yield
@@ -152,13 +138,12 @@ def train(
     with user_errors():
         import torch
 
-        from usbpo_cli.runner import RunSpec, prepare_run
+        from usbpo_cli.runs.runner import RunSpec, prepare_run
 
         if threads < 0:
             raise UsageError(f"--threads must be >= 0, got {threads}")
         if threads:
             torch.set_num_threads(threads)
-        load_algorithms()
         out = out or Path("runs") / "train" / env / algo / f"seed{seed}"
         spec = RunSpec(env, algo, seed, steps, out, device, preset, list(set_), truncate_obs)
         run = prepare_run(  # every input error surfaces here, before the progress bar
@@ -232,8 +217,8 @@ def _before_training(spec: Any, start: int, threads: int) -> Any:
     cheaper choices. Returns the run's StageEta for the progress bar."""
     import json
 
-    from usbpo_cli.config import borrowed_summary
-    from usbpo_cli.progress import LONG_RUN_S, episode_limit, estimate, stage_eta
+    from usbpo_cli.runs.config import borrowed_summary
+    from usbpo_cli.runs.status import LONG_RUN_S, episode_limit, estimate, stage_eta
 
     payload = json.loads((Path(spec.out) / "config.json").read_text())
     borrowed = payload.get("no_paper_values")
@@ -255,7 +240,7 @@ def _print_long_run(what: str, seconds: float, specs: list, threads: int, worker
 
     import torch
 
-    from usbpo_cli.progress import LONG_RUN_S, format_duration
+    from usbpo_cli.runs.status import LONG_RUN_S, format_duration
 
     workers = max(1, workers)
     small = _preset_estimate(specs, "cpu-small", threads, specs[0].steps) / workers
@@ -288,9 +273,10 @@ def _print_long_run(what: str, seconds: float, specs: list, threads: int, worker
 
 def _print_borrowed(todo: list) -> None:
     """Once per task without paper values (not once per run): the defaults its runs borrow."""
-    from usbpo_cli.config import borrowed_defaults, borrowed_summary, parse_overrides
-    from usbpo_cli.registry import get_algorithm
-    from usbpo_cli.termination import env_family
+    from usbpo_cli.agents.registry import get_algorithm
+    from usbpo_cli.envs.termination import env_family
+    from usbpo_cli.runs.config import borrowed_defaults, borrowed_summary
+    from usbpo_cli.util.settings import parse_overrides
 
     borrowed: dict[str, dict] = {}
     for run in todo:
@@ -313,10 +299,11 @@ def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) 
     steps each; a run that cannot resolve there counts 0."""
     import dataclasses as dc
 
-    from usbpo_cli.config import parse_overrides, resolve_config
-    from usbpo_cli.progress import episode_limit, estimate
-    from usbpo_cli.registry import get_algorithm
-    from usbpo_cli.termination import env_family
+    from usbpo_cli.agents.registry import get_algorithm
+    from usbpo_cli.envs.termination import env_family
+    from usbpo_cli.runs.config import resolve_config
+    from usbpo_cli.runs.status import episode_limit, estimate
+    from usbpo_cli.util.settings import parse_overrides
 
     total = 0.0
     for spec in specs:
@@ -338,9 +325,9 @@ def _execute_grid(grid: list, executor: str, workers: int, address: str | None) 
     and the grid's ETA."""
     import os
 
-    from usbpo_cli.executors import make_executor
-    from usbpo_cli.gridview import GridView, grid_header, run_name
-    from usbpo_cli.progress import format_duration
+    from usbpo_cli.experiments.executors import make_executor
+    from usbpo_cli.experiments.gridview import GridView, grid_header, run_name
+    from usbpo_cli.runs.status import format_duration
 
     runner = make_executor(executor, workers, address)
     todo = [run for run in grid if run.status != "complete"]
@@ -392,8 +379,8 @@ def _start_grid(
     out: Path, manifest: dict, executor: str, workers: int, address: str | None
 ) -> None:
     """Once every input is known good: write the grid's manifest (first use only)."""
-    from usbpo_cli.executors import make_executor
-    from usbpo_cli.experiments import record_grid
+    from usbpo_cli.experiments.executors import make_executor
+    from usbpo_cli.experiments.grids import record_grid
 
     make_executor(executor, workers, address)  # validates the options; nothing written yet
     note = record_grid(out, manifest)
@@ -411,16 +398,10 @@ def _interval(iqm: float, low: float, high: float, n: int) -> str:
 
 def _report_grid(out: Path, grid: list, reference: str | None = "usbpo") -> None:
     """Write results.csv and summary.csv for the grid and print one table per env."""
-    from usbpo_cli import aggregate
-    from usbpo_cli.runlog import write_text_atomic
+    from usbpo_cli.experiments import aggregate
 
-    runs = aggregate.load_runs(out)
-    wanted = {(run.env, run.variant.label) for run in grid}
-    runs = runs[[pair in wanted for pair in zip(runs["env"], runs["label"])]]
-    write_text_atomic(out / "results.csv", aggregate.csv_text(aggregate.tidy_results(runs)))
-    summary = aggregate.grid_summary(runs, reference)
-    write_text_atomic(out / "summary.csv", aggregate.csv_text(summary))
-    auc = aggregate.summary_table(runs, "auc").set_index(["env", "label"])
+    labels = {(run.env, run.variant.label) for run in grid}
+    summary, auc = aggregate.write_grid_report(out, labels, reference)
     headers = ["algo", "seeds", "final mean ± std", "final IQM [95% CI]", "AUC mean ± std"]
     headers += ["AUC IQM [95% CI]"] + ([f"P({reference} > algo)"] if reference else [])
     for env in sorted(summary["env"].unique()):
@@ -469,10 +450,9 @@ def compare(
 ) -> None:
     """Run (or finish) a grid of env x algo x seed and summarise it; rerun to resume."""
     with user_errors():
-        from usbpo_cli.experiments import Variant, build_grid, grid_manifest
-        from usbpo_cli.registry import get_algorithm
+        from usbpo_cli.agents.registry import get_algorithm
+        from usbpo_cli.experiments.grids import Variant, build_grid, grid_manifest
 
-        load_algorithms()
         names = _names(algos, "--algos")
         for name in names:
             get_algorithm(name)
@@ -520,10 +500,13 @@ def ablate(
 ) -> None:
     """Run a named ablation study of the USB-PO paper; rerun to resume."""
     with user_errors():
-        from usbpo_cli.experiments import STUDIES, build_grid, grid_manifest, refuse_varied_keys
-        from usbpo_cli.registry import ALGORITHMS
+        from usbpo_cli.experiments.grids import (
+            STUDIES,
+            build_grid,
+            grid_manifest,
+            refuse_varied_keys,
+        )
 
-        load_algorithms()
         if list_:
             for item in STUDIES.values():
                 labels = ", ".join(v.label for v in item.variants)
@@ -535,11 +518,6 @@ def ablate(
         if study not in STUDIES:
             raise UsageError(f"unknown study {study!r} (choose: {', '.join(STUDIES)})")
         chosen = STUDIES[study]
-        missing = sorted({v.algo for v in chosen.variants} - set(ALGORITHMS))
-        if missing:
-            raise UsageError(
-                f"study {study} needs algorithm(s) not available yet: {', '.join(missing)}"
-            )
         refuse_varied_keys(chosen, list(set_))
         out = out or Path("runs") / "ablate" / study
         env_ids, variants = _names(env, "--env"), list(chosen.variants)
@@ -574,36 +552,6 @@ def ablate(
         console.print(f"figure: usbpo plot --figure {chosen.figure} --runs {out}")
 
 
-# SAC after 1M env steps, public CleanRL benchmark (DESIGN.md "Reference numbers").
-PUBLISHED_SAC = {
-    "HalfCheetah": 9600.0,
-    "Walker2d": 3600.0,
-    "Hopper": 2300.0,
-    "InvertedPendulum": 900.0,
-    "Humanoid": 5000.0,
-}
-
-
-def _sac_asymptotes(text: str | None, envs: list[str]) -> dict[str, float] | None:
-    if not text:
-        return None
-    if text == "published":
-        found = {
-            env: PUBLISHED_SAC[env.split("-v")[0]]
-            for env in envs
-            if env.split("-v")[0] in PUBLISHED_SAC
-        }
-        return found or None
-    values = {}
-    for pair in _split(text):
-        env, _, value = pair.partition("=")
-        try:
-            values[env.strip()] = float(value)
-        except ValueError:
-            raise UsageError(f"--sac-asymptote {pair!r}: expected ENV=RETURN") from None
-    return values
-
-
 @app.command()
 def plot(
     figure: str = typer.Option(None, help="figure name (see --list)"),
@@ -624,7 +572,7 @@ def plot(
 ) -> None:
     """Draw a paper figure from one grid's progress CSVs (never imports torch)."""
     with user_errors():
-        from usbpo_cli import plots
+        from usbpo_cli.experiments import plots
 
         if list_:
             for name, description in plots.FIGURES.items():
@@ -639,7 +587,7 @@ def plot(
         # One grid only (the most recent that has what the figure needs), never a mix.
         chosen = plots.select_runs(figure, runs)
         target = out or chosen.default_out_folder / f"{figure}.png"
-        asymptotes = _sac_asymptotes(sac_asymptote, sorted(chosen.runs["env"].unique()))
+        asymptotes = plots.sac_asymptotes(sac_asymptote, sorted(chosen.runs["env"].unique()))
         notes = list(chosen.notes)
         written = plots.plot_figure(
             figure,
@@ -659,8 +607,8 @@ def plot(
 def envs() -> None:
     """List the supported tasks with their dimensions and termination rule."""
     with user_errors():
-        from usbpo_cli.envs import known_env_ids, task_info
-        from usbpo_cli.termination import LEARNED
+        from usbpo_cli.envs.tasks import known_env_ids, task_info
+        from usbpo_cli.envs.termination import LEARNED
 
         table = Table("env", "obs", "act", "termination", title="supported tasks")
         for env_id in known_env_ids():
@@ -691,11 +639,10 @@ def config(
 ) -> None:
     """List an algorithm's settings (the names `--set` takes), their values and docs."""
     with user_errors():
-        from usbpo_cli.config import resolve_config
-        from usbpo_cli.envs import task_info
-        from usbpo_cli.registry import get_algorithm
+        from usbpo_cli.agents.registry import get_algorithm
+        from usbpo_cli.envs.tasks import task_info
+        from usbpo_cli.runs.config import resolve_config
 
-        load_algorithms()
         algorithm = get_algorithm(algo)
         family = task_info(env).family if env else None
         resolved, deviations = resolve_config(algorithm.config_cls, family, preset, {})
@@ -711,10 +658,9 @@ def config(
 @app.command()
 def algos() -> None:
     """List the available algorithms."""
-    from usbpo_cli.registry import ALGORITHMS
+    from usbpo_cli.agents.registry import load_algorithms
 
-    load_algorithms()
-    for name, algorithm in sorted(ALGORITHMS.items()):
+    for name, algorithm in load_algorithms().items():
         console.print(f"[bold]{name:<6}[/] {algorithm.description}")
 
 

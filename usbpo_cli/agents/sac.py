@@ -1,0 +1,241 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018) with twin critics as one batched network and
+automatic entropy tuning. Used by the model-free SAC baseline and as the Dyna loop's policy.
+
+The update writes its gradients by hand instead of calling autograd: on a CPU an MBPO-family
+run spends most of its time in SAC updates (20-40 per env step) whose matrices are small, so
+the autograd graph's per-op overhead is a large share of each one. The losses are SAC's, stated
+beside each gradient, and tests/test_sac.py checks every gradient against autograd on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from usbpo_cli.agents.buffers import Batch
+from usbpo_cli.models.distributions import normal_like
+from usbpo_cli.models.nets import BatchedMLP, Layer, mlp, relu_backward, relu_forward, twin_input
+from usbpo_cli.models.optim import adam_step, make_adam
+from usbpo_cli.util import torch_private
+from usbpo_cli.util.settings import Settings, param
+
+
+@dataclass
+class SACSettings(Settings):
+    """SAC's own setting, for every config whose agent may build a SAC policy optimiser."""
+
+    target_entropy: float | None = param(None, "SAC target entropy; None means -action_dim")
+
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+class SquashedSample(NamedTuple):
+    """A reparameterised tanh-Gaussian sample and what its hand-written backward needs."""
+
+    action: torch.Tensor
+    log_prob: torch.Tensor
+    squashed: torch.Tensor  # tanh(mean + std * noise)
+    std: torch.Tensor
+    noise: torch.Tensor
+    raw_log_std: torch.Tensor  # before clamping to [LOG_STD_MIN, LOG_STD_MAX]
+
+    def rows(self, index: slice) -> SquashedSample:
+        return SquashedSample(*(t[index] for t in self))
+
+
+class TanhGaussianActor(nn.Module):
+    """State-conditioned Gaussian squashed by tanh and rescaled to the action bounds."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_size: int,
+        act_low: torch.Tensor,
+        act_high: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.body = mlp(obs_dim, hidden_size, 2 * act_dim, generator=generator)
+        self.register_buffer("act_scale", (act_high - act_low) / 2.0)
+        self.register_buffer("act_bias", (act_high + act_low) / 2.0)
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action and its log-probability (the latter meaningless when deterministic)."""
+        mean, raw_log_std = self.body(obs).chunk(2, dim=-1)
+        if deterministic:
+            return torch.tanh(mean) * self.act_scale + self.act_bias, torch.zeros_like(mean[..., 0])
+        sample = self.squash(mean, raw_log_std, normal_like(mean, generator))
+        return sample.action, sample.log_prob
+
+    def layers(self) -> list[Layer]:
+        """The body's (weight, bias) as [1, in, out] and [1, 1, out] views, for `relu_forward`."""
+        return [(m.weight.mT.unsqueeze(0), m.bias.view(1, 1, -1)) for m in self.linears()]
+
+    def linears(self) -> list[nn.Linear]:
+        return [m for m in self.body if isinstance(m, nn.Linear)]
+
+    def squash(
+        self, mean: torch.Tensor, raw_log_std: torch.Tensor, noise: torch.Tensor
+    ) -> SquashedSample:
+        log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        std = log_std.exp()
+        pre_tanh = torch.addcmul(mean, std, noise)
+        squashed = torch.tanh(pre_tanh)
+        # log N(pre_tanh) minus the log-det of tanh (numerically stable form) and of the scale.
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(
+            -1
+        )
+        log_prob = log_prob - torch.log(self.act_scale).sum()
+        action = torch.addcmul(self.act_bias, squashed, self.act_scale)
+        return SquashedSample(action, log_prob, squashed, std, noise, raw_log_std)
+
+    def squash_backward(
+        self, sample: SquashedSample, grad_action: torch.Tensor, grad_log_prob: float | torch.Tensor
+    ) -> torch.Tensor:
+        """Gradient w.r.t. the body's output [mean, raw log-std] from those w.r.t. each action
+        and each log-probability (`grad_log_prob` the same for every row).
+
+        With u = mean + std * noise: d log_prob / du = 2 tanh(u) (the derivative of
+        -log(1 - tanh(u)^2)), d action / du = scale * (1 - tanh(u)^2), du / d log_std =
+        std * noise, and log_prob also holds -log_std directly; the clamp passes gradient only
+        inside its bounds (bounds included, as autograd's clamp).
+        """
+        squashed = sample.squashed
+        grad_pre_tanh = (2.0 * grad_log_prob) * squashed + grad_action * self.act_scale * (
+            1.0 - squashed * squashed
+        )
+        inside = (sample.raw_log_std >= LOG_STD_MIN) & (sample.raw_log_std <= LOG_STD_MAX)
+        grad_log_std = (grad_pre_tanh * sample.std * sample.noise - grad_log_prob) * inside
+        return torch.cat([grad_pre_tanh, grad_log_std], dim=-1)
+
+
+class SAC:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        act_low: torch.Tensor,
+        act_high: torch.Tensor,
+        *,
+        hidden_size: int = 256,
+        lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 5e-3,
+        target_entropy: float | None = None,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        init_generator: torch.Generator | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.generator = generator  # noise of actions and updates
+        self.obs_dim = obs_dim
+        self.gamma, self.tau = gamma, tau
+        self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
+        self.actor = TanhGaussianActor(
+            obs_dim, act_dim, hidden_size, act_low, act_high, init_generator
+        ).to(device)
+        self.critic = BatchedMLP(
+            2, obs_dim + act_dim, 1, hidden_size, 2, generator=init_generator
+        ).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.zeros((), device=self.device, requires_grad=True)
+        self.actor_opt = make_adam(self.actor.parameters(), lr)
+        self.critic_opt = make_adam(self.critic.parameters(), lr)
+        self.alpha_opt = make_adam([self.log_alpha], lr)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self.actor(obs, deterministic, self.generator)[0]
+
+    @torch.no_grad()
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step on critics, then actor (against the updated critics), then
+        temperature, then the Polyak step of the target critics; returns the losses."""
+        n = batch.obs.shape[0]
+        alpha = self.alpha
+        critic = [(layer.weight, layer.bias) for layer in self.critic.layers]
+        target = [(layer.weight, layer.bias) for layer in self.critic_target.layers]
+        actor = self.actor.layers()
+        # One actor pass over [next_obs; obs]: both halves use the actor's current weights.
+        actor_inputs, head = relu_forward(actor, torch.cat([batch.next_obs, batch.obs])[None])
+        mean, raw_log_std = head[0].chunk(2, dim=-1)
+        sample = self.actor.squash(mean, raw_log_std, normal_like(mean, self.generator))
+        next_sample, sample = sample.rows(slice(None, n)), sample.rows(slice(n, None))
+
+        # Critics: 0.5 * sum_i mean_b (Q_i(s, a) - y)^2 with the soft target
+        # y = r + gamma (1 - done) (min_i Qtarget_i(s', a') - alpha log pi(a' | s')).
+        _, next_q = relu_forward(target, twin_input(batch.next_obs, next_sample.action))
+        soft_next_value = next_q.squeeze(-1).min(0).values - alpha * next_sample.log_prob
+        y = batch.rew + self.gamma * (1.0 - batch.done) * soft_next_value
+        critic_inputs, q = relu_forward(critic, twin_input(batch.obs, batch.act))
+        error = q.squeeze(-1) - y
+        critic_loss = 0.5 * error.pow(2).mean(1).sum()
+        grads, _ = relu_backward(critic, critic_inputs, (error / n).unsqueeze(-1))
+        for layer, (weight_grad, bias_grad) in zip(self.critic.layers, grads):
+            layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
+        adam_step(self.critic_opt)
+
+        # Actor: mean_b (alpha log pi(a | s) - min_i Q_i(s, a)) with a the reparameterised
+        # sample; the critics' parameters get no gradient from it, only their input a does.
+        q_inputs, q_new = relu_forward(critic, twin_input(batch.obs, sample.action))
+        q_new = q_new.squeeze(-1)
+        first = q_new[0] <= q_new[1]  # min over the twins, ties to the first (as torch.min)
+        actor_loss = (alpha * sample.log_prob - torch.where(first, q_new[0], q_new[1])).mean()
+        grad_q = torch.stack([first, ~first]).to(q_new.dtype).mul_(-1.0 / n).unsqueeze(-1)
+        _, grad_x = relu_backward(
+            critic, q_inputs, grad_q, param_grads=False, input_columns=slice(self.obs_dim, None)
+        )
+        grad_head = self.actor.squash_backward(sample, grad_x.sum(0), alpha / n)
+        obs_half = [x[:, n:] for x in actor_inputs]
+        grads, _ = relu_backward(actor, obs_half, grad_head[None])
+        for linear, (weight_grad, bias_grad) in zip(self.actor.linears(), grads):
+            linear.weight.grad, linear.bias.grad = weight_grad[0].mT, bias_grad.view(-1)
+        adam_step(self.actor_opt)
+
+        # Temperature: -mean_b log_alpha * (log pi(a | s) + target_entropy).
+        self.log_alpha.grad = -(sample.log_prob + self.target_entropy).mean()
+        adam_step(self.alpha_opt)
+
+        torch_private.lerp_(self._target_params, self._critic_params, self.tau)
+        return {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha": alpha}
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])

@@ -1,0 +1,168 @@
+"""Batched MLPs: several independent networks evaluated as one, with an explicit member axis.
+
+Both the dynamics ensemble (7 members) and SAC's twin critics (2 members) use this, so each
+forward pass is a handful of `baddbmm` calls instead of a Python loop over member networks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from usbpo_cli.util import torch_private
+
+Layer = tuple[torch.Tensor, torch.Tensor]  # weight [members, in, out] and bias [members, 1, out]
+
+
+class BatchedLinear(nn.Module):
+    """`members` independent affine maps; input [members, N, in] -> output [members, N, out]."""
+
+    def __init__(
+        self,
+        members: int,
+        in_dim: int,
+        out_dim: int,
+        init: str = "uniform",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
+        if init == "truncated_normal":  # MBPO's ensemble initialisation
+            nn.init.trunc_normal_(
+                self.weight,
+                std=1.0 / (2.0 * math.sqrt(in_dim)),
+                a=-1.0 / math.sqrt(in_dim),
+                b=1.0 / math.sqrt(in_dim),
+                generator=generator,
+            )
+        else:  # torch.nn.Linear's default, per member
+            bound = 1.0 / math.sqrt(in_dim)
+            nn.init.uniform_(self.weight, -bound, bound, generator=generator)
+            nn.init.uniform_(self.bias, -bound, bound, generator=generator)
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        if members is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
+
+
+class BatchedMLP(nn.Module):
+    """A stack of BatchedLinear layers with an activation between them."""
+
+    def __init__(
+        self,
+        members: int,
+        in_dim: int,
+        out_dim: int,
+        hidden_size: int,
+        hidden_layers: int,
+        activation: type[nn.Module] = nn.ReLU,
+        init: str = "uniform",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden_size] * hidden_layers + [out_dim]
+        self.layers = nn.ModuleList(
+            BatchedLinear(members, d_in, d_out, init, generator)
+            for d_in, d_out in zip(dims[:-1], dims[1:])
+        )
+        self.activation = activation()
+        self.members = members
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x, members))
+        return self.layers[-1](x, members)
+
+
+def linear(in_dim: int, out_dim: int, generator: torch.Generator | None = None) -> nn.Linear:
+    """`nn.Linear` with its default initialisation drawn from `generator` (the same draws,
+    in the same order, as `nn.Linear.reset_parameters` takes from the global generator)."""
+    layer = nn.Linear(in_dim, out_dim)
+    if generator is not None:
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+            bound = 1.0 / math.sqrt(in_dim) if in_dim > 0 else 0.0
+            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
+
+
+def mlp(
+    in_dim: int,
+    hidden_size: int,
+    out_dim: int,
+    activation: type[nn.Module] = nn.ReLU,
+    generator: torch.Generator | None = None,
+) -> nn.Sequential:
+    """Two hidden layers of `hidden_size` and a linear head: the actors' and ALM's encoders'
+    shape (`nn.Linear`'s default init; callers re-initialise where their paper says so)."""
+    return nn.Sequential(
+        linear(in_dim, hidden_size, generator),
+        activation(),
+        linear(hidden_size, hidden_size, generator),
+        activation(),
+        linear(hidden_size, out_dim, generator),
+    )
+
+
+def twin_q(net: BatchedMLP, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """Both members of a twin critic on the same (obs, act) batch: [members, N]."""
+    return net(twin_input(obs, act, net.members)).squeeze(-1)
+
+
+def twin_input(obs: torch.Tensor, act: torch.Tensor, members: int = 2) -> torch.Tensor:
+    """[obs, act] shared by every member of a critic: [members, N, obs + act], no copies."""
+    return torch.cat([obs, act], dim=-1).unsqueeze(0).expand(members, -1, -1)
+
+
+def relu_forward(
+    layers: Sequence[Layer], x: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """ReLU MLP on [members, N, in], also returning each layer's input for `relu_backward`.
+
+    Where gradients are written by hand (SAC's update) there is no autograd graph to keep the
+    activations, so the forward hands them over; `layers` may be views of `nn.Linear` weights.
+    """
+    inputs = []
+    for weight, bias in layers[:-1]:
+        inputs.append(x)
+        x = torch.baddbmm(bias, x, weight).relu_()
+    inputs.append(x)
+    weight, bias = layers[-1]
+    return inputs, torch.baddbmm(bias, x, weight)
+
+
+def relu_backward(
+    layers: Sequence[Layer],
+    inputs: Sequence[torch.Tensor],
+    grad_out: torch.Tensor,
+    *,
+    param_grads: bool = True,
+    input_columns: slice | None = None,
+) -> tuple[list[Layer], torch.Tensor | None]:
+    """Backward of `relu_forward` from the gradient of its output: each layer's (weight, bias)
+    gradient (in the weight's own memory layout, so a transposed `nn.Linear` view gets a
+    contiguous `[out, in]` gradient) and, with `input_columns`, the gradient of those input
+    columns. Skipping what is not needed (parameter gradients when only the input's is wanted,
+    the input gradient of the first layer) is where this beats autograd, besides its overhead.
+    """
+    grads: list[Layer] = []
+    grad = grad_out
+    for i in range(len(layers) - 1, -1, -1):
+        weight, _ = layers[i]
+        if param_grads:
+            if weight.stride(-1) == 1:
+                weight_grad = torch.bmm(inputs[i].mT, grad)
+            else:  # a transposed view: compute the transposed product, contiguous
+                weight_grad = torch.bmm(grad.mT, inputs[i]).mT
+            grads.append((weight_grad, grad.sum(1, keepdim=True)))
+        if i > 0:
+            grad = torch_private.relu_input_grad(torch.bmm(grad, weight.mT), inputs[i])
+    grads.reverse()
+    if input_columns is None:
+        return grads, None
+    return grads, torch.bmm(grad, layers[0][0][:, input_columns].mT)
