@@ -19,8 +19,9 @@ demo: install-demo
 	usbpo train --env InvertedPendulum-v4 --algo usbpo --steps 8000 --seed 0 \
 		--out runs/demo-$$(date +%Y%m%d-%H%M%S)/InvertedPendulum-v4/usbpo/seed0
 
+# Two pytest workers, one per core (each test uses one torch thread, see tests/conftest.py).
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2
 
 lint:
 	ruff check . && ruff format --check .
