@@ -71,7 +71,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         ["test_pdml_agent.py", "test_pdml_mutants.py", "test_pdml.py", "test_agent_state.py"],
     ),
     "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),
-    "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo.py"]),
+    "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo_update.py", "test_ppo.py"]),
 }
 
 SWAP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}
