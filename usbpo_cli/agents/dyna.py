@@ -124,8 +124,7 @@ class DynaAgent(OffPolicyAgent):
 
     def __init__(self, env_id: str, config: DynaConfig, **kwargs) -> None:
         super().__init__(env_id, config, **kwargs)
-        truncate_obs = kwargs.get("truncate_obs", False)
-        self.termination, self.termination_rule = termination_fn(env_id, truncate_obs)
+        self.termination, self.termination_rule = termination_fn(env_id, self.truncate_obs)
         self.model = GaussianEnsemble(
             self.obs_dim,
             self.act_dim,
