@@ -500,3 +500,25 @@ def test_make_demo_installs_without_ray() -> None:
         recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
         assert "ray" not in recipe and "$(TORCH_PIN)" in recipe, recipe
         assert re.search(r"pip install -q -e \.(\s|$)", recipe), recipe
+
+
+def test_grid_runs_seed_by_seed_with_the_threads_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grid stopped part-way must hold the same seeds of every algo (seed-major order), and
+    `--threads` must reach the runs (to leave cores free), not the cores // workers default."""
+    from usbpo_cli.experiments import executors
+
+    started: list[tuple[str, int, int]] = []
+
+    def record(self, specs, on_done):  # stands in for training: what would run, in what order
+        _, threads = executors.plan_workers(self.requested, len(specs), self.threads)
+        started.extend((spec.algo, spec.seed, threads) for spec in specs)
+        return []
+
+    monkeypatch.setattr(executors.LocalExecutor, "run", record)
+    args = ["compare", "--envs", ENV, "--algos", "mbpo,sac", "--seeds", "2", "--steps", "100"]
+    result = usbpo_inproc(*args, "--preset", "tiny", "--threads", "1", cwd=tmp_path)
+    assert started == [("mbpo", 0, 1), ("sac", 0, 1), ("mbpo", 1, 1), ("sac", 1, 1)], (
+        result.stdout + result.stderr
+    )

@@ -182,6 +182,7 @@ CASES = [
     case("compare-unknown-algo", [*GRID, "--algos", "usbpo,nosuch"], "unknown algo 'nosuch'"),
     case("compare-unknown-env", [*GRID, "--algos", "sac", "--envs", "Hoper-v4"], "Hopper-v4"),
     case("compare-workers-0", [*GRID, "--algos", "sac", "--workers", "0"], "--workers"),
+    case("compare-threads-negative", [*GRID, "--algos", "sac", "--threads", "-2"], "--threads"),
     case("compare-slurm", [*GRID, "--algos", "sac", "--executor", "slurm"], "unknown executor"),
     case(
         "compare-address-local",

@@ -319,26 +319,29 @@ def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) 
     return total
 
 
-def _execute_grid(grid: list, executor: str, workers: int, address: str | None) -> None:
+def _execute_grid(
+    grid: list, executor: str, workers: int, address: str | None, threads: int = 0
+) -> None:
     """Run what is not complete yet; unfinished runs continue from their last checkpoint.
     Shows the grid (envs, algos, seeds, steps, folder), each running run's env step and ETA,
-    and the grid's ETA."""
-    import os
-
-    from usbpo_cli.experiments.executors import make_executor
+    and the grid's ETA. Runs start seed by seed (every env and algo at seed 0, then seed 1,
+    ...), so a grid stopped part-way holds comparable seeds of everything rather than all
+    seeds of the first algo."""
+    from usbpo_cli.experiments.executors import make_executor, plan_workers
     from usbpo_cli.experiments.gridview import GridView, grid_header, run_name
     from usbpo_cli.runs.status import format_duration
 
-    runner = make_executor(executor, workers, address)
+    runner = make_executor(executor, workers, address, threads)
     todo = [run for run in grid if run.status != "complete"]
+    todo.sort(key=lambda run: run.seed)  # stable: env and algo order kept within a seed
     skipped = len(grid) - len(todo)
     console.print(grid_header(grid), highlight=False, soft_wrap=True)
     if not todo:
         console.print(f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run")
         return
-    cores = os.cpu_count() or 1
-    slots = max(1, min(workers, len(todo), cores if executor == "local" else len(todo)))
-    threads = max(1, cores // slots)
+    slots, threads = plan_workers(workers, len(todo), threads)
+    if executor != "local":  # a Ray cluster is not capped at this machine's cores
+        slots = max(1, min(workers, len(todo)))
     view = GridView(todo, slots, threads, err_console)
     console.print(
         f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run on {slots} "
@@ -376,13 +379,13 @@ def _execute_grid(grid: list, executor: str, workers: int, address: str | None) 
 
 
 def _start_grid(
-    out: Path, manifest: dict, executor: str, workers: int, address: str | None
+    out: Path, manifest: dict, executor: str, workers: int, address: str | None, threads: int = 0
 ) -> None:
     """Once every input is known good: write the grid's manifest (first use only)."""
     from usbpo_cli.experiments.executors import make_executor
     from usbpo_cli.experiments.grids import record_grid
 
-    make_executor(executor, workers, address)  # validates the options; nothing written yet
+    make_executor(executor, workers, address, threads)  # validates the options; nothing written yet
     note = record_grid(out, manifest)
     if note:
         err_console.print(f"[yellow]{note}[/]", highlight=False)
@@ -427,6 +430,9 @@ def _report_grid(out: Path, grid: list, reference: str | None = "usbpo") -> None
 
 # Options every grid command (compare, ablate) takes, declared once.
 WORKERS_OPTION = typer.Option(1, help="runs at once (capped at the CPU cores)")
+THREADS_OPTION = typer.Option(
+    0, help="torch threads per run (0: the CPU cores shared out among the workers)"
+)
 EXECUTOR_OPTION = typer.Option("local", help="local (processes) or ray")
 ADDRESS_OPTION = typer.Option(None, help="Ray cluster address (default: start a local Ray)")
 DEVICE_OPTION = typer.Option("cpu", help="cpu, cuda or cuda:N")
@@ -442,6 +448,7 @@ def compare(
     steps: int = typer.Option(100_000, help="env steps per run"),
     out: Path = typer.Option(Path("runs/compare"), help="grid folder"),
     workers: int = WORKERS_OPTION,
+    threads: int = THREADS_OPTION,
     executor: str = EXECUTOR_OPTION,
     address: str = ADDRESS_OPTION,
     device: str = DEVICE_OPTION,
@@ -478,8 +485,8 @@ def compare(
             overrides=list(set_),
             manifest=manifest,
         )
-        _start_grid(out, manifest, executor, workers, address)
-        _execute_grid(grid, executor, workers, address)
+        _start_grid(out, manifest, executor, workers, address, threads)
+        _execute_grid(grid, executor, workers, address, threads)
         _report_grid(out, grid)
 
 
@@ -492,6 +499,7 @@ def ablate(
     steps: int = typer.Option(100_000, help="env steps per run"),
     out: Path = typer.Option(None, help="grid folder (default runs/ablate/<study>)"),
     workers: int = WORKERS_OPTION,
+    threads: int = THREADS_OPTION,
     executor: str = EXECUTOR_OPTION,
     address: str = ADDRESS_OPTION,
     device: str = DEVICE_OPTION,
@@ -543,11 +551,11 @@ def ablate(
             overrides=list(set_),
             manifest=manifest,
         )
-        _start_grid(out, manifest, executor, workers, address)
+        _start_grid(out, manifest, executor, workers, address, threads)
         if set_:
             for item in manifest["variants"]:
                 console.print(f"{item['label']}: {item['algo']} with {', '.join(item['set'])}")
-        _execute_grid(grid, executor, workers, address)
+        _execute_grid(grid, executor, workers, address, threads)
         _report_grid(out, grid, reference=chosen.reference)
         console.print(f"figure: usbpo plot --figure {chosen.figure} --runs {out}")
 

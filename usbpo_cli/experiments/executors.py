@@ -48,13 +48,16 @@ def run_one(spec: RunSpec, threads: int) -> RunOutcome:
     return RunOutcome(spec, summary.final_return, None)
 
 
-def plan_workers(requested: int, pending: int) -> tuple[int, int]:
-    """Workers (at most the cores and the pending runs) and torch threads per worker."""
+def plan_workers(requested: int, pending: int, threads: int = 0) -> tuple[int, int]:
+    """Workers (at most the cores and the pending runs) and torch threads per worker: `threads`
+    when given (to leave cores free for other work), else the cores shared out among them."""
     cores = os.cpu_count() or 1
     if requested < 1:
         raise UsageError(f"--workers must be >= 1, got {requested}")
+    if threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {threads}")
     workers = max(1, min(requested, cores, pending))
-    return workers, max(1, cores // workers)
+    return workers, threads or max(1, cores // workers)
 
 
 Done = Callable[[RunOutcome], None]
@@ -63,11 +66,11 @@ Done = Callable[[RunOutcome], None]
 class LocalExecutor:
     """A pool of fresh (spawned) Python processes on this machine."""
 
-    def __init__(self, workers: int) -> None:
-        self.requested = workers
+    def __init__(self, workers: int, threads: int = 0) -> None:
+        self.requested, self.threads = workers, threads
 
     def run(self, specs: Sequence[RunSpec], on_done: Done) -> list[RunOutcome]:
-        workers, threads = plan_workers(self.requested, len(specs))
+        workers, threads = plan_workers(self.requested, len(specs), self.threads)
         outcomes = []
         if workers == 1:  # no pool needed; keeps tracebacks and profiling simple
             for spec in specs:
@@ -90,15 +93,15 @@ class RayExecutor:
     cluster job that writes files.
     """
 
-    def __init__(self, workers: int, address: str | None) -> None:
-        self.requested, self.address = workers, address
+    def __init__(self, workers: int, address: str | None, threads: int = 0) -> None:
+        self.requested, self.address, self.threads = workers, address, threads
 
     def run(self, specs: Sequence[RunSpec], on_done: Done) -> list[RunOutcome]:
         try:
             import ray
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install 'usbpo[ray]'") from None
-        workers, threads = plan_workers(self.requested, len(specs))
+        workers, threads = plan_workers(self.requested, len(specs), self.threads)
         started_here = not ray.is_initialized()
         if started_here:
             try:
@@ -154,17 +157,16 @@ def check_address(address: str) -> None:
         )
 
 
-def make_executor(kind: str, workers: int, address: str | None):
+def make_executor(kind: str, workers: int, address: str | None, threads: int = 0):
     """The executor for `--executor`; every option is checked here, even for a grid with
     nothing left to run."""
-    if workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
+    plan_workers(workers, 1, threads)  # refuses --workers < 1 and --threads < 0
     if kind == "local":
         if address is not None:
             raise UsageError("--address only applies to --executor ray")
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, threads)
     if kind == "ray":
         if address is not None:
             check_address(address)
-        return RayExecutor(workers, address)
+        return RayExecutor(workers, address, threads)
     raise UsageError(f"unknown executor {kind!r} (choose: local, ray)")
