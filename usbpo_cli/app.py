@@ -244,8 +244,10 @@ def _print_long_run(what: str, seconds: float, specs: list, threads: int, worker
 
     workers = max(1, workers)
     small = _preset_estimate(specs, "cpu-small", threads, specs[0].steps) / workers
-    little = "; little saved: policy updates dominate" if small > 0.9 * seconds else ""
-    choices = [f"--preset cpu-small (about {format_duration(small)}{little})"]
+    choices = []
+    if small < seconds:  # not offered when it costs more (its earlier start means more updates)
+        little = "; little saved: policy updates dominate" if small > 0.9 * seconds else ""
+        choices.append(f"--preset cpu-small (about {format_duration(small)}{little})")
     lo, hi = 0, specs[0].steps  # the most steps per run that fit in two hours, by bisection
     while hi - lo > max(1, specs[0].steps // 100):
         mid = (lo + hi) // 2
