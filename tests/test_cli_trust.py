@@ -310,14 +310,11 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
     assert result.returncode == 0, result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
     assert re.search(r"takes about \d+ h \d\d min on this CPU", line), line
-    for choice in ("--preset cpu-small (about", "--steps", "--device cuda", "--workers"):
+    for choice in ("--steps", "--device cuda", "--workers"):
         assert choice in line, (choice, line)
-    # HalfCheetah's paper run starts learning at 5000 steps, cpu-small at 1000: at G = 40 the
-    # "smaller" preset costs more, so it must not be offered as cheaper.
-    cheetah = ["train", "--env", "HalfCheetah-v4", "--steps", "20000", "--quiet", "--out", "hc"]
-    result = usbpo_inproc(*cheetah, cwd=tmp_path)
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
-    assert "cpu-small" not in line and "--steps" in line, line
+    # The paper runs start learning at 5000 steps, cpu-small at 1000: over a long run the
+    # "smaller" preset does more policy updates and costs more, so it is not offered as cheaper.
+    assert "cpu-small" not in line, line
 
 
 def test_compare_says_what_it_runs_and_keeps_status(finished: Path) -> None:
