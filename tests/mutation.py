@@ -40,6 +40,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -315,9 +316,16 @@ def run_child(copy_root: Path, relative: str, source: str, tests: list[str]) -> 
 
 
 def judge(
-    mutants: list[Mutant], sources: list[str], tests: list[str], jobs: int, timeout: float
+    mutants: list[Mutant],
+    sources: list[str],
+    tests: list[str],
+    jobs: int,
+    timeout: float,
+    on_judged: Callable[[], None] = lambda: None,
 ) -> None:
-    """Run every mutant in forked children, `jobs` at a time, each in its own copy."""
+    """Run every pending mutant in forked children, `jobs` at a time, each in its own copy;
+    `on_judged` after each verdict (the caller saves progress: a long run cut short keeps
+    what it judged)."""
     relative = MODULES[mutants[0].module][0]
     workdir = Path(os.environ.get("MUTATION_WORKDIR", "/tmp/usbpo-mutation"))
     copies = [workdir / f"worker{k}" for k in range(jobs)]
@@ -367,6 +375,7 @@ def judge(
             free.append(where)
             mark = {"killed": ".", "timeout": "T", "survived": "S"}[mutant.status]
             print(mark, end="", flush=True)
+            on_judged()
     print()
 
 
@@ -422,6 +431,15 @@ def main() -> None:
                 old = status[(m.index, m.mutation, m.source_line)]
                 if old["status"] in ("killed", "timeout"):
                     m.status, m.seconds = old["status"], old["seconds"]
+        partial = out / f"{name}.partial.json"
+        if partial.exists():  # a run cut short: keep its verdicts, judge only the rest
+            judged = json.loads(partial.read_text())["mutants_detail"]
+            kept = {(m["index"], m["mutation"], m["source_line"]): m for m in judged}
+            for m in mutants:
+                old = kept.get((m.index, m.mutation, m.source_line))
+                if old is not None and old["status"] in ("killed", "timeout", "survived"):
+                    m.status, m.seconds = old["status"], old["seconds"]
+            print(f"{name}: {sum(m.status != 'pending' for m in mutants)} verdicts from {partial}")
         for mutant in mutants:
             if mutant.key in equivalent:
                 mutant.status = "equivalent"
@@ -435,7 +453,13 @@ def main() -> None:
             sys.exit(f"{name}: test file(s) missing: {', '.join(missing)}")
         start = time.time()
         print(f"{name}: {len(mutants)} mutants, tests {' '.join(tests)}", flush=True)
-        judge(mutants, sources, tests, args.jobs, args.timeout)
+
+        def save_progress(mutants: list[Mutant] = mutants, partial: Path = partial) -> None:
+            detail = [asdict(m) for m in mutants]
+            module = mutants[0].module if mutants else ""
+            partial.write_text(json.dumps({"module": module, "mutants_detail": detail}, indent=1))
+
+        judge(mutants, sources, tests, args.jobs, args.timeout, save_progress)
         counts = {s: sum(m.status == s for m in mutants) for s in ("killed", "timeout")}
         survived = [m for m in mutants if m.status == "survived"]
         eq = sum(m.status == "equivalent" for m in mutants)
@@ -455,6 +479,7 @@ def main() -> None:
         (out / f"{name}.json").write_text(
             json.dumps({**row, "mutants_detail": [asdict(m) for m in mutants]}, indent=1)
         )
+        partial.unlink(missing_ok=True)
         for m in survived:
             print(f"  survived (line {m.line}) {m.key}")
         print(f"{name}: score {score:.1%} ({row['killed']}/{judged}), {row['seconds']} s")
