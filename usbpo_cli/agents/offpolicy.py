@@ -113,8 +113,8 @@ class OffPolicyAgent(BaseAgent):
             "gamma": config.gamma,
             "tau": config.tau,
             "device": self.device,
-            "generator": self.generator,
-            "init_generator": self.init_generator,
+            "generators": [self.generator],
+            "init_generators": [self.init_generator],
         }
         bounds = (self.obs_dim, self.act_dim, self.act_low, self.act_high)
         if config.policy_optimiser() == "td3":
