@@ -227,11 +227,11 @@ class CMLOAgent(DynaAgent):
                 self.rollout(step, starts)
         self.update_policy(self.config.updates_per_step)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "trigger": dataclasses.asdict(self.trigger)}
+    def state_dict(self, seed: int = 0) -> dict:
+        return {**super().state_dict(seed), "trigger": dataclasses.asdict(self.trigger)}
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        super().load_state_dict(state, seed)
         self.trigger = EventTrigger(**state["trigger"])
 
 

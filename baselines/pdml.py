@@ -209,9 +209,9 @@ class PDMLAgent(DynaAgent):
         return weights.to(device=self.device, dtype=torch.float32)
 
     # --- checkpoints -------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self, seed: int = 0) -> dict:
         return {
-            **super().state_dict(),
+            **super().state_dict(seed),
             "pdml": {
                 "boundaries": list(self.boundaries),
                 "snapshot": None if self.snapshot is None else self.snapshot.state_dict(),
@@ -223,8 +223,8 @@ class PDMLAgent(DynaAgent):
             },
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        super().load_state_dict(state, seed)
         saved = state["pdml"]
         self.boundaries = list(saved["boundaries"])
         self.snapshot = None

@@ -121,6 +121,7 @@ def act_in_passes(policy, obs: torch.Tensor) -> torch.Tensor:
 
 class DynaAgent(OffPolicyAgent):
     config: DynaConfig
+    vectorises = False  # TODO(seed axis): the ensemble, rollouts and phase 2 per seed
 
     def __init__(self, env_id: str, config: DynaConfig, **kwargs) -> None:
         super().__init__(env_id, config, **kwargs)
@@ -284,17 +285,17 @@ class DynaAgent(OffPolicyAgent):
             obs = next_obs
         return added
 
-    def state_dict(self) -> dict:
+    def state_dict(self, seed: int = 0) -> dict:
         return {
-            **super().state_dict(),
+            **super().state_dict(seed),
             "model": self.model.state_dict(),
             "model_opt": self.model_opt.state_dict(),
             "model_buffer": self.model_buffer.state_dict(),
             "rollout_length": self.rollout_length,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        super().load_state_dict(state, seed)
         self.model.load_state_dict(state["model"])
         self.model_opt.load_state_dict(state["model_opt"])
         self.model_buffer = ReplayBuffer.from_state_dict(

@@ -50,11 +50,11 @@ class USBPOAgent(DynaAgent):
         # Separate from phase 1's optimiser; its moments persist across trainings.
         self.phase2_opt = make_adam(self.model.parameters(), config.phase2_lr)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "phase2_opt": self.phase2_opt.state_dict()}
+    def state_dict(self, seed: int = 0) -> dict:
+        return {**super().state_dict(seed), "phase2_opt": self.phase2_opt.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        super().load_state_dict(state, seed)
         self.phase2_opt.load_state_dict(state["phase2_opt"])
 
     def objective(
