@@ -581,7 +581,8 @@ class ALM:
 class ALMAgent(OffPolicyAgent):
     config: ALMConfig
     policy: ALM
-    vectorises = False  # its sequence sampling and world model are one seed's
+    vectorises = False
+    single_seed_reason = "its world model and sequence sampling are written for one seed"
 
     def __init__(self, env_id: str, config: ALMConfig, **kwargs: Any) -> None:
         super().__init__(env_id, config, **kwargs)

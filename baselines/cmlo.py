@@ -166,6 +166,8 @@ class EventTrigger:
 
 
 class CMLOAgent(DynaAgent):
+    vectorises = False
+    single_seed_reason = "its model-training trigger fires at different steps for each seed"
     config: CMLOConfig
 
     def __init__(self, env_id: str, config: CMLOConfig, **kwargs) -> None:

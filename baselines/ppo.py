@@ -333,6 +333,8 @@ class PPOAgent(BaseAgent):
     """Owns the vector of training envs, actor-critic, optimiser, normalisers and the rollout;
     the evaluation env, rows and checkpoint plumbing are the base agent's."""
 
+    single_seed_reason = "it is on-policy, with its own vectorised envs"
+
     config: PPOConfig
 
     def __init__(self, env_id: str, config: PPOConfig, **kwargs: Any) -> None:

@@ -174,6 +174,7 @@ class BaseAgent:
     # Whether the agent can train several seeds at once (off-policy agents whose schedule is
     # the same for every seed); the others train S = 1 only.
     vectorises: ClassVar[bool] = False
+    single_seed_reason: ClassVar[str] = "it trains one seed per process"
 
     def __init__(
         self,

@@ -121,7 +121,8 @@ def act_in_passes(policy, obs: torch.Tensor) -> torch.Tensor:
 
 class DynaAgent(OffPolicyAgent):
     config: DynaConfig
-    vectorises = False  # TODO(seed axis): the ensemble, rollouts and phase 2 per seed
+    vectorises = False
+    single_seed_reason = "the model-based loop does not train seeds together yet"
 
     def __init__(self, env_id: str, config: DynaConfig, **kwargs) -> None:
         super().__init__(env_id, config, **kwargs)
