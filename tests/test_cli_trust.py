@@ -302,7 +302,8 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
     from usbpo_cli.runs import runner
 
     def no_training(self, report=None) -> RunSummary:
-        self.lock.release()
+        for lock in self.locks:
+            lock.release()
         return RunSummary(0, 0.0, 0.0, 0.0, 0)
 
     monkeypatch.setattr(runner.PreparedRun, "train", no_training)
@@ -465,7 +466,7 @@ def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
         assert isinstance(run.agent.termination, LearnedTermination)
         assert run.agent.termination.buffer is run.agent.real_buffer
     finally:
-        run.lock.release()
+        run.locks[0].release()
     payload = json.loads((tmp_path / "run" / "config.json").read_text())
     assert payload["task"]["termination"].startswith("learned from the run's real terminal")
 

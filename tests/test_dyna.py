@@ -130,7 +130,7 @@ def test_rollout_resizes_the_model_buffer_when_the_length_grows() -> None:
     assert agent.rollout(110) == 16  # four steps of 4 rows
     assert agent.model_buffer.capacity == 32
     assert len(agent.model_buffer) == 20  # the length-1 rollout's rows were kept
-    assert agent._metrics["rollout_length"] == [1.0, 4.0]
+    assert agent.recorded("rollout_length") == [1.0, 4.0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     step = agent.config.initial_steps
 
     agent.train_model_and_roll_out(step)  # the first training: nothing before it to compare with
-    assert "delta" not in agent._metrics
+    assert agent.recorded("delta") == []
 
     agent.model_buffer = ReplayBuffer(
         agent.model_buffer.capacity, agent.obs_dim, agent.act_dim, agent.device
@@ -236,7 +236,7 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     rolled = torch.cat([torch.ones(1, agent.obs_dim), torch.zeros(1, agent.act_dim)], dim=-1)
     after = bias_by_hand(agent.model, rolled, 3)
     assert before > after + 0.05 and after > 0.01  # a clear sign, and before + after differs
-    assert agent._metrics["delta"] == [pytest.approx(before - after, rel=1e-4)]
+    assert agent.recorded("delta") == [pytest.approx(before - after, rel=1e-4)]
 
 
 # ---------------------------------------------------------------------------------------------

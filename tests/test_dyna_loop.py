@@ -173,7 +173,7 @@ def test_fit_model_records_the_training_and_the_shift_and_bias_before_and_after_
     torch.manual_seed(3)
     agent.fit_model(60)
     fit = results[0]
-    metrics = agent._metrics
+    metrics = {name: agent.recorded(name) for name in agent._metrics}
     assert metrics["model_loss_train"] == [pytest.approx(fit.train_loss)]
     assert metrics["model_loss_holdout"] == [pytest.approx(fit.holdout_mse)]
     assert metrics["model_epochs"] == [fit.epochs]
@@ -214,7 +214,7 @@ def test_each_rollout_records_its_length() -> None:
     agent = make_agent(rollout_schedule=(0, 1, 2, 2))
     fill_real(agent, 50)
     agent.rollout(60)
-    assert agent._metrics["rollout_length"] == [2.0]
+    assert agent.recorded("rollout_length") == [2.0]
 
 
 def test_model_training_data_is_inputs_s_a_and_targets_r_and_the_state_change() -> None:

@@ -47,14 +47,14 @@ class Line:
         """Write the line into the SAC actor's body (Linear, ReLU, Linear, ReLU, Linear): the
         first two layers pass relu(s[0]) = s[0] (transition numbers are >= 0) through unit 0,
         the head maps it to the mean a * s[0] + b and a constant log-std log(sd)."""
-        first, _, second, _, head = actor.body
+        first, _, second, _, head = actor.body  # each layer's weights [seeds, out, in]
         with torch.no_grad():
             for layer in (first, second, head):
                 layer.weight.zero_()
                 layer.bias.zero_()
-            first.weight[0, 0] = 1.0
-            second.weight[0, 0] = 1.0
-            head.weight[0, 0] = self.a
+            first.weight[0, 0, 0] = 1.0  # seed 0, the only one
+            second.weight[0, 0, 0] = 1.0
+            head.weight[0, 0, 0] = self.a
             head.bias.copy_(torch.tensor([self.b, math.log(self.sd)]))
 
 

@@ -180,7 +180,7 @@ def rows_within(rows: torch.Tensor, pool: torch.Tensor) -> bool:
 
 def steps_recorded(agent: USBPOAgent) -> int:
     """The `phase2_steps` metric this training recorded (see `OffPolicyAgent.record`)."""
-    values = agent._metrics["phase2_steps"]
+    values = agent.recorded("phase2_steps")
     assert len(values) == 1
     return int(values[0])
 

@@ -279,6 +279,10 @@ class BaseAgent:
         if total:
             self._summed.add(name)
 
+    def recorded(self, name: str, seed: int = 0) -> list[float]:
+        """What `record` collected for `name` since the last row, for seed `seed`."""
+        return [float(values[seed]) for values in self._metrics.get(name, [])]
+
     def evaluate(self) -> list[list[float]]:
         """Each seed's returns of `eval_episodes` deterministic episodes."""
         return evaluate_seeds(

@@ -182,7 +182,10 @@ class PreparedRun:
         try:
             while True:
                 try:
-                    summary = self.agent.train(loggers, reports, checkpoints)
+                    if seeds == 1:  # a lone seed's agent takes single callbacks (PPO, ALM)
+                        summary = self.agent.train(loggers[0], reports[0], checkpoints[0])
+                    else:
+                        summary = self.agent.train(loggers, reports, checkpoints)
                     self.summaries = [
                         dataclasses.replace(summary, **_seed_results(self.agent.loops[s]))
                         for s in range(seeds)
