@@ -201,7 +201,7 @@ class CMLOAgent(DynaAgent):
     ) -> None:
         if self.trigger.last_update is None:  # no model yet
             return
-        mean, _ = self.model(torch.cat([obs, action]).unsqueeze(0), self.model.elites)
+        mean, _ = self.model(torch.cat([obs, action]).unsqueeze(0), self.model.elites[0])
         predicted = obs + mean[:, 0, 1:]  # each elite's mean next state
         self.trigger.observe_error((predicted - next_obs).norm(dim=-1).mean().item())
 

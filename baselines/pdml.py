@@ -131,6 +131,8 @@ def segment_weights(
 
 class PDMLAgent(DynaAgent):
     config: PDMLConfig
+    vectorises = False
+    single_seed_reason = "its policy snapshots and data weights are written for one seed"
 
     def __init__(self, env_id: str, config: PDMLConfig, **kwargs) -> None:
         super().__init__(env_id, config, **kwargs)
@@ -155,7 +157,7 @@ class PDMLAgent(DynaAgent):
 
     def rollout_start_states(self, n: int) -> torch.Tensor:
         rows = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
-        return self.real_buffer.obs[self._positions(rows)]
+        return self.real_buffer.obs[self._positions(rows)].unsqueeze(0)  # its one seed
 
     # --- segments and weights ------------------------------------------------------------------
     def _positions(self, rows: torch.Tensor) -> torch.Tensor:

@@ -200,8 +200,8 @@ def exact_shift_bias(
     n = inputs.shape[0]
     shifts, biases = [], []
     with torch.no_grad():
-        for k1 in frozen.elites.tolist():
-            for k2 in model.elites.tolist():
+        for k1 in frozen.elites[0].tolist():
+            for k2 in model.elites[0].tolist():
                 shift, bias = shift_and_bias(
                     frozen, model, inputs, torch.full((n,), k1), torch.full((n,), k2)
                 )
