@@ -100,7 +100,7 @@ def test_rollouts_start_from_weighted_states(agent: PDMLAgent) -> None:
     agent.weights = torch.zeros(10)
     agent.weights[7] = 1.0
     starts = agent.rollout_start_states(50)
-    assert torch.equal(starts, agent.real_buffer.obs[7].expand(50, -1))
+    assert torch.equal(starts, agent.real_buffer.obs[7].expand(1, 50, -1))  # its one seed
 
 
 # ---------------------------------------------------------------------------------------------

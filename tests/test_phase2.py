@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.agents.buffers import SeedBuffers
 from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
 from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble
 
@@ -150,6 +150,10 @@ class Spy:
         k2: torch.Tensor | None = None,
         frozen_out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        if inputs.dim() == 3:  # the agent's one seed: judge it as a lone seed, answer per seed
+            lone = [x if x is None else x[0] for x in (k1, k2)]
+            out = None if frozen_out is None else tuple(x[0] for x in frozen_out)
+            return self(frozen, inputs[0], *lone, out).reshape(1)
         model = self.agent.model
         if k1 is None:  # a training step: draw the members here so the batch can be re-scored
             k1 = frozen.elites[0][torch.randint(frozen.num_elites, (inputs.shape[0],))]
@@ -428,8 +432,8 @@ def test_phase2_is_skipped_while_the_model_buffer_is_empty() -> None:
     optimiser untouched."""
     agent = make_agent()
     frozen, fit = prepare(agent)
-    agent.model_buffer = ReplayBuffer(
-        agent.model_buffer.capacity, agent.obs_dim, agent.act_dim, agent.device
+    agent.model_buffers = SeedBuffers(
+        agent.model_buffer.capacity, agent.obs_dim, agent.act_dim, agent.device, agent.generators
     )
     before = state_of(agent.model)
     agent.fine_tune_model(frozen, fit)

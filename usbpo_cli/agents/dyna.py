@@ -113,6 +113,7 @@ def check_model(model: GaussianEnsemble, fit: FitResult, step: int) -> None:
     """Raise TrainingDiverged (naming the seed) on a non-finite loss or an exploding
     log-variance bound of any seed's model (`fit` per seed, as `fit_ensemble` gives it for
     [S, n, ...] data)."""
+    fit = fit.with_seed_axis()
     bounds = model.max_logvar.detach().view(model.seeds, -1).max(1).values.tolist()
     for seed, (train, holdout, bound) in enumerate(zip(fit.train_loss, fit.holdout_mse, bounds)):
         if not math.isfinite(train) or not math.isfinite(holdout):

@@ -93,6 +93,7 @@ class USBPOAgent(DynaAgent):
         if min(self.model_buffers.sizes()) == 0:  # the first training has no model data yet
             self.record("phase2_steps", 0)
             return
+        fit = fit.with_seed_axis()
         holdout = fit.holdout_inputs  # [S, n_holdout, in]
         seeds, n_holdout = holdout.shape[:2]
         picks = torch.stack(

@@ -226,6 +226,19 @@ class FitResult:
     holdout_inputs: torch.Tensor
     holdout_targets: torch.Tensor
 
+    def with_seed_axis(self) -> FitResult:
+        """The same result with a seed axis (a lone seed's as S = 1)."""
+        if self.holdout_inputs.dim() == 3:
+            return self
+        return FitResult(
+            [self.train_loss],
+            [self.holdout_mse],
+            self.member_best_mse,
+            [self.epochs],
+            self.holdout_inputs.unsqueeze(0),
+            self.holdout_targets.unsqueeze(0),
+        )
+
 
 def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-member Gaussian NLL (constant dropped), mean over samples and dims: [members]."""
