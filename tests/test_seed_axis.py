@@ -160,3 +160,189 @@ def test_vectorised_grid_writes_each_seed_as_a_lone_run_would(tmp_path) -> None:
 def rows_of(folder: Path) -> list[dict[str, str]]:
     with open(folder / "progress.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+# ---------------------------------------------------------------------------------------------
+# the model-based loop: an S x E ensemble, phase 1 and phase 2 per seed
+
+
+def dyna_options(**overrides: object) -> dict[str, object]:
+    options: dict[str, object] = {
+        "ensemble_size": 4,
+        "num_elites": 2,
+        "model_hidden_size": 16,
+        "model_hidden_layers": 2,
+        "hidden_size": 16,
+        "rollout_batch_size": 64,
+        "epoch_length": 100,
+        "model_train_freq": 50,
+        "initial_steps": 10,
+        "model_patience": 2,
+        "model_lr": 1e-2,
+        "phase2_batch_size": 32,
+        "phase2_val_size": 32,
+        "phase2_lr": 3e-3,
+        "phase2_max_steps": 12,
+        "phase2_patience": 2,
+    }
+    options.update(overrides)
+    return options
+
+
+def fill_seed(agent, seed_index: int, seed: int, n: int = 1500) -> None:
+    """Seed-specific real data (different dynamics per seed, so seeds stop at different
+    epochs) and model data, through the seed's own buffers."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    scale = 0.05 * (seed + 1)
+    real, model = agent.real_buffers[seed_index], agent.model_buffers[seed_index]
+    for _ in range(n):
+        obs = torch.randn(agent.obs_dim, generator=gen)
+        act = torch.rand(agent.act_dim, generator=gen) * 6 - 3
+        nxt = obs + scale * act.sum() + 0.01 * torch.randn(agent.obs_dim, generator=gen)
+        real.add(obs, act, float(obs.sum()), nxt, 0.0)
+    obs = torch.randn(200, agent.obs_dim, generator=gen)
+    act = torch.rand(200, agent.act_dim, generator=gen) * 6 - 3
+    model.add_batch(obs, act, torch.zeros(200), obs + 0.1, torch.zeros(200))
+
+
+def seed_data(seed: int, n: int = 1500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs and targets of different dynamics per seed (so seeds stop apart), float64."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    inputs = torch.randn(n, 5, generator=gen, dtype=torch.float64)
+    weights = torch.randn(5, 5, generator=gen, dtype=torch.float64) * (seed + 1) * 0.3
+    targets = torch.tanh(inputs @ weights) + 0.05 * torch.randn(
+        n, 5, generator=gen, dtype=torch.float64
+    )
+    return inputs, targets
+
+
+def test_three_seeds_fit_as_three_lone_ensembles() -> None:
+    """Phase 1 for three seeds as one S x E ensemble against three lone ensembles of the same
+    seeds on the same data (float64, so no 1% decision is left to round-off): each seed's
+    holdout split, bootstrap, normaliser, per-member best weights, 1% rule and patience as
+    alone. The seeds stop at different epochs, so a stopped seed that kept training, or a seed
+    fed another's rows or normalised with another's statistics, would show."""
+    from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
+    from usbpo_cli.models.optim import make_adam
+    from usbpo_cli.models.seed_axis import module_seed_state
+
+    shape = {"ensemble_size": 4, "num_elites": 2, "hidden_size": 16, "hidden_layers": 2}
+    settings = {
+        "batch_size": 256,
+        "weight_decay": (2.5e-5, 5e-5, 1e-4),
+        "logvar_penalty": 0.01,
+        "holdout_ratio": 0.2,
+        "max_holdout": 5000,
+        "patience": 2,
+        "max_epochs": None,
+    }
+    group = GaussianEnsemble(4, 1, generators=generators(), **shape).double()
+    lone = [GaussianEnsemble(4, 1, generator=g, **shape).double() for g in generators()]
+    data = [seed_data(s) for s in SEEDS]
+    inputs = torch.stack([x for x, _ in data])
+    targets = torch.stack([y for _, y in data])
+    draws = [torch.Generator().manual_seed(10 + s) for s in SEEDS]
+    fit = fit_ensemble(
+        group, make_adam(group.parameters(), 1e-2), inputs, targets, generator=draws, **settings
+    )
+    for s, alone in enumerate(lone):
+        mine = fit_ensemble(
+            alone,
+            make_adam(alone.parameters(), 1e-2),
+            *data[s],
+            generator=torch.Generator().manual_seed(10 + s),
+            **settings,
+        )
+        assert fit.epochs[s] == mine.epochs
+        assert fit.train_loss[s] == pytest.approx(mine.train_loss, rel=1e-9)
+        theirs = module_seed_state(alone, alone.seed_axes(), 0)
+        ours = module_seed_state(group, group.seed_axes(), s)
+        for name, tensor in theirs.items():
+            torch.testing.assert_close(ours[name], tensor, rtol=1e-9, atol=1e-12, msg=name)
+    assert len(set(fit.epochs)) == 3, fit.epochs  # the seeds did stop at different epochs
+
+
+def test_rollouts_of_three_seeds_follow_each_seeds_policy_model_and_termination() -> None:
+    """One rollout pass for three seeds: each seed's model buffer holds exactly what a lone
+    agent of that seed, with the same networks and data, rolls out."""
+    from baselines.mbpo import MBPOAgent
+    from usbpo_cli.agents.dyna import DynaConfig
+
+    options = dyna_options(rollout_schedule=(1, 2, 3, 3))
+    config = DynaConfig(**{k: v for k, v in options.items() if not k.startswith("phase2")})
+    env = "Hopper-v4"  # a task with termination, so rollouts end at different steps
+    group = MBPOAgent(env, config, seed=list(SEEDS), total_steps=1000)
+    lone = [MBPOAgent(env, config, seed=s, total_steps=1000) for s in SEEDS]
+    for s in SEEDS:
+        fill_seed(group, s, s)
+    group.fit_model(60)
+    group.begin()  # loop positions, so that each seed's state can be saved
+    for s, alone in enumerate(lone):  # the same networks and data, as each seed's checkpoint
+        alone.load_state_dict(group.state_dict(s))
+    step = config.initial_steps + 3 * config.epoch_length
+    added = group.rollout(step)
+    for s, alone in enumerate(lone):
+        assert added[s] == alone.rollout(step)[0]
+        mine, theirs = group.model_buffers[s].ordered(), alone.model_buffer.ordered()
+        for a, b in zip(mine, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_phase2_stops_each_seed_on_its_own_and_keeps_each_seeds_best_snapshot() -> None:
+    """Phase 2 for three seeds with scripted validation J per seed (patience 2, at most 6
+    steps): seed 0 improves at step 1 then not (stops after step 3, keeps step 1's model);
+    seed 1 never improves (stops after step 2, keeps the phase-1 model exactly); seed 2
+    improves every step (runs all 6, keeps the last). A stopped seed's model must not move
+    while the others go on, and each seed's phase-2 step count is its own."""
+    from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
+    from usbpo_cli.models.seed_axis import module_seed_state
+
+    options = dyna_options(phase2_max_steps=6, phase2_patience=2)
+    agent = USBPOAgent(
+        "InvertedPendulum-v4", USBPOConfig(**options), seed=list(SEEDS), total_steps=2000
+    )
+    for s in SEEDS:
+        fill_seed(agent, s, s, n=400)
+    frozen_model = __import__("copy").deepcopy(agent.model).requires_grad_(False)
+    inputs, targets = agent.model_training_data()
+    from usbpo_cli.agents.dyna import fit_settings
+    from usbpo_cli.models.ensemble import fit_ensemble
+
+    fit = fit_ensemble(
+        agent.model,
+        agent.model_opt,
+        inputs,
+        targets,
+        generator=agent.generators,
+        **fit_settings(agent.config),
+    )
+    scripts = [
+        [1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+        [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+    ]
+    real = agent.objective
+    axes = agent.model.seed_axes()
+    states: list[list[dict]] = []  # per validation call: each seed's model
+
+    def scripted(frozen, batch, k1=None, k2=None, frozen_out=None):
+        if k1 is None:  # a training step: the real J, so the weights move
+            return real(frozen, batch)
+        states.append([module_seed_state(agent.model, axes, s) for s in SEEDS])
+        call = len(states) - 1
+        return torch.tensor([script[call] for script in scripts])
+
+    agent.objective = scripted
+    agent.fine_tune_model(frozen_model, fit)
+    assert [agent.recorded("phase2_steps", s) for s in SEEDS] == [[3.0], [2.0], [6.0]]
+    final = [module_seed_state(agent.model, axes, s) for s in SEEDS]
+    kept = {0: 1, 1: 0, 2: 6}  # the step whose model each seed keeps
+    for s, step in kept.items():
+        for name, tensor in states[step][s].items():
+            if name != "elites":  # re-picked after phase 2
+                assert torch.equal(final[s][name], tensor), (s, name)
+    for call in range(3, 7):  # seed 1 stopped after step 2: it stays as it was then
+        for name, tensor in states[2][1].items():
+            assert torch.equal(states[call][1][name], tensor), (call, name)
+    moved = states[1][0]["net.layers.0.weight"] != states[0][0]["net.layers.0.weight"]
+    assert bool(moved.any())  # the steps did move the weights
