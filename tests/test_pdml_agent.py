@@ -189,9 +189,9 @@ def test_positions_and_training_rows_are_oldest_first_after_the_ring_wraps() -> 
     positions = agent._positions(rows)
     assert positions.tolist() == [7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5, 6]
     assert buffer.obs[positions, 0].tolist() == list(range(7, 19))
-    inputs, targets = agent.model_training_data()
-    assert inputs[:, 0].tolist() == list(range(7, 19))
-    assert targets[:, 0].tolist() == list(range(7, 19))  # the reward is the number too
+    inputs, targets = agent.model_training_data()  # [seeds, rows, ...]: its one seed
+    assert inputs[0, :, 0].tolist() == list(range(7, 19))
+    assert targets[0, :, 0].tolist() == list(range(7, 19))  # the reward is the number too
 
 
 def test_weights_after_the_ring_wraps_skip_overwritten_probes() -> None:
@@ -226,7 +226,7 @@ def test_rollouts_start_from_the_weighted_rows_after_the_ring_wraps() -> None:
     agent.weights = agent.data_weights()
     assert agent.weights[5:].sum().item() > 1 - 1e-6
     torch.manual_seed(0)
-    starts = agent.rollout_start_states(7000)
+    starts = agent.rollout_start_states(7000)[0]  # its one seed
     counts = torch.bincount(starts[:, 0].long(), minlength=19)
     assert counts[:12].sum().item() == 0
     assert counts[12:].tolist() == pytest.approx([1000] * 7, abs=150)
@@ -236,7 +236,7 @@ def test_rollouts_start_from_the_weighted_rows_after_the_ring_wraps() -> None:
     for row in (0, 4, 5, 11):
         agent.weights = torch.zeros(12)
         agent.weights[row] = 1.0
-        starts = agent.rollout_start_states(20)
+        starts = agent.rollout_start_states(20)[0]  # its one seed
         assert starts[:, 0].tolist() == [7.0 + row] * 20
 
 
@@ -269,7 +269,7 @@ def test_train_model_fits_on_weights_aligned_with_the_training_rows(
     with pytest.raises(Stop):
         agent.train_model_and_roll_out(19 + agent.config.initial_steps)
     assert agent.boundaries == [4, 8, 12, 19]
-    numbers = seen["inputs"][:, 0].tolist()
+    numbers = seen["inputs"][0, :, 0].tolist()  # its one seed
     assert numbers == list(range(7, 19))
     tv1, tv2 = tv_bound(D, B, [8, 10]), tv_bound(D, C, [12, 15])
     weight_of = {
@@ -278,5 +278,5 @@ def test_train_model_fits_on_weights_aligned_with_the_training_rows(
         **dict.fromkeys(range(12, 19), 1 / tv2),
     }
     expected = normalised([weight_of[int(k)] for k in numbers])
-    assert seen["weights"].tolist() == pytest.approx(expected, rel=1e-5)
-    assert torch.equal(agent.model_sample_weights(), seen["weights"])
+    assert seen["weights"][0].tolist() == pytest.approx(expected, rel=1e-5)  # its one seed
+    assert torch.equal(agent.model_sample_weights(), seen["weights"][0])
