@@ -562,13 +562,13 @@ class ALM:
     )
     _OPTIMISERS = ("world_opt", "reward_opt", "critic_opt", "actor_opt")
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, seed: int = 0) -> dict[str, Any]:
         state: dict[str, Any] = {"progress": self.progress}
         for name in self._NETWORKS + self._OPTIMISERS:
             state[name] = getattr(self, name).state_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], seed: int = 0) -> None:
         for name in self._NETWORKS + self._OPTIMISERS:
             getattr(self, name).load_state_dict(state[name])
         self.progress = state["progress"]
@@ -581,6 +581,8 @@ class ALM:
 class ALMAgent(OffPolicyAgent):
     config: ALMConfig
     policy: ALM
+    vectorises = False
+    single_seed_reason = "its world model and sequence sampling are written for one seed"
 
     def __init__(self, env_id: str, config: ALMConfig, **kwargs: Any) -> None:
         super().__init__(env_id, config, **kwargs)

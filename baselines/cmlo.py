@@ -166,6 +166,8 @@ class EventTrigger:
 
 
 class CMLOAgent(DynaAgent):
+    vectorises = False
+    single_seed_reason = "its model-training trigger fires at different steps for each seed"
     config: CMLOConfig
 
     def __init__(self, env_id: str, config: CMLOConfig, **kwargs) -> None:
@@ -199,7 +201,7 @@ class CMLOAgent(DynaAgent):
     ) -> None:
         if self.trigger.last_update is None:  # no model yet
             return
-        mean, _ = self.model(torch.cat([obs, action]).unsqueeze(0), self.model.elites)
+        mean, _ = self.model(torch.cat([obs, action]).unsqueeze(0), self.model.elites[0])
         predicted = obs + mean[:, 0, 1:]  # each elite's mean next state
         self.trigger.observe_error((predicted - next_obs).norm(dim=-1).mean().item())
 
@@ -227,11 +229,11 @@ class CMLOAgent(DynaAgent):
                 self.rollout(step, starts)
         self.update_policy(self.config.updates_per_step)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "trigger": dataclasses.asdict(self.trigger)}
+    def state_dict(self, seed: int = 0) -> dict:
+        return {**super().state_dict(seed), "trigger": dataclasses.asdict(self.trigger)}
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        super().load_state_dict(state, seed)
         self.trigger = EventTrigger(**state["trigger"])
 
 

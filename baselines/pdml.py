@@ -131,6 +131,8 @@ def segment_weights(
 
 class PDMLAgent(DynaAgent):
     config: PDMLConfig
+    vectorises = False
+    single_seed_reason = "its policy snapshots and data weights are written for one seed"
 
     def __init__(self, env_id: str, config: PDMLConfig, **kwargs) -> None:
         super().__init__(env_id, config, **kwargs)
@@ -155,7 +157,7 @@ class PDMLAgent(DynaAgent):
 
     def rollout_start_states(self, n: int) -> torch.Tensor:
         rows = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
-        return self.real_buffer.obs[self._positions(rows)]
+        return self.real_buffer.obs[self._positions(rows)].unsqueeze(0)  # its one seed
 
     # --- segments and weights ------------------------------------------------------------------
     def _positions(self, rows: torch.Tensor) -> torch.Tensor:
@@ -209,9 +211,9 @@ class PDMLAgent(DynaAgent):
         return weights.to(device=self.device, dtype=torch.float32)
 
     # --- checkpoints -------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self, seed: int = 0) -> dict:
         return {
-            **super().state_dict(),
+            **super().state_dict(seed),
             "pdml": {
                 "boundaries": list(self.boundaries),
                 "snapshot": None if self.snapshot is None else self.snapshot.state_dict(),
@@ -223,8 +225,8 @@ class PDMLAgent(DynaAgent):
             },
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        super().load_state_dict(state, seed)
         saved = state["pdml"]
         self.boundaries = list(saved["boundaries"])
         self.snapshot = None

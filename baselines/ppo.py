@@ -333,6 +333,8 @@ class PPOAgent(BaseAgent):
     """Owns the vector of training envs, actor-critic, optimiser, normalisers and the rollout;
     the evaluation env, rows and checkpoint plumbing are the base agent's."""
 
+    single_seed_reason = "it is on-policy, with its own vectorised envs"
+
     config: PPOConfig
 
     def __init__(self, env_id: str, config: PPOConfig, **kwargs: Any) -> None:
@@ -511,10 +513,10 @@ class PPOAgent(BaseAgent):
         return self.summary(step, start_time)
 
     # --- checkpoints -----------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, seed: int = 0) -> dict[str, Any]:
         """Everything needed to continue bit-exactly from the last row (a rollout end)."""
         return {
-            **super().state_dict(),
+            **super().state_dict(seed),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "obs_stats": self.obs_stats.state_dict(),
@@ -523,7 +525,7 @@ class PPOAgent(BaseAgent):
             "envs": [capture_env(env) for env in self.envs.envs],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], seed: int = 0) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.obs_stats.load_state_dict(state["obs_stats"])
@@ -531,7 +533,7 @@ class PPOAgent(BaseAgent):
         self.episode_returns = state["episode_returns"].copy()
         for env, env_state in zip(self.envs.envs, state["envs"], strict=True):
             restore_env(env, env_state)
-        super().load_state_dict(state)
+        super().load_state_dict(state, seed)
         self.obs = torch.as_tensor(self.loop.obs, device=self.device)
 
 

@@ -43,7 +43,7 @@ def main() -> None:
                     for f in out.iterdir():
                         f.unlink()
                 print(f"training {algo} seed {seed} ...", flush=True)
-                summary = run_training(RunSpec(args.env, algo, seed, args.steps, out))
+                [summary] = run_training(RunSpec(args.env, algo, seed, args.steps, out))
                 print(
                     f"  {summary.wall_time_s:.0f} s, final {summary.final_return:.1f}", flush=True
                 )

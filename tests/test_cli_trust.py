@@ -302,7 +302,8 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
     from usbpo_cli.runs import runner
 
     def no_training(self, report=None) -> RunSummary:
-        self.lock.release()
+        for lock in self.locks:
+            lock.release()
         return RunSummary(0, 0.0, 0.0, 0.0, 0)
 
     monkeypatch.setattr(runner.PreparedRun, "train", no_training)
@@ -465,7 +466,7 @@ def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
         assert isinstance(run.agent.termination, LearnedTermination)
         assert run.agent.termination.buffer is run.agent.real_buffer
     finally:
-        run.lock.release()
+        run.locks[0].release()
     payload = json.loads((tmp_path / "run" / "config.json").read_text())
     assert payload["task"]["termination"].startswith("learned from the run's real terminal")
 
@@ -514,14 +515,44 @@ def test_grid_runs_seed_by_seed_with_the_threads_asked_for(
 
     started: list[tuple[str, int, int]] = []
 
-    def record(self, specs, on_done):  # stands in for training: what would run, in what order
-        _, threads = executors.plan_workers(self.requested, len(specs), self.threads)
-        started.extend((spec.algo, spec.seed, threads) for spec in specs)
+    def record(self, units, on_done):  # stands in for training: what would run, in what order
+        _, threads = executors.plan_workers(self.requested, len(units), self.threads)
+        started.extend((spec.algo, spec.seed, threads) for unit in units for spec in unit)
         return []
 
     monkeypatch.setattr(executors.LocalExecutor, "run", record)
     args = ["compare", "--envs", ENV, "--algos", "mbpo,sac", "--seeds", "2", "--steps", "100"]
-    result = usbpo_inproc(*args, "--preset", "tiny", "--threads", "1", cwd=tmp_path)
+    args += ["--preset", "tiny", "--threads", "1", "--vectorise", "off"]
+    result = usbpo_inproc(*args, cwd=tmp_path)
     assert started == [("mbpo", 0, 1), ("sac", 0, 1), ("mbpo", 1, 1), ("sac", 1, 1)], (
         result.stdout + result.stderr
     )
+
+
+def test_vectorised_grid_trains_each_algos_seeds_as_one_unit_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--vectorise auto: the seeds of an algo that trains seeds together form one unit (one
+    process), the others stay one per seed, and the output says which and why."""
+    from usbpo_cli.experiments import executors
+
+    units_seen: list[list[tuple[str, int]]] = []
+
+    def record(self, units, on_done):
+        units_seen.extend([(spec.algo, spec.seed) for spec in unit] for unit in units)
+        return []
+
+    monkeypatch.setattr(executors.LocalExecutor, "run", record)
+    args = ["compare", "--envs", ENV, "--algos", "ppo,sac", "--seeds", "3", "--steps", "100"]
+    result = usbpo_inproc(*args, "--preset", "tiny", cwd=tmp_path)
+    assert units_seen == [
+        [("ppo", 0)],
+        [("sac", 0), ("sac", 1), ("sac", 2)],
+        [("ppo", 1)],
+        [("ppo", 2)],
+    ]
+    assert "sac on " + ENV + ": seeds 0, 1, 2 train as one agent" in result.stdout
+    assert "ppo on " + ENV + ": one process per seed (it is on-policy" in result.stdout
+    refused = usbpo_inproc(*args, "--vectorise", "maybe", "--out", "other", cwd=tmp_path)
+    assert refused.returncode == 2 and "--vectorise 'maybe'" in refused.stderr
+    assert not (tmp_path / "other").exists()

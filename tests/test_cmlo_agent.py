@@ -38,7 +38,7 @@ def test_prediction_error_is_the_elites_mean_l2_error_on_the_real_transition() -
     members = agent.model.ensemble_size
     deltas = [[100.0, 100.0, 100.0, 100.0]] * members  # non-elites: absurd
     agent.model.elites.copy_(torch.tensor([1, 3, 4, 5, 6][: agent.model.num_elites]))
-    elites = agent.model.elites.tolist()
+    elites = agent.model.elites[0].tolist()
     exact = [3.0, 4.0, 0.0, 0.0]  # the real change
     off = [0.0, 0.0, 0.0, 0.0]  # an error of 5
     for k, member in enumerate(elites):

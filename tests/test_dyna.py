@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from baselines.mbpo import MBPOAgent
-from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.agents.buffers import Batch, ReplayBuffer, SeedBuffers
 from usbpo_cli.agents.dyna import DynaConfig
 from usbpo_cli.envs.termination import TerminationFn
 from usbpo_cli.models.ensemble import GaussianEnsemble
@@ -53,10 +53,11 @@ class RowIdPolicy:
 def counting_model_step(
     obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A deterministic model: obs[3] counts the steps, reward = 10 * row + step."""
-    rew = 10 * obs[:, 0] + obs[:, 3]
+    """A deterministic model: obs[3] counts the steps, reward = 10 * row + step (states with a
+    leading seed axis, as the agent rolls out)."""
+    rew = 10 * obs[..., 0] + obs[..., 3]
     next_obs = obs.clone()
-    next_obs[:, 3] += 1
+    next_obs[..., 3] += 1
     return rew, next_obs
 
 
@@ -73,10 +74,10 @@ def terminate_at(steps: dict[int, int]) -> TerminationFn:
 
 
 def start_states(n: int) -> torch.Tensor:
-    """Row r starts at (r, 0, 0, 0)."""
+    """Row r starts at (r, 0, 0, 0), for the agent's one seed: [1, n, 4]."""
     obs = torch.zeros(n, 4)
     obs[:, 0] = torch.arange(n, dtype=torch.float32)
-    return obs
+    return obs.unsqueeze(0)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +100,7 @@ def test_terminated_rollouts_add_nothing_after_their_terminal_transition(
     agent.policy = RowIdPolicy()
     agent.model.sample_step = counting_model_step
     agent.termination = terminate_at(terminal)
-    added = agent.rollout(agent.config.initial_steps + 2 * agent.config.epoch_length)
+    [added] = agent.rollout(agent.config.initial_steps + 2 * agent.config.epoch_length)
     assert agent.rollout_length == 4
     data = agent.model_buffer.ordered()
     assert added == len(agent.model_buffer) == sum(expected_counts)
@@ -126,11 +127,11 @@ def test_rollout_resizes_the_model_buffer_when_the_length_grows() -> None:
     agent.policy = RowIdPolicy()
     agent.model.sample_step = counting_model_step
     agent.termination = terminate_at({})
-    assert agent.rollout(10) == 4  # one step of 4 rows
-    assert agent.rollout(110) == 16  # four steps of 4 rows
+    assert agent.rollout(10) == [4]  # one step of 4 rows (the one seed's)
+    assert agent.rollout(110) == [16]  # four steps of 4 rows
     assert agent.model_buffer.capacity == 32
     assert len(agent.model_buffer) == 20  # the length-1 rollout's rows were kept
-    assert agent._metrics["rollout_length"] == [1.0, 4.0]
+    assert agent.recorded("rollout_length") == [1.0, 4.0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,11 +162,11 @@ def test_policy_batch_mixes_int_batch_times_ratio_real_rows(
     model buffer is empty the whole batch is real."""
     agent = make_agent(batch_size=batch_size, real_ratio=real_ratio)
     fill(agent.real_buffer, 50, +1.0)
-    batch = agent.policy_batch()
+    batch = Batch(*(field[0] for field in agent.policy_batch()))  # the agent's one seed
     assert batch.rew.shape == (batch_size,)
     assert bool((batch.rew == 1).all())
     fill(agent.model_buffer, 8, -1.0)
-    batch = agent.policy_batch()
+    batch = Batch(*(field[0] for field in agent.policy_batch()))
     assert batch.rew.shape == (batch_size,)
     real = batch.rew == 1
     assert int(real.sum()) == n_real
@@ -200,7 +201,7 @@ def test_bias_estimate_matches_the_formula() -> None:
     agent = make_agent(num_elites=1)
     agent.model.elites.fill_(3)
     inputs = torch.randn(64, agent.model.in_dim)
-    assert agent._bias_estimate(inputs) == pytest.approx(
+    assert agent._bias_estimate(inputs.unsqueeze(0)).item() == pytest.approx(
         bias_by_hand(agent.model, inputs, 3), rel=1e-5
     )
 
@@ -215,20 +216,20 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     agent = make_agent(num_elites=1, rollout_batch_size=8, model_retain_epochs=5)
     agent.model.elites.fill_(3)
     agent.fit_model = lambda step: None
-    agent.rollout_start_states = lambda n: torch.ones(n, agent.obs_dim)
+    agent.rollout_start_states = lambda n: torch.ones(1, n, agent.obs_dim)  # its one seed
     agent.policy = SimpleNamespace(act=lambda obs: torch.zeros(obs.shape[0], agent.act_dim))
     agent.model.sample_step = lambda obs, act, generator=None: (
-        torch.zeros(obs.shape[0]),
+        torch.zeros(obs.shape[:-1]),
         obs.clone(),
     )
     agent.termination = terminate_at({})
     step = agent.config.initial_steps
 
     agent.train_model_and_roll_out(step)  # the first training: nothing before it to compare with
-    assert "delta" not in agent._metrics
+    assert agent.recorded("delta") == []
 
-    agent.model_buffer = ReplayBuffer(
-        agent.model_buffer.capacity, agent.obs_dim, agent.act_dim, agent.device
+    agent.model_buffers = SeedBuffers(
+        agent.model_buffer.capacity, agent.obs_dim, agent.act_dim, agent.device, agent.generators
     )
     fill(agent.model_buffer, 20, 3.0)
     agent.train_model_and_roll_out(step)
@@ -236,7 +237,7 @@ def test_delta_is_bias_before_minus_bias_after() -> None:
     rolled = torch.cat([torch.ones(1, agent.obs_dim), torch.zeros(1, agent.act_dim)], dim=-1)
     after = bias_by_hand(agent.model, rolled, 3)
     assert before > after + 0.05 and after > 0.01  # a clear sign, and before + after differs
-    assert agent._metrics["delta"] == [pytest.approx(before - after, rel=1e-4)]
+    assert agent.recorded("delta") == [pytest.approx(before - after, rel=1e-4)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def test_fit_model_records_the_training_and_the_shift_and_bias_before_and_after_
     real_shift_and_bias = dyna.shift_and_bias
 
     def counting(model_1, model_2, inputs, *args, **kwargs):
-        sizes.append(inputs.shape[0])
+        sizes.append(inputs.shape[-2])  # pairs per seed
         return real_shift_and_bias(model_1, model_2, inputs, *args, **kwargs)
 
     monkeypatch.setattr(dyna, "shift_and_bias", counting)
@@ -172,14 +172,14 @@ def test_fit_model_records_the_training_and_the_shift_and_bias_before_and_after_
     agent.fine_tune_model = phase2
     torch.manual_seed(3)
     agent.fit_model(60)
-    fit = results[0]
-    metrics = agent._metrics
-    assert metrics["model_loss_train"] == [pytest.approx(fit.train_loss)]
-    assert metrics["model_loss_holdout"] == [pytest.approx(fit.holdout_mse)]
-    assert metrics["model_epochs"] == [fit.epochs]
+    fit = results[0].with_seed_axis()  # per seed: the agent's one seed
+    metrics = {name: agent.recorded(name) for name in agent._metrics}
+    assert metrics["model_loss_train"] == pytest.approx(fit.train_loss)
+    assert metrics["model_loss_holdout"] == pytest.approx(fit.holdout_mse)
+    assert metrics["model_epochs"] == fit.epochs
     assert metrics["model_trainings"] == [1.0] and "model_trainings" in agent._summed
     assert sizes == [1024, 1024]
-    validation = fit.holdout_inputs[:1024]
+    validation = fit.holdout_inputs[0, :1024]  # the agent's one seed
     # recompute with fixed member draws: the recorded values came from their own draws, so
     # compare to the exact average over every pair of elites
     frozen, m2 = states["frozen"], states["m2"]
@@ -200,8 +200,8 @@ def exact_shift_bias(
     n = inputs.shape[0]
     shifts, biases = [], []
     with torch.no_grad():
-        for k1 in frozen.elites.tolist():
-            for k2 in model.elites.tolist():
+        for k1 in frozen.elites[0].tolist():
+            for k2 in model.elites[0].tolist():
                 shift, bias = shift_and_bias(
                     frozen, model, inputs, torch.full((n,), k1), torch.full((n,), k2)
                 )
@@ -214,7 +214,7 @@ def test_each_rollout_records_its_length() -> None:
     agent = make_agent(rollout_schedule=(0, 1, 2, 2))
     fill_real(agent, 50)
     agent.rollout(60)
-    assert agent._metrics["rollout_length"] == [2.0]
+    assert agent.recorded("rollout_length") == [2.0]
 
 
 def test_model_training_data_is_inputs_s_a_and_targets_r_and_the_state_change() -> None:
@@ -236,9 +236,9 @@ def test_model_training_data_is_inputs_s_a_and_targets_r_and_the_state_change() 
     ]
     for obs, act, rew, next_obs in rows:
         agent.real_buffer.add(obs, act, rew, next_obs, 0.0)
-    inputs, targets = agent.model_training_data()
-    assert inputs.tolist() == [[1.0, 2.0, 3.0, 4.0, 0.5], [0.0, -1.0, 1.0, 2.0, -1.5]]
-    assert targets.tolist() == [[7.0, 1.0, -2.0, 0.0, 5.0], [-2.0, 0.5, 1.0, -1.0, -2.0]]
+    inputs, targets = agent.model_training_data()  # [seeds, rows, ...]: the agent's one seed
+    assert inputs.tolist() == [[[1.0, 2.0, 3.0, 4.0, 0.5], [0.0, -1.0, 1.0, 2.0, -1.5]]]
+    assert targets.tolist() == [[[7.0, 1.0, -2.0, 0.0, 5.0], [-2.0, 0.5, 1.0, -1.0, -2.0]]]
 
 
 def test_rollout_epochs_count_from_the_end_of_the_random_phase_even_at_one_step_epochs() -> None:

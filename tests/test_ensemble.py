@@ -126,8 +126,8 @@ def test_training_learns_and_picks_elites_by_holdout_mse():
     assert after.max() < 0.1 * before.min()
     assert result.epochs >= 1
     expected_elites = torch.argsort(after)[:5]
-    assert set(model.elites.tolist()) == set(expected_elites.tolist())
-    assert result.holdout_mse == pytest.approx(after[model.elites].mean().item(), rel=1e-5)
+    assert set(model.elites[0].tolist()) == set(expected_elites.tolist())
+    assert result.holdout_mse == pytest.approx(after[model.elites[0]].mean().item(), rel=1e-5)
 
 
 def test_holdout_is_a_fraction_capped_by_max_holdout():
@@ -166,7 +166,7 @@ def test_normaliser_travels_with_a_copy():
     frozen = copy.deepcopy(model)
     model.fit_normaliser(torch.randn(100, OBS + ACT))
     assert not torch.allclose(frozen.input_mean, model.input_mean)
-    assert frozen.input_std.shape == (OBS + ACT,)
+    assert frozen.input_std.shape == (1, OBS + ACT)  # one seed
 
 
 def test_sample_step_uses_only_elites_each_uniformly():
@@ -243,7 +243,7 @@ def test_early_stopping_keeps_each_members_best_epoch_and_stops_after_patience(m
     assert result.epochs == 7
     assert stamps == [2.0, 4.0, 1.0]
     assert result.member_best_mse.tolist() == pytest.approx([5.0, 7.9, 10.0])
-    assert sorted(model.elites.tolist()) == [1, 2]  # re-picked on the final MSE [3, 1, 2]
+    assert sorted(model.elites[0].tolist()) == [1, 2]  # re-picked on the final MSE [3, 1, 2]
     assert script.calls == 8  # seven epochs, then one for the elites
 
 

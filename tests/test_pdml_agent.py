@@ -47,14 +47,14 @@ class Line:
         """Write the line into the SAC actor's body (Linear, ReLU, Linear, ReLU, Linear): the
         first two layers pass relu(s[0]) = s[0] (transition numbers are >= 0) through unit 0,
         the head maps it to the mean a * s[0] + b and a constant log-std log(sd)."""
-        first, _, second, _, head = actor.body
+        first, _, second, _, head = actor.body  # each layer's weights [seeds, out, in]
         with torch.no_grad():
             for layer in (first, second, head):
                 layer.weight.zero_()
                 layer.bias.zero_()
-            first.weight[0, 0] = 1.0
-            second.weight[0, 0] = 1.0
-            head.weight[0, 0] = self.a
+            first.weight[0, 0, 0] = 1.0  # seed 0, the only one
+            second.weight[0, 0, 0] = 1.0
+            head.weight[0, 0, 0] = self.a
             head.bias.copy_(torch.tensor([self.b, math.log(self.sd)]))
 
 
@@ -189,9 +189,9 @@ def test_positions_and_training_rows_are_oldest_first_after_the_ring_wraps() -> 
     positions = agent._positions(rows)
     assert positions.tolist() == [7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5, 6]
     assert buffer.obs[positions, 0].tolist() == list(range(7, 19))
-    inputs, targets = agent.model_training_data()
-    assert inputs[:, 0].tolist() == list(range(7, 19))
-    assert targets[:, 0].tolist() == list(range(7, 19))  # the reward is the number too
+    inputs, targets = agent.model_training_data()  # [seeds, rows, ...]: its one seed
+    assert inputs[0, :, 0].tolist() == list(range(7, 19))
+    assert targets[0, :, 0].tolist() == list(range(7, 19))  # the reward is the number too
 
 
 def test_weights_after_the_ring_wraps_skip_overwritten_probes() -> None:
@@ -226,7 +226,7 @@ def test_rollouts_start_from_the_weighted_rows_after_the_ring_wraps() -> None:
     agent.weights = agent.data_weights()
     assert agent.weights[5:].sum().item() > 1 - 1e-6
     torch.manual_seed(0)
-    starts = agent.rollout_start_states(7000)
+    starts = agent.rollout_start_states(7000)[0]  # its one seed
     counts = torch.bincount(starts[:, 0].long(), minlength=19)
     assert counts[:12].sum().item() == 0
     assert counts[12:].tolist() == pytest.approx([1000] * 7, abs=150)
@@ -236,7 +236,7 @@ def test_rollouts_start_from_the_weighted_rows_after_the_ring_wraps() -> None:
     for row in (0, 4, 5, 11):
         agent.weights = torch.zeros(12)
         agent.weights[row] = 1.0
-        starts = agent.rollout_start_states(20)
+        starts = agent.rollout_start_states(20)[0]  # its one seed
         assert starts[:, 0].tolist() == [7.0 + row] * 20
 
 
@@ -269,7 +269,7 @@ def test_train_model_fits_on_weights_aligned_with_the_training_rows(
     with pytest.raises(Stop):
         agent.train_model_and_roll_out(19 + agent.config.initial_steps)
     assert agent.boundaries == [4, 8, 12, 19]
-    numbers = seen["inputs"][:, 0].tolist()
+    numbers = seen["inputs"][0, :, 0].tolist()  # its one seed
     assert numbers == list(range(7, 19))
     tv1, tv2 = tv_bound(D, B, [8, 10]), tv_bound(D, C, [12, 15])
     weight_of = {
@@ -278,5 +278,5 @@ def test_train_model_fits_on_weights_aligned_with_the_training_rows(
         **dict.fromkeys(range(12, 19), 1 / tv2),
     }
     expected = normalised([weight_of[int(k)] for k in numbers])
-    assert seen["weights"].tolist() == pytest.approx(expected, rel=1e-5)
-    assert torch.equal(agent.model_sample_weights(), seen["weights"])
+    assert seen["weights"][0].tolist() == pytest.approx(expected, rel=1e-5)  # its one seed
+    assert torch.equal(agent.model_sample_weights(), seen["weights"][0])

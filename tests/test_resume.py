@@ -356,9 +356,12 @@ def nan_after(original: Callable, bad_calls: Callable[[int], bool], key: str) ->
         calls += 1
         result = original(*args, **kwargs)
         if bad_calls(calls):
-            if dataclasses.is_dataclass(result):
-                return dataclasses.replace(result, **{key: math.nan})
-            return {**result, key: torch.tensor(math.nan)}
+            if dataclasses.is_dataclass(result):  # per seed when the result has seeds
+                value = getattr(result, key)
+                bad = [math.nan] * len(value) if isinstance(value, list) else math.nan
+                return dataclasses.replace(result, **{key: bad})
+            value = result[key]
+            return {**result, key: torch.full_like(value, math.nan)}
         return result
 
     return wrapper

@@ -66,7 +66,7 @@ def test_smoothed_target_action_by_hand(monkeypatch: pytest.MonkeyPatch) -> None
     td3 = make_td3(policy_noise=0.2, noise_clip=0.5)
     set_constant_action(td3.actor_target, [0.0, 0.0])  # target action = centre (0, 0.5)
     raw = torch.tensor([[3.0, -0.5], [0.1, 10.0], [-10.0, 1.0], [0.0, -2.0]])
-    monkeypatch.setattr(td3_module, "normal_like", lambda x, generator=None: raw.clone())
+    monkeypatch.setattr(td3_module, "seed_normal", lambda x, generators=None: raw.clone())
     action = td3.target_actions(torch.zeros(4, 3))
     # noise = clip(0.2 * raw, -0.5, 0.5) in scale units: (0.5, -0.1), (0.02, 0.5), (-0.5, 0.2),
     # (0, -0.4); times scale (2, 0.5); plus the centre (0, 0.5); then clipped to the bounds.

@@ -74,7 +74,7 @@ def _toy_ensemble(seed: int = 0, members: int = 7, elites: int = 5) -> GaussianE
 def test_model_shift_is_zero_for_identical_ensembles_and_grows_with_perturbation():
     model_1 = _toy_ensemble()
     inputs = torch.randn(256, 5)
-    k = model_1.elites[torch.randint(5, (256,))]
+    k = model_1.elites[0][torch.randint(5, (256,))]
     shifts = []
     for scale in (0.0, 0.01, 0.1, 1.0):
         model_2 = copy.deepcopy(model_1)
@@ -133,7 +133,7 @@ def test_gradients_reach_only_the_updated_model_and_stay_finite():
 def test_precomputed_frozen_predictions_give_the_same_estimates():
     model_1, model_2 = _toy_ensemble(0), _toy_ensemble(1)
     inputs = torch.randn(32, 5)
-    k1, k2 = model_1.elites[torch.randint(5, (32,))], model_2.elites[torch.randint(5, (32,))]
+    k1, k2 = model_1.elites[0][torch.randint(5, (32,))], model_2.elites[0][torch.randint(5, (32,))]
     with torch.no_grad():
         cached = model_1.member_mean_std(inputs, k1)
     direct = shift_and_bias(model_1, model_2, inputs, k1, k2)

@@ -322,28 +322,36 @@ def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) 
 
 
 def _execute_grid(
-    grid: list, executor: str, workers: int, address: str | None, threads: int = 0
+    grid: list,
+    executor: str,
+    workers: int,
+    address: str | None,
+    threads: int = 0,
+    vectorise: str = "auto",
 ) -> None:
     """Run what is not complete yet; unfinished runs continue from their last checkpoint.
     Shows the grid (envs, algos, seeds, steps, folder), each running run's env step and ETA,
     and the grid's ETA. Runs start seed by seed (every env and algo at seed 0, then seed 1,
     ...), so a grid stopped part-way holds comparable seeds of everything rather than all
-    seeds of the first algo."""
+    seeds of the first algo; with `vectorise`, the seeds of one (env, algo) that can train
+    as one agent do, each still in its own run folder."""
     from usbpo_cli.experiments.executors import make_executor, plan_workers
+    from usbpo_cli.experiments.grids import plan_units
     from usbpo_cli.experiments.gridview import GridView, grid_header, run_name
     from usbpo_cli.runs.status import format_duration
 
     runner = make_executor(executor, workers, address, threads)
     todo = [run for run in grid if run.status != "complete"]
     todo.sort(key=lambda run: run.seed)  # stable: env and algo order kept within a seed
+    units, notes = plan_units(todo, vectorise)
     skipped = len(grid) - len(todo)
     console.print(grid_header(grid), highlight=False, soft_wrap=True)
     if not todo:
         console.print(f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run")
         return
-    slots, threads = plan_workers(workers, len(todo), threads)
+    slots, threads = plan_workers(workers, len(units), threads)
     if executor != "local":  # a Ray cluster is not capped at this machine's cores
-        slots = max(1, min(workers, len(todo)))
+        slots = max(1, min(workers, len(units)))
     view = GridView(todo, slots, threads, err_console)
     console.print(
         f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run on {slots} "
@@ -351,6 +359,16 @@ def _execute_grid(
         f"(cost model, README 'Time estimates')",
         highlight=False,
     )
+    for unit in units:
+        if len(unit) > 1:
+            seeds = ", ".join(str(run.seed) for run in unit)
+            console.print(
+                f"{unit[0].variant.label} on {unit[0].env}: seeds {seeds} train as one agent "
+                f"(--vectorise {vectorise}), each in its own run folder",
+                highlight=False,
+            )
+    for note in notes:
+        console.print(note, highlight=False)
     for run in todo:
         if run.status == "partial":
             console.print(f"continuing unfinished {run.spec.out}", highlight=False)
@@ -375,18 +393,26 @@ def _execute_grid(
                     f"done {name}: final eval return {outcome.final_return:.1f}", highlight=False
                 )
 
-        runner.run([run.spec for run in todo], on_done)
+        runner.run([[run.spec for run in unit] for unit in units], on_done)
     if failures:
         raise UsageError(f"{len(failures)} run(s) failed; first: {failures[0]}")
 
 
 def _start_grid(
-    out: Path, manifest: dict, executor: str, workers: int, address: str | None, threads: int = 0
+    out: Path,
+    manifest: dict,
+    executor: str,
+    workers: int,
+    address: str | None,
+    threads: int = 0,
+    vectorise: str = "auto",
 ) -> None:
     """Once every input is known good: write the grid's manifest (first use only)."""
     from usbpo_cli.experiments.executors import make_executor
-    from usbpo_cli.experiments.grids import record_grid
+    from usbpo_cli.experiments.grids import VECTORISE_CHOICES, record_grid
 
+    if vectorise not in VECTORISE_CHOICES:
+        raise UsageError(f"--vectorise {vectorise!r}: choose auto, on or off")
     make_executor(executor, workers, address, threads)  # validates the options; nothing written yet
     note = record_grid(out, manifest)
     if note:
@@ -435,6 +461,11 @@ WORKERS_OPTION = typer.Option(1, help="runs at once (capped at the CPU cores)")
 THREADS_OPTION = typer.Option(
     0, help="torch threads per run (0: the CPU cores shared out among the workers)"
 )
+VECTORISE_OPTION = typer.Option(
+    "auto",
+    help="auto/on: the seeds of one (env, algo) that can train as one agent do (off-policy "
+    "algos; the others one process per seed); off: one process per seed",
+)
 EXECUTOR_OPTION = typer.Option("local", help="local (processes) or ray")
 ADDRESS_OPTION = typer.Option(None, help="Ray cluster address (default: start a local Ray)")
 DEVICE_OPTION = typer.Option("cpu", help="cpu, cuda or cuda:N")
@@ -451,6 +482,7 @@ def compare(
     out: Path = typer.Option(Path("runs/compare"), help="grid folder"),
     workers: int = WORKERS_OPTION,
     threads: int = THREADS_OPTION,
+    vectorise: str = VECTORISE_OPTION,
     executor: str = EXECUTOR_OPTION,
     address: str = ADDRESS_OPTION,
     device: str = DEVICE_OPTION,
@@ -487,8 +519,8 @@ def compare(
             overrides=list(set_),
             manifest=manifest,
         )
-        _start_grid(out, manifest, executor, workers, address, threads)
-        _execute_grid(grid, executor, workers, address, threads)
+        _start_grid(out, manifest, executor, workers, address, threads, vectorise)
+        _execute_grid(grid, executor, workers, address, threads, vectorise)
         _report_grid(out, grid)
 
 
@@ -502,6 +534,7 @@ def ablate(
     out: Path = typer.Option(None, help="grid folder (default runs/ablate/<study>)"),
     workers: int = WORKERS_OPTION,
     threads: int = THREADS_OPTION,
+    vectorise: str = VECTORISE_OPTION,
     executor: str = EXECUTOR_OPTION,
     address: str = ADDRESS_OPTION,
     device: str = DEVICE_OPTION,
@@ -553,11 +586,11 @@ def ablate(
             overrides=list(set_),
             manifest=manifest,
         )
-        _start_grid(out, manifest, executor, workers, address, threads)
+        _start_grid(out, manifest, executor, workers, address, threads, vectorise)
         if set_:
             for item in manifest["variants"]:
                 console.print(f"{item['label']}: {item['algo']} with {', '.join(item['set'])}")
-        _execute_grid(grid, executor, workers, address, threads)
+        _execute_grid(grid, executor, workers, address, threads, vectorise)
         _report_grid(out, grid, reference=chosen.reference)
         console.print(f"figure: usbpo plot --figure {chosen.figure} --runs {out}")
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -28,6 +28,8 @@ from usbpo_cli.util.timers import PhaseTimer
 
 # Called with (env_step, phase name or None, last eval return or None).
 Reporter = Callable[[int, str | None, float | None], None]
+# Called with ({"agent": one seed's state, "row": its row}, env_step) to save a checkpoint.
+Checkpointer = Callable[[dict, int], None]
 
 
 def no_report(step: int, phase: str | None, last_return: float | None) -> None:
@@ -86,27 +88,47 @@ GUARDED_COLUMNS = (
 )
 
 
-def check_finite(row: dict[str, Any], step: int) -> None:
+def check_finite(row: dict[str, Any], step: int, seed: int = 0) -> None:
+    """Raise TrainingDiverged (naming seed index `seed` of the agent) on a non-finite loss."""
     for key in GUARDED_COLUMNS:
         value = row.get(key)
         if value is not None and not math.isfinite(value):
-            raise TrainingDiverged(f"{key} became {value} before env step {step}")
+            raise TrainingDiverged(f"{key} became {value} before env step {step}", seed)
 
 
 def evaluate_episodes(
     env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int
 ) -> list[float]:
     """Returns of `episodes` fresh episodes of `env` under `act` (observation -> env action).
-    Every agent evaluates through this, so an evaluation means the same thing for all of them."""
-    returns = []
-    for _ in range(episodes):
-        obs, _ = env.reset()
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
+    Every agent evaluates through this (or `evaluate_seeds`, the same protocol for several
+    seeds), so an evaluation means the same thing for all of them."""
+    return evaluate_seeds([env], lambda obs: act(obs[0])[None], episodes)[0]
+
+
+def evaluate_seeds(
+    envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray], episodes: int
+) -> list[list[float]]:
+    """`evaluate_episodes` for S seeds at once: `act` maps the S current observations [S, obs]
+    to S actions, so one policy pass serves every seed; each env sees exactly the calls it
+    would see alone (a seed whose episodes are done is stepped no further)."""
+    returns: list[list[float]] = [[] for _ in envs]
+    if episodes <= 0:
+        return returns
+    obs = [env.reset()[0] for env in envs]
+    totals = [0.0] * len(envs)
+    active = list(range(len(envs)))
+    while active:
+        actions = act(np.stack(obs))
+        for s in list(active):
+            obs[s], reward, terminated, truncated, _ = envs[s].step(actions[s])
+            totals[s] += float(reward)
+            if terminated or truncated:
+                returns[s].append(totals[s])
+                totals[s] = 0.0
+                if len(returns[s]) == episodes:
+                    active.remove(s)
+                else:
+                    obs[s], _ = envs[s].reset()
     return returns
 
 
@@ -124,93 +146,207 @@ def evaluation_row(
     }
 
 
+T = TypeVar("T")
+
+
+def per_seed(value: T | Sequence[T], seeds: int) -> list[T]:
+    """One item per seed: a sequence as given (one per seed), else the one value for a lone
+    seed. `train` takes its writers, reporters and checkpointers this way."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        items = list(value)
+        if len(items) != seeds:
+            raise ValueError(f"expected one per seed ({seeds}), got {len(items)}")
+        return items
+    if seeds != 1:
+        raise ValueError(f"expected one per seed ({seeds}), got a single one")
+    return [value]
+
+
 class BaseAgent:
-    """The evaluation env, the row being accumulated, timers, and the loop position."""
+    """The evaluation envs, the rows being accumulated, timers, and the loop positions.
+
+    An agent trains S seeds of one configuration in lockstep (`seed` a list of S seeds; one
+    seed is S = 1): each seed has its own generators, evaluation env, loop position, CSV row
+    and checkpoint, exactly those of a lone run of that seed. Agents that train one seed only
+    (PPO, ALM) use the lone-seed names (`seed`, `generator`, `eval_env`, `loop`)."""
 
     config: AgentConfig
+    # Whether the agent can train several seeds at once (off-policy agents whose schedule is
+    # the same for every seed); the others train S = 1 only.
+    vectorises: ClassVar[bool] = False
+    single_seed_reason: ClassVar[str] = "it trains one seed per process"
 
     def __init__(
         self,
         env_id: str,
         config: AgentConfig,
         *,
-        seed: int,
+        seed: int | Sequence[int],
         total_steps: int,
         device: torch.device | str = "cpu",
         truncate_obs: bool = False,
     ) -> None:
         self.env_id, self.truncate_obs = env_id, truncate_obs
-        self.config, self.seed, self.total_steps = config, seed, total_steps
+        self.config, self.total_steps = config, total_steps
+        self.seeds = [int(s) for s in seed] if isinstance(seed, Sequence) else [int(seed)]
+        if not self.seeds or (len(self.seeds) > 1 and not self.vectorises):
+            raise ValueError(f"{type(self).__name__} trains one seed at a time")
+        self.n_seeds = len(self.seeds)
+        self.seed = self.seeds[0]
         self.device = torch.device(device)
-        # Every random draw of this agent comes from its own generators; nothing is seeded
-        # globally, so agents in one process never share a stream. Network initialisations
-        # draw on the CPU (parameters are made there, then moved), everything else on the
-        # agent's device; on a CPU the two are one generator.
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
-        self.init_generator = self.generator
+        # Every random draw of a seed comes from its own generators; nothing is seeded
+        # globally, so seeds and agents in one process never share a stream. Network
+        # initialisations draw on the CPU (parameters are made there, then moved), everything
+        # else on the agent's device; on a CPU the two are one generator.
+        self.generators = [torch.Generator(device=self.device) for _ in self.seeds]
+        for generator, s in zip(self.generators, self.seeds):
+            generator.manual_seed(s)
+        self.init_generators = self.generators
         if self.device.type != "cpu":
-            self.init_generator = torch.Generator()
-            self.init_generator.manual_seed(seed)
-        self.eval_env = make_env(env_id, seed=seed + 10_000, truncate_obs=truncate_obs)
+            self.init_generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self.generator, self.init_generator = self.generators[0], self.init_generators[0]
+        self.eval_envs = [
+            make_env(env_id, seed=s + 10_000, truncate_obs=truncate_obs) for s in self.seeds
+        ]
+        self.eval_env = self.eval_envs[0]
         self.timers = PhaseTimer(self.device)
-        self.loop: LoopState | None = None
+        self.loops: list[LoopState | None] = [None] * self.n_seeds
         self._step = 0
         self._clear_row()
 
+    @property
+    def loop(self) -> LoopState | None:
+        """The loop position of a lone seed (every seed's: `loops`)."""
+        return self.loops[0]
+
+    @loop.setter
+    def loop(self, value: LoopState | None) -> None:
+        self.loops[0] = value
+
     # --- what subclasses provide ---------------------------------------------------------
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
-        """The evaluation policy: one env observation to one env action."""
+        """The evaluation policy of a lone seed: one env observation to one env action."""
         raise NotImplementedError
+
+    def act_deterministic_seeds(self, obs: np.ndarray) -> np.ndarray:
+        """The evaluation policy of every seed: [S, obs] observations to [S, ...] actions."""
+        return np.stack([self.act_deterministic(obs[0])])
 
     def train(
         self,
-        logger: RowWriter,
-        report: Reporter = no_report,
-        checkpoint: Callable[[dict, int], None] | None = None,
+        logger: RowWriter | Sequence[RowWriter],
+        report: Reporter | Sequence[Reporter] = no_report,
+        checkpoint: Checkpointer | Sequence[Checkpointer] | None = None,
     ) -> RunSummary:
-        """Run (or continue) to `total_steps`, one row per evaluation."""
+        """Run (or continue) to `total_steps`, one row per evaluation and seed (`logger`,
+        `report` and `checkpoint`: one per seed, or one for a lone seed)."""
         raise NotImplementedError
 
-    # --- the row ---------------------------------------------------------------------------
+    # --- the rows --------------------------------------------------------------------------
     def _clear_row(self) -> None:
-        self._metrics: dict[str, list[float]] = {}
+        # Per metric: one array of S values per `record` call.
+        self._metrics: dict[str, list[np.ndarray]] = {}
         self._summed: set[str] = set()
-        # Per loss: its sum and how many updates reported it (TD3's actor loss comes only
-        # from its delayed actor updates, so each key is averaged over its own count).
+        # Per loss: its sum (a tensor, one value per seed: no host sync per update) and how
+        # many updates reported it (TD3's actor loss comes only from its delayed actor
+        # updates, so each key is averaged over its own count).
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_counts: dict[str, int] = {}
 
     def add_losses(self, losses: dict[str, torch.Tensor]) -> None:
-        """Fold one update's detached losses into the row's averages."""
+        """Fold one update's detached losses ([S], or scalars for a lone seed) into the rows'
+        averages."""
         for key, value in losses.items():
             self._loss_sums[key] = self._loss_sums.get(key, 0.0) + value
             self._loss_counts[key] = self._loss_counts.get(key, 0) + 1
 
-    def record(self, name: str, value: float, total: bool = False, latest: bool = False) -> None:
-        """Collect a per-row metric; the row shows the mean (with `total`, the sum; with
-        `latest`, the last value) of what was recorded since the last row."""
+    def record(
+        self,
+        name: str,
+        value: float | Sequence[float] | torch.Tensor,
+        total: bool = False,
+        latest: bool = False,
+    ) -> None:
+        """Collect a per-row metric, one value for every seed or one per seed; each seed's row
+        shows the mean (with `total`, the sum; with `latest`, the last value) of what was
+        recorded since the last row."""
         if latest:
             self._metrics[name] = []
-        self._metrics.setdefault(name, []).append(float(value))
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().double().numpy()
+        values = np.broadcast_to(np.asarray(value, dtype=np.float64), (self.n_seeds,))
+        self._metrics.setdefault(name, []).append(values)
         if total:
             self._summed.add(name)
 
-    def evaluate(self) -> list[float]:
-        return evaluate_episodes(self.eval_env, self.act_deterministic, self.config.eval_episodes)
+    def recorded(self, name: str, seed: int = 0) -> list[float]:
+        """What `record` collected for `name` since the last row, for seed `seed`."""
+        return [float(values[seed]) for values in self._metrics.get(name, [])]
 
-    def _row(self, step: int, train_returns: list[float], wall: float) -> dict[str, float | None]:
+    def evaluate(self) -> list[list[float]]:
+        """Each seed's returns of `eval_episodes` deterministic episodes."""
+        return evaluate_seeds(
+            self.eval_envs, self.act_deterministic_seeds, self.config.eval_episodes
+        )
+
+    def _rows(
+        self, step: int, train_returns: Sequence[list[float]], elapsed: float
+    ) -> list[dict[str, float | None]]:
+        """Every seed's row. Times are each seed's share of the process's (the elapsed time
+        and every phase divided by S), so a seed trained beside others reports what it cost."""
         with self.timers("eval"):
             returns = self.evaluate()
-        row = evaluation_row(step, self.config.epoch_length, returns, train_returns, wall)
-        for key, total in self._loss_sums.items():
-            row[key] = float(total) / self._loss_counts[key]
-        for key, values in self._metrics.items():
-            row[key] = float(np.sum(values) if key in self._summed else np.mean(values))
-        for phase, seconds in self.timers.pop().items():
-            row[f"t_{phase}"] = seconds
+        share = 1.0 / self.n_seeds
+        phases = self.timers.pop()
+        losses = {
+            key: (total.reshape(-1).tolist() if isinstance(total, torch.Tensor) else [total])
+            for key, total in self._loss_sums.items()
+        }
+        rows = []
+        for s in range(self.n_seeds):
+            row = evaluation_row(
+                step, self.config.epoch_length, returns[s], train_returns[s], elapsed * share
+            )
+            for key, totals in losses.items():
+                row[key] = float(totals[s]) / self._loss_counts[key]
+            for key, values in self._metrics.items():
+                column = [v[s] for v in values]
+                row[key] = float(np.sum(column) if key in self._summed else np.mean(column))
+            for phase, seconds in phases.items():
+                row[f"t_{phase}"] = seconds * share
+            rows.append(row)
         self._clear_row()
-        return row
+        return rows
+
+    def _row(self, step: int, train_returns: list[float], wall: float) -> dict[str, float | None]:
+        """A lone seed's row."""
+        return self._rows(step, [train_returns], wall)[0]
+
+    def commit_rows(
+        self,
+        rows: Sequence[dict[str, Any]],
+        obs: Sequence[np.ndarray],
+        loggers: Sequence[RowWriter],
+        reports: Sequence[Reporter],
+        checkpoints: Sequence[Checkpointer | None],
+    ) -> None:
+        """Advance every seed's loop past its evaluation row, checkpoint it (the row inside),
+        then append the row: a kill between the two loses nothing. Every seed's row is checked
+        before any is written, so the seeds' checkpoints stay at the same step (a divergence
+        rolls them all back together). Every agent's loop ends its evaluations here."""
+        for s, row in enumerate(rows):
+            check_finite(row, row["env_step"], s)
+        for s, row in enumerate(rows):
+            loop, step = self.loops[s], row["env_step"]
+            loop.next_step, loop.rows = step, loop.rows + 1
+            loop.obs, loop.train_returns = obs[s], []
+            loop.wall_time_s = row["wall_time_s"]
+            if row["eval_return_mean"] is not None:
+                loop.eval_returns.append(row["eval_return_mean"])
+            if checkpoints[s] is not None:
+                checkpoints[s]({"agent": self.state_dict(s), "row": row}, step)
+            loggers[s].write(row)
+            reports[s](step, None, row["eval_return_mean"])
 
     def commit_row(
         self,
@@ -218,25 +354,13 @@ class BaseAgent:
         obs: np.ndarray,
         logger: RowWriter,
         report: Reporter,
-        checkpoint: Callable[[dict, int], None] | None,
+        checkpoint: Checkpointer | None,
     ) -> None:
-        """Advance the loop past an evaluation row, checkpoint (the row inside), then append
-        the row: a kill between the two loses nothing. Every agent's loop ends its evaluations
-        here."""
-        loop, step = self.loop, row["env_step"]
-        check_finite(row, step)
-        loop.next_step, loop.rows = step, loop.rows + 1
-        loop.obs, loop.train_returns = obs, []
-        loop.wall_time_s = row["wall_time_s"]
-        if row["eval_return_mean"] is not None:
-            loop.eval_returns.append(row["eval_return_mean"])
-        if checkpoint is not None:
-            checkpoint({"agent": self.state_dict(), "row": row}, step)
-        logger.write(row)
-        report(step, None, row["eval_return_mean"])
+        """`commit_rows` for a lone seed."""
+        self.commit_rows([row], [obs], [logger], [report], [checkpoint])
 
-    def summary(self, env_steps: int, start_time: float) -> RunSummary:
-        loop = self.loop
+    def summary(self, env_steps: int, start_time: float, seed: int = 0) -> RunSummary:
+        loop = self.loops[seed]
         return RunSummary(
             env_steps=env_steps,
             final_return=loop.eval_returns[-1] if loop.eval_returns else float("nan"),
@@ -245,25 +369,26 @@ class BaseAgent:
             rows=loop.rows,
         )
 
-    # --- checkpoints ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """The loop position, the random generator and the evaluation env; subclasses add
+    # --- checkpoints: one seed at a time, in a lone run's layout ---------------------------
+    def state_dict(self, seed: int = 0) -> dict[str, Any]:
+        """Seed `seed`'s loop position, random generator and evaluation env; subclasses add
         their networks, buffers and training envs."""
         return {
-            "loop": dataclasses.asdict(self.loop),
-            "rng": {"generator": self.generator.get_state()},
-            "eval_env": capture_env(self.eval_env),
+            "loop": dataclasses.asdict(self.loops[seed]),
+            "rng": {"generator": self.generators[seed].get_state()},
+            "eval_env": capture_env(self.eval_envs[seed]),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], seed: int = 0) -> None:
         """Subclasses load their own parts first, then call this (the generator comes last,
         so nothing loaded after it can draw from it)."""
-        self.loop = LoopState(**state["loop"])
-        restore_env(self.eval_env, state["eval_env"])
-        self.generator.set_state(state["rng"]["generator"])
+        self.loops[seed] = LoopState(**state["loop"])
+        restore_env(self.eval_envs[seed], state["eval_env"])
+        self.generators[seed].set_state(state["rng"]["generator"])
         self._clear_row()
         self.timers.pop()
 
-    def reseed(self, salt: int) -> None:
-        """A fresh random stream after a rollback, so a divergence is not replayed exactly."""
-        self.generator.manual_seed(self.seed + 1_000_003 * salt)
+    def reseed(self, salt: int, seed: int = 0) -> None:
+        """A fresh random stream for seed `seed` after a rollback, so a divergence is not
+        replayed exactly."""
+        self.generators[seed].manual_seed(self.seeds[seed] + 1_000_003 * salt)

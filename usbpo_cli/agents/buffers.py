@@ -1,7 +1,13 @@
-"""Preallocated circular replay buffers of torch tensors, sampled by index tensors."""
+"""Preallocated circular replay buffers of torch tensors, sampled by index tensors.
+
+`ReplayBuffer` is one seed's ring buffer. `SeedBuffers` holds S of them (one per seed of a run
+trained as one group) in shared tensors with a leading seed axis, so that a policy batch for
+every seed is one gather per field; each seed's buffer is a view with its own position and its
+own generator, drawing the indices a lone run of that seed draws."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -25,15 +31,17 @@ class ReplayBuffer:
         act_dim: int,
         device: torch.device | str,
         generator: torch.Generator | None = None,
+        storage: Sequence[torch.Tensor] | None = None,
     ) -> None:
+        """`storage`: the five tensors (obs, act, rew, next_obs, done) to keep the rows in,
+        when the buffer is one seed's view of `SeedBuffers`; else they are allocated here."""
         self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
         self.device = torch.device(device)
         self.generator = generator  # draws sample indices (the owning agent's stream)
-        self.obs = torch.zeros(capacity, obs_dim, device=self.device)
-        self.act = torch.zeros(capacity, act_dim, device=self.device)
-        self.rew = torch.zeros(capacity, device=self.device)
-        self.next_obs = torch.zeros(capacity, obs_dim, device=self.device)
-        self.done = torch.zeros(capacity, device=self.device)
+        if storage is None:
+            storage = _allocate(1, capacity, obs_dim, act_dim, self.device)
+            storage = [store[0] for store in storage]
+        self.obs, self.act, self.rew, self.next_obs, self.done = storage
         self.size = 0
         self.pointer = 0
         self.total_added = 0
@@ -152,4 +160,91 @@ class ReplayBuffer:
         data = self.ordered()
         new.add_batch(*data)
         new.total_added = self.total_added
+        return new
+
+
+def _allocate(
+    seeds: int, capacity: int, obs_dim: int, act_dim: int, device: torch.device
+) -> list[torch.Tensor]:
+    """Zeroed obs, act, rew, next_obs and done stores with a leading seed axis."""
+    return [
+        torch.zeros(seeds, capacity, obs_dim, device=device),
+        torch.zeros(seeds, capacity, act_dim, device=device),
+        torch.zeros(seeds, capacity, device=device),
+        torch.zeros(seeds, capacity, obs_dim, device=device),
+        torch.zeros(seeds, capacity, device=device),
+    ]
+
+
+class SeedBuffers:
+    """One ring buffer per seed (`generators[s]` draws seed s's sample indices), stored in
+    shared tensors [S, capacity, ...]; `buffers[s]` is seed s's `ReplayBuffer` (a view)."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device | str,
+        generators: Sequence[torch.Generator | None],
+    ) -> None:
+        self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
+        self.device = torch.device(device)
+        self.stores = _allocate(len(generators), capacity, obs_dim, act_dim, self.device)
+        self.buffers = [
+            ReplayBuffer(capacity, obs_dim, act_dim, device, g, [store[s] for store in self.stores])
+            for s, g in enumerate(generators)
+        ]
+        self._seed_rows = torch.arange(len(generators), device=self.device).unsqueeze(1)
+
+    def __getitem__(self, seed: int) -> ReplayBuffer:
+        return self.buffers[seed]
+
+    def __len__(self) -> int:
+        """The number of seeds."""
+        return len(self.buffers)
+
+    def sizes(self) -> list[int]:
+        return [buffer.size for buffer in self.buffers]
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        rew: torch.Tensor,
+        next_obs: torch.Tensor,
+        done: torch.Tensor,
+    ) -> None:
+        """One transition per seed ([S, ...] each): the seeds of a run step together, so their
+        rings stand at the same position and one write per field stores them all."""
+        pointers = {buffer.pointer for buffer in self.buffers}
+        if len(pointers) != 1:
+            for s, buffer in enumerate(self.buffers):
+                buffer.add(obs[s], act[s], rew[s], next_obs[s], done[s])
+            return
+        i = pointers.pop()
+        for store, values in zip(self.stores, (obs, act, rew, next_obs, done)):
+            store[:, i] = values
+        for buffer in self.buffers:
+            buffer.pointer = (i + 1) % buffer.capacity
+            buffer.size = min(buffer.size + 1, buffer.capacity)
+            buffer.total_added += 1
+
+    def gather(self, idx: torch.Tensor) -> Batch:
+        """Rows `idx[s]` of seed s's buffer, for every seed: each field [S, n, ...]."""
+        rows = self._seed_rows
+        return Batch(*(store[rows, idx] for store in self.stores))
+
+    def sample(self, n: int) -> Batch:
+        """`n` uniformly drawn rows of each seed's buffer, each seed's indices from its own
+        generator: [S, n, ...] per field."""
+        return self.gather(torch.stack([buffer.sample_indices(n) for buffer in self.buffers]))
+
+    def resized(self, capacity: int) -> SeedBuffers:
+        """Every seed's buffer reallocated at `capacity`, keeping its newest transitions."""
+        generators = [buffer.generator for buffer in self.buffers]
+        new = SeedBuffers(capacity, self.obs_dim, self.act_dim, self.device, generators)
+        for old, fresh in zip(self.buffers, new.buffers):
+            fresh.add_batch(*old.ordered())
+            fresh.total_added = old.total_added
         return new

@@ -14,12 +14,18 @@ from dataclasses import dataclass
 
 import torch
 
-from usbpo_cli.agents.buffers import Batch, ReplayBuffer
+from usbpo_cli.agents.buffers import Batch, ReplayBuffer, SeedBuffers
 from usbpo_cli.agents.offpolicy import OffPolicyAgent, PolicyConfig
 from usbpo_cli.envs.termination import termination_fn
 from usbpo_cli.errors import TrainingDiverged, UsageError
 from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble, fit_ensemble
 from usbpo_cli.models.optim import make_adam
+from usbpo_cli.models.seed_axis import (
+    adam_seed_state,
+    load_adam_seed_state,
+    load_module_seed_state,
+    module_seed_state,
+)
 from usbpo_cli.models.wasserstein import draw_elites, model_bias, shift_and_bias
 from usbpo_cli.util.settings import param
 
@@ -104,22 +110,33 @@ def fit_settings(config: DynaConfig) -> dict:
 
 
 def check_model(model: GaussianEnsemble, fit: FitResult, step: int) -> None:
-    """Raise TrainingDiverged on a non-finite loss or an exploding log-variance bound."""
-    if not math.isfinite(fit.train_loss) or not math.isfinite(fit.holdout_mse):
-        raise TrainingDiverged(f"model loss became non-finite at env step {step}")
-    bound = model.max_logvar.max().item()
-    if not math.isfinite(bound) or bound > MAX_LOGVAR_BOUND:
-        raise TrainingDiverged(f"model log-variance exploded ({bound:.3g}) at env step {step}")
+    """Raise TrainingDiverged (naming the seed) on a non-finite loss or an exploding
+    log-variance bound of any seed's model (`fit` per seed, as `fit_ensemble` gives it for
+    [S, n, ...] data)."""
+    fit = fit.with_seed_axis()
+    bounds = model.max_logvar.detach().view(model.seeds, -1).max(1).values.tolist()
+    for seed, (train, holdout, bound) in enumerate(zip(fit.train_loss, fit.holdout_mse, bounds)):
+        if not math.isfinite(train) or not math.isfinite(holdout):
+            raise TrainingDiverged(f"model loss became non-finite at env step {step}", seed)
+        if not math.isfinite(bound) or bound > MAX_LOGVAR_BOUND:
+            raise TrainingDiverged(
+                f"model log-variance exploded ({bound:.3g}) at env step {step}", seed
+            )
 
 
 def act_in_passes(policy, obs: torch.Tensor) -> torch.Tensor:
-    """The policy's actions for many states, `POLICY_ROWS_PER_PASS` at a time: at 100k states
-    one pass makes activations no cache holds, and passes ran 2.3x faster on a CPU. Each state
-    still gets its own draw from the policy."""
-    return torch.cat([policy.act(part) for part in obs.split(POLICY_ROWS_PER_PASS)])
+    """The policy's actions for many states ([N, obs] of a lone seed, or [S, N, obs]),
+    `POLICY_ROWS_PER_PASS` states at a time: at 100k states one pass makes activations no
+    cache holds, and passes ran 2.3x faster on a CPU. Each state still gets its own draw."""
+    rows = obs.dim() - 2
+    return torch.cat([policy.act(part) for part in obs.split(POLICY_ROWS_PER_PASS, rows)], rows)
 
 
 class DynaAgent(OffPolicyAgent):
+    """The Dyna loop for S seeds in lockstep: one ensemble of S x E members (each seed's
+    members trained on its own data, with its own normaliser, elites and early stopping), one
+    pass of model rollouts for all seeds, and S model buffers."""
+
     config: DynaConfig
 
     def __init__(self, env_id: str, config: DynaConfig, **kwargs) -> None:
@@ -132,18 +149,23 @@ class DynaAgent(OffPolicyAgent):
             config.num_elites,
             config.model_hidden_size,
             config.model_hidden_layers,
-            generator=self.init_generator,
+            generators=self.init_generators,
         ).to(self.device)
         self.model_opt = make_adam(self.model.parameters(), config.model_lr)
         self.rollout_length = self.rollout_length_at(0)
-        self.model_buffer = ReplayBuffer(
+        self.model_buffers = SeedBuffers(
             self.model_capacity(self.rollout_length),
             self.obs_dim,
             self.act_dim,
             self.device,
-            self.generator,
+            self.generators,
         )
         self.n_real = int(config.batch_size * config.real_ratio)
+
+    @property
+    def model_buffer(self) -> ReplayBuffer:
+        """A lone seed's model buffer (every seed's: `model_buffers`)."""
+        return self.model_buffers[0]
 
     # --- schedule --------------------------------------------------------------------------
     def rollout_length_at(self, step: int) -> int:
@@ -170,13 +192,16 @@ class DynaAgent(OffPolicyAgent):
 
     # --- what subclasses specialise ----------------------------------------------------------
     def fine_tune_model(self, frozen: GaussianEnsemble, fit: FitResult) -> None:
-        """Phase 2 hook, run after phase 1 with M1 (`frozen`) and the phase-1 holdout set."""
+        """Phase 2 hook, run after phase 1 with M1 (`frozen`) and the phase-1 holdout sets."""
 
     def model_training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All real data as model inputs [s, a] and targets [r, s' - s]."""
-        data = self.real_buffer.ordered()
-        inputs = torch.cat([data.obs, data.act], dim=-1)
-        targets = torch.cat([data.rew.unsqueeze(-1), data.next_obs - data.obs], dim=-1)
+        """Every seed's real data as model inputs [S, n, s + a] and targets [S, n, r + s' - s]
+        (the seeds step together, so each has the same number of rows)."""
+        data = [buffer.ordered() for buffer in self.real_buffers.buffers]
+        inputs = torch.stack([torch.cat([d.obs, d.act], dim=-1) for d in data])
+        targets = torch.stack(
+            [torch.cat([d.rew.unsqueeze(-1), d.next_obs - d.obs], dim=-1) for d in data]
+        )
         return inputs, targets
 
     def model_sample_weights(self) -> torch.Tensor | None:
@@ -185,7 +210,8 @@ class DynaAgent(OffPolicyAgent):
         return None
 
     def rollout_start_states(self, n: int) -> torch.Tensor:
-        return self.real_buffer.sample(n).obs
+        """`n` start states per seed from its real data: [S, n, obs]."""
+        return self.real_buffers.sample(n).obs
 
     # --- the loop ----------------------------------------------------------------------------
     def learn(self, step: int) -> None:
@@ -199,10 +225,17 @@ class DynaAgent(OffPolicyAgent):
         self.fit_model(step)
         with self.timers("rollout"):
             added = self.rollout(step)
-        if before is not None and added > 0:
-            idx = self.model_buffer.recent_indices(DIAGNOSTIC_SAMPLES, added)
-            after = torch.cat([self.model_buffer.obs[idx], self.model_buffer.act[idx]], dim=-1)
-            self.record("delta", self._bias_estimate(before) - self._bias_estimate(after))
+        if before is not None and min(added) > 0:
+            idx = torch.stack(
+                [
+                    buffer.recent_indices(DIAGNOSTIC_SAMPLES, count)
+                    for buffer, count in zip(self.model_buffers.buffers, added)
+                ]
+            )
+            recent = self.model_buffers.gather(idx)
+            after = torch.cat([recent.obs, recent.act], dim=-1)
+            delta = self._bias_estimate(before) - self._bias_estimate(after)
+            self.record("delta", delta)
 
     def fit_model(self, step: int) -> None:
         """Phase 1, then the subclass's phase 2, with their diagnostics; no rollouts (CMLO
@@ -212,25 +245,27 @@ class DynaAgent(OffPolicyAgent):
             inputs, targets = self.model_training_data()
             settings = fit_settings(self.config)
             weights = self.model_sample_weights()
+            if weights is not None and weights.dim() == 1:
+                weights = weights.unsqueeze(0)  # a lone seed's weights
             fit = fit_ensemble(
                 self.model,
                 self.model_opt,
                 inputs,
                 targets,
                 sample_weights=weights,
-                generator=self.generator,
+                generator=self.generators,
                 **settings,
             )
         check_model(self.model, fit, step)
-        validation = fit.holdout_inputs[:DIAGNOSTIC_SAMPLES]
+        validation = fit.holdout_inputs[:, :DIAGNOSTIC_SAMPLES]
         with torch.no_grad():
-            shift, bias = shift_and_bias(frozen, self.model, validation, generator=self.generator)
+            shift, bias = shift_and_bias(frozen, self.model, validation, generator=self.generators)
         self.record("model_shift_before", shift)
         self.record("model_bias_before", bias)
         with self.timers("model_phase2"):
             self.fine_tune_model(frozen, fit)
         with torch.no_grad():
-            shift, bias = shift_and_bias(frozen, self.model, validation, generator=self.generator)
+            shift, bias = shift_and_bias(frozen, self.model, validation, generator=self.generators)
         self.record("model_shift", shift)
         self.record("model_bias", bias)
         self.record("model_loss_train", fit.train_loss)
@@ -239,24 +274,25 @@ class DynaAgent(OffPolicyAgent):
         self.record("model_trainings", 1, total=True)
 
     @torch.no_grad()
-    def _bias_estimate(self, inputs: torch.Tensor) -> float:
+    def _bias_estimate(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Each seed's mean model bias on its inputs [S, n, s + a]: [S]."""
         mean, std = self.model.mean_std(inputs)
-        return (
-            model_bias(mean, std, draw_elites(self.model, inputs.shape[0], self.generator))
-            .mean()
-            .item()
-        )
+        seeds, n = inputs.shape[:2]
+        mean = mean.view(seeds, self.model.ensemble_size, n, -1)
+        std = std.view(seeds, self.model.ensemble_size, n, -1)
+        members = draw_elites(self.model, n, self.generators)
+        return model_bias(mean, std, members).mean(-1)
 
     def _model_buffer_inputs(self, n: int) -> torch.Tensor | None:
-        if len(self.model_buffer) == 0:
+        if min(self.model_buffers.sizes()) == 0:
             return None
-        batch = self.model_buffer.sample(n)
+        batch = self.model_buffers.sample(n)
         return torch.cat([batch.obs, batch.act], dim=-1)
 
     @torch.no_grad()
-    def rollout(self, step: int, starts: int | None = None) -> int:
-        """Branch `starts` (default `rollout_batch_size`) model rollouts from real states;
-        returns the transitions added.
+    def rollout(self, step: int, starts: int | None = None) -> list[int]:
+        """Branch `starts` (default `rollout_batch_size`) model rollouts per seed from its real
+        states, all seeds in one pass; returns each seed's transitions added.
 
         Every rollout keeps its slot for all steps (fixed shapes); a done mask decides which
         transitions are stored, so a terminated rollout stops contributing.
@@ -264,49 +300,67 @@ class DynaAgent(OffPolicyAgent):
         length = self.rollout_length_at(step)
         if length != self.rollout_length:
             self.rollout_length = length
-            self.model_buffer = self.model_buffer.resized(self.model_capacity(length))
+            self.model_buffers = self.model_buffers.resized(self.model_capacity(length))
         self.record("rollout_length", length)
         obs = self.rollout_start_states(starts or self.config.rollout_batch_size)
-        alive = torch.ones(obs.shape[0], dtype=torch.bool, device=self.device)
-        added = 0
+        seeds, n = obs.shape[:2]
+        alive = torch.ones(seeds, n, dtype=torch.bool, device=self.device)
+        added = [0] * seeds
         for _ in range(length):
-            act = act_in_passes(self.policy, obs)
-            rew, next_obs = self.model.sample_step(obs, act, self.generator)
-            done = self.termination(obs, act, next_obs)
-            keep = alive.nonzero().squeeze(-1)
-            self.model_buffer.add_batch(
-                obs[keep], act[keep], rew[keep], next_obs[keep], done[keep].float()
-            )
-            added += keep.numel()
+            act = act_in_passes(self.policy, obs[0] if seeds == 1 else obs)
+            act = act.view(seeds, n, -1)
+            rew, next_obs = self.model.sample_step(obs, act, self.generators)
+            done = self.termination(
+                obs.reshape(seeds * n, -1),
+                act.reshape(seeds * n, -1),
+                next_obs.reshape(seeds * n, -1),
+            ).view(seeds, n)
+            for s, buffer in enumerate(self.model_buffers.buffers):
+                keep = alive[s].nonzero().squeeze(-1)
+                buffer.add_batch(
+                    obs[s, keep],
+                    act[s, keep],
+                    rew[s, keep],
+                    next_obs[s, keep],
+                    done[s, keep].float(),
+                )
+                added[s] += keep.numel()
             alive = alive & ~done
             if not bool(alive.any()):
                 break
             obs = next_obs
         return added
 
-    def state_dict(self) -> dict:
+    def state_dict(self, seed: int = 0) -> dict:
+        axes = self.model.seed_axes()
+        optimiser_axes = [axes[name] for name, _ in self.model.named_parameters()]
         return {
-            **super().state_dict(),
-            "model": self.model.state_dict(),
-            "model_opt": self.model_opt.state_dict(),
-            "model_buffer": self.model_buffer.state_dict(),
+            **super().state_dict(seed),
+            "model": module_seed_state(self.model, axes, seed),
+            "model_opt": adam_seed_state(self.model_opt, optimiser_axes, seed),
+            "model_buffer": self.model_buffers[seed].state_dict(),
             "rollout_length": self.rollout_length,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.model.load_state_dict(state["model"])
-        self.model_opt.load_state_dict(state["model_opt"])
-        self.model_buffer = ReplayBuffer.from_state_dict(
-            state["model_buffer"], self.device, self.generator
-        )
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        super().load_state_dict(state, seed)
+        axes = self.model.seed_axes()
+        optimiser_axes = [axes[name] for name, _ in self.model.named_parameters()]
+        load_module_seed_state(self.model, axes, state["model"], seed)
+        load_adam_seed_state(self.model_opt, optimiser_axes, state["model_opt"], seed)
+        saved = state["model_buffer"]
+        if saved["capacity"] != self.model_buffers.capacity:  # the length had grown
+            self.rollout_length = state["rollout_length"]
+            self.model_buffers = self.model_buffers.resized(saved["capacity"])
+        self.model_buffers[seed].load_state_dict(saved)
         self.rollout_length = state["rollout_length"]
 
     def policy_batch(self) -> Batch:
-        """`real_ratio` real, the rest model data; all real until the model buffer has data."""
+        """Per seed, `real_ratio` real and the rest model data; all real until every seed's
+        model buffer has data."""
         size = self.config.batch_size
-        if len(self.model_buffer) == 0:
-            return self.real_buffer.sample(size)
-        real = self.real_buffer.sample(self.n_real)
-        model = self.model_buffer.sample(size - self.n_real)
-        return Batch(*(torch.cat([r, m]) for r, m in zip(real, model)))
+        if min(self.model_buffers.sizes()) == 0:
+            return self.real_buffers.sample(size)
+        real = self.real_buffers.sample(self.n_real)
+        model = self.model_buffers.sample(size - self.n_real)
+        return Batch(*(torch.cat([r, m], dim=1) for r, m in zip(real, model)))

@@ -8,7 +8,7 @@ training, rollouts, then G steps on mixed batches) and add their own columns thr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +18,15 @@ import torch
 from usbpo_cli.agents.base import (
     AgentConfig,
     BaseAgent,
+    Checkpointer,
     LoopState,
     Reporter,
     RowWriter,
     RunSummary,
     no_report,
+    per_seed,
 )
-from usbpo_cli.agents.buffers import Batch, ReplayBuffer
+from usbpo_cli.agents.buffers import Batch, ReplayBuffer, SeedBuffers
 from usbpo_cli.agents.sac import SAC, SACSettings
 from usbpo_cli.agents.td3 import TD3, TD3Settings
 from usbpo_cli.envs.state import capture_env, restore_env
@@ -81,31 +83,41 @@ class PolicyConfig(TD3Settings, SACSettings, OffPolicyConfig):
 
 
 class OffPolicyAgent(BaseAgent):
-    """Owns the real env, the real replay buffer and the policy optimiser."""
+    """Owns the real envs, the real replay buffers and the policy optimiser, for S seeds in
+    lockstep: every env step acts for all seeds in one policy pass, and every update trains
+    all seeds' networks as one batch (each seed on its own data)."""
 
     config: OffPolicyConfig
+    vectorises = True
 
     def __init__(self, env_id: str, config: OffPolicyConfig, **kwargs: Any) -> None:
-        """`kwargs`: BaseAgent's seed, total_steps, device and truncate_obs."""
+        """`kwargs`: BaseAgent's seed (one, or a list), total_steps, device and truncate_obs."""
         super().__init__(env_id, config, **kwargs)
-        self.env = make_env(env_id, seed=self.seed, truncate_obs=self.truncate_obs)
+        self.envs = [make_env(env_id, seed=s, truncate_obs=self.truncate_obs) for s in self.seeds]
+        self.env = self.envs[0]
         self.obs_dim = int(np.prod(self.env.observation_space.shape))
         self.act_dim = int(np.prod(self.env.action_space.shape))
         self.act_low = torch.as_tensor(self.env.action_space.low, dtype=torch.float32).flatten()
         self.act_high = torch.as_tensor(self.env.action_space.high, dtype=torch.float32).flatten()
-        self.real_buffer = ReplayBuffer(
+        self.real_buffers = SeedBuffers(
             min(config.replay_size, self.total_steps),
             self.obs_dim,
             self.act_dim,
             self.device,
-            self.generator,
+            self.generators,
         )
         self.policy = self.make_policy()
 
+    @property
+    def real_buffer(self) -> ReplayBuffer:
+        """A lone seed's real replay buffer (every seed's: `real_buffers`)."""
+        return self.real_buffers[0]
+
     # --- what subclasses specialise -------------------------------------------------------
     def make_policy(self) -> SAC | TD3:
-        """The policy optimiser the config names. It must offer `act(obs, deterministic)`,
-        `update(batch) -> dict of detached losses`, `state_dict()` and `load_state_dict()`."""
+        """The policy optimiser the config names, for all seeds. It must offer
+        `act(obs, deterministic)`, `update(batch) -> dict of detached losses` (per seed),
+        `state_dict(seed)` and `load_state_dict(state, seed)`."""
         config = self.config
         shared = {
             "hidden_size": config.hidden_size,
@@ -113,8 +125,8 @@ class OffPolicyAgent(BaseAgent):
             "gamma": config.gamma,
             "tau": config.tau,
             "device": self.device,
-            "generator": self.generator,
-            "init_generator": self.init_generator,
+            "generators": self.generators,
+            "init_generators": self.init_generators,
         }
         bounds = (self.obs_dim, self.act_dim, self.act_low, self.act_high)
         if config.policy_optimiser() == "td3":
@@ -133,7 +145,8 @@ class OffPolicyAgent(BaseAgent):
         raise NotImplementedError
 
     def policy_batch(self) -> Batch:
-        return self.real_buffer.sample(self.config.batch_size)
+        """Every seed's batch of real transitions: [S, batch_size, ...] per field."""
+        return self.real_buffers.sample(self.config.batch_size)
 
     # --- shared helpers --------------------------------------------------------------------
     def update_policy(self, updates: int) -> None:
@@ -141,87 +154,121 @@ class OffPolicyAgent(BaseAgent):
             for _ in range(updates):
                 self.add_losses(self.policy.update(self.policy_batch()))
 
+    def act_seeds(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """One action per seed for the seeds' current states [S, obs] -> [S, act]. A lone
+        seed's [1, obs] is its own batch of one state, as the policy takes it."""
+        if self.n_seeds == 1:
+            return self.policy.act(obs, deterministic)
+        return self.policy.act(obs.unsqueeze(1), deterministic).squeeze(1)
+
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs, dtype=np.float32).ravel(), device=self.device)
 
-    def _random_action(self) -> torch.Tensor:
-        u = torch.rand(self.act_dim, device=self.device, generator=self.generator)
-        return self.act_low.to(self.device) + u * (self.act_high - self.act_low).to(self.device)
+    def _random_actions(self) -> torch.Tensor:
+        """A uniform action per seed from its own generator: [S, act]."""
+        low, high = self.act_low.to(self.device), self.act_high.to(self.device)
+        u = [torch.rand(self.act_dim, device=self.device, generator=g) for g in self.generators]
+        return low + torch.stack(u) * (high - low)
 
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
-        action = self.policy.act(self._obs_tensor(obs).unsqueeze(0), deterministic=True)
-        return action[0].cpu().numpy().reshape(self.env.action_space.shape)
+        return self.act_deterministic_seeds(np.asarray(obs)[None])[0]
+
+    def act_deterministic_seeds(self, obs: np.ndarray) -> np.ndarray:
+        states = torch.as_tensor(
+            np.asarray(obs, dtype=np.float32).reshape(self.n_seeds, -1), device=self.device
+        )
+        actions = self.act_seeds(states, deterministic=True).cpu().numpy()
+        return actions.reshape(self.n_seeds, *self.env.action_space.shape)
 
     # --- the loop ------------------------------------------------------------------------------
     def begin(self) -> None:
-        """Start a fresh run: seeded resets of both environments."""
-        first_obs, _ = self.env.reset(seed=self.seed)
-        self.eval_env.reset(seed=self.seed + 10_000)
-        self.loop = LoopState(obs=np.asarray(first_obs, dtype=np.float32))
+        """Start a fresh run: seeded resets of every seed's environments."""
+        for s, seed in enumerate(self.seeds):
+            first_obs, _ = self.envs[s].reset(seed=seed)
+            self.eval_envs[s].reset(seed=seed + 10_000)
+            self.loops[s] = LoopState(obs=np.asarray(first_obs, dtype=np.float32))
 
     def train(
         self,
-        logger: RowWriter,
-        report: Reporter = no_report,
-        checkpoint: Callable[[dict, int], None] | None = None,
+        logger: RowWriter | Sequence[RowWriter],
+        report: Reporter | Sequence[Reporter] = no_report,
+        checkpoint: Checkpointer | Sequence[Checkpointer] | None = None,
     ) -> RunSummary:
-        """Run (or continue) to `total_steps`. At each evaluation the row is computed, then
-        `checkpoint(state, env_step)` is called with the row inside the state, then the row is
-        appended to the CSV: a kill between the two loses nothing."""
-        if self.loop is None:
+        """Run (or continue) to `total_steps`. At each evaluation every seed's row is computed,
+        then `checkpoint(state, env_step)` is called with the row inside the state, then the
+        row is appended to the CSV: a kill between the two loses nothing. `logger`, `report`
+        and `checkpoint`: one per seed (or one for a lone seed)."""
+        seeds = self.n_seeds
+        loggers, reports = per_seed(logger, seeds), per_seed(report, seeds)
+        checkpoints = per_seed(checkpoint, seeds)
+        if self.loops[0] is None:
             self.begin()
-        loop, config = self.loop, self.config
-        start_time = time.perf_counter() - loop.wall_time_s
-        self.timers.on_phase = lambda phase: report(self._step, phase, None)
-        obs = self._obs_tensor(loop.obs)
-        for step in range(loop.next_step, self.total_steps):
+        loops, config = self.loops, self.config
+        # The seeds step together: their loops stand at the same step and share the time.
+        start_time = time.perf_counter() - loops[0].wall_time_s * seeds
+        self.timers.on_phase = lambda phase: [r(self._step, phase, None) for r in reports]
+        obs = torch.stack([self._obs_tensor(loop.obs) for loop in loops])
+        shape = self.env.action_space.shape
+        for step in range(loops[0].next_step, self.total_steps):
             self._step = step
             with self.timers("env"):
                 if step < config.initial_steps:
-                    action = self._random_action()
+                    action = self._random_actions()
                 else:
-                    action = self.policy.act(obs.unsqueeze(0))[0]
-                next_np, reward, terminated, truncated, _ = self.env.step(
-                    action.cpu().numpy().reshape(self.env.action_space.shape)
+                    action = self.act_seeds(obs)
+                actions = action.cpu().numpy()
+                outcomes = [env.step(actions[s].reshape(shape)) for s, env in enumerate(self.envs)]
+                next_obs = torch.stack([self._obs_tensor(o[0]) for o in outcomes])
+                rewards = [float(o[1]) for o in outcomes]
+                terminals = [float(o[2]) for o in outcomes]
+                self.real_buffers.add(
+                    obs,
+                    action,
+                    torch.tensor(rewards, device=self.device),
+                    next_obs,
+                    torch.tensor(terminals, device=self.device),
                 )
-                next_obs = self._obs_tensor(next_np)
-                self.real_buffer.add(obs, action, float(reward), next_obs, float(terminated))
-                self.after_env_step(obs, action, float(reward), next_obs)
-                loop.episode_return += float(reward)
-                if terminated or truncated:
-                    loop.train_returns.append(loop.episode_return)
-                    loop.episode_return = 0.0
-                    next_np, _ = self.env.reset()
-                    next_obs = self._obs_tensor(next_np)
+                latest = [o[0] for o in outcomes]
+                for s, (loop, outcome) in enumerate(zip(loops, outcomes)):
+                    self.after_env_step(obs[s], action[s], rewards[s], next_obs[s])
+                    loop.episode_return += rewards[s]
+                    if outcome[2] or outcome[3]:  # terminated or truncated
+                        loop.train_returns.append(loop.episode_return)
+                        loop.episode_return = 0.0
+                        latest[s], _ = self.envs[s].reset()
+                        next_obs[s] = self._obs_tensor(latest[s])
                 obs = next_obs
             if step >= config.initial_steps:
                 self.learn(step)
             done_steps = step + 1
             if done_steps % config.epoch_length == 0 or done_steps == self.total_steps:
-                row = self._row(done_steps, loop.train_returns, time.perf_counter() - start_time)
-                obs_np = np.asarray(next_np, dtype=np.float32)
-                self.commit_row(row, obs_np, logger, report, checkpoint)
+                elapsed = time.perf_counter() - start_time
+                rows = self._rows(done_steps, [loop.train_returns for loop in loops], elapsed)
+                states = [np.asarray(o, dtype=np.float32) for o in latest]
+                self.commit_rows(rows, states, loggers, reports, checkpoints)
             elif step % 50 == 0:
-                report(done_steps, None, None)
+                for r in reports:
+                    r(done_steps, None, None)
         return self.summary(self.total_steps, start_time)
 
     def after_env_step(
         self, obs: torch.Tensor, action: torch.Tensor, reward: float, next_obs: torch.Tensor
     ) -> None:
-        """Hook for algorithms that watch each real transition (CMLO's event trigger)."""
+        """Hook for algorithms that watch each real transition of a lone seed (CMLO's event
+        trigger)."""
 
-    # --- checkpoints ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue bit-exactly from the last evaluation row."""
+    # --- checkpoints: one seed at a time, in a lone run's layout -------------------------
+    def state_dict(self, seed: int = 0) -> dict[str, Any]:
+        """Everything needed to continue seed `seed` bit-exactly from the last evaluation row."""
         return {
-            **super().state_dict(),
-            "policy": self.policy.state_dict(),
-            "real_buffer": self.real_buffer.state_dict(),
-            "env": capture_env(self.env),
+            **super().state_dict(seed),
+            "policy": self.policy.state_dict(seed),
+            "real_buffer": self.real_buffers[seed].state_dict(),
+            "env": capture_env(self.envs[seed]),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.real_buffer.load_state_dict(state["real_buffer"])
-        restore_env(self.env, state["env"])
-        super().load_state_dict(state)
+    def load_state_dict(self, state: dict[str, Any], seed: int = 0) -> None:
+        self.policy.load_state_dict(state["policy"], seed)
+        self.real_buffers[seed].load_state_dict(state["real_buffer"])
+        restore_env(self.envs[seed], state["env"])
+        super().load_state_dict(state, seed)

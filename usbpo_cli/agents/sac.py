@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -19,9 +20,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from usbpo_cli.agents.buffers import Batch
-from usbpo_cli.models.distributions import normal_like
-from usbpo_cli.models.nets import BatchedMLP, Layer, mlp, relu_backward, relu_forward, twin_input
+from usbpo_cli.models.distributions import seed_normal
+from usbpo_cli.models.nets import (
+    BatchedMLP,
+    Layer,
+    SeedLinear,
+    relu_backward,
+    relu_forward,
+    seed_mlp,
+    stacked_mlp,
+    twin_input,
+)
 from usbpo_cli.models.optim import adam_step, make_adam
+from usbpo_cli.models.seed_axis import (
+    SeedAxis,
+    adam_seed_state,
+    load_adam_seed_state,
+    load_module_seed_state,
+    module_axes,
+    module_seed_state,
+)
 from usbpo_cli.util import torch_private
 from usbpo_cli.util.settings import Settings, param
 
@@ -47,11 +65,13 @@ class SquashedSample(NamedTuple):
     raw_log_std: torch.Tensor  # before clamping to [LOG_STD_MIN, LOG_STD_MAX]
 
     def rows(self, index: slice) -> SquashedSample:
-        return SquashedSample(*(t[index] for t in self))
+        """The rows `index` of every seed (the axis after the seed axis)."""
+        return SquashedSample(*(t[:, index] for t in self))
 
 
 class TanhGaussianActor(nn.Module):
-    """State-conditioned Gaussian squashed by tanh and rescaled to the action bounds."""
+    """State-conditioned Gaussian squashed by tanh and rescaled to the action bounds; one per
+    seed, as one network with a seed axis (inputs [S, N, obs]; [N, obs] when S = 1)."""
 
     def __init__(
         self,
@@ -60,10 +80,11 @@ class TanhGaussianActor(nn.Module):
         hidden_size: int,
         act_low: torch.Tensor,
         act_high: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generators: Sequence[torch.Generator | None] = (None,),
     ) -> None:
         super().__init__()
-        self.body = mlp(obs_dim, hidden_size, 2 * act_dim, generator=generator)
+        self.seeds = len(generators)
+        self.body = seed_mlp(self.seeds, obs_dim, hidden_size, 2 * act_dim, generators=generators)
         self.register_buffer("act_scale", (act_high - act_low) / 2.0)
         self.register_buffer("act_bias", (act_high + act_low) / 2.0)
 
@@ -71,21 +92,21 @@ class TanhGaussianActor(nn.Module):
         self,
         obs: torch.Tensor,
         deterministic: bool = False,
-        generator: torch.Generator | None = None,
+        generators: Sequence[torch.Generator | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Action and its log-probability (the latter meaningless when deterministic)."""
         mean, raw_log_std = self.body(obs).chunk(2, dim=-1)
         if deterministic:
             return torch.tanh(mean) * self.act_scale + self.act_bias, torch.zeros_like(mean[..., 0])
-        sample = self.squash(mean, raw_log_std, normal_like(mean, generator))
+        sample = self.squash(mean, raw_log_std, seed_normal(mean, generators))
         return sample.action, sample.log_prob
 
     def layers(self) -> list[Layer]:
-        """The body's (weight, bias) as [1, in, out] and [1, 1, out] views, for `relu_forward`."""
-        return [(m.weight.mT.unsqueeze(0), m.bias.view(1, 1, -1)) for m in self.linears()]
+        """The body's (weight, bias) as [S, in, out] and [S, 1, out] views, for `relu_forward`."""
+        return [(m.weight.mT, m.bias.unsqueeze(1)) for m in self.linears()]
 
-    def linears(self) -> list[nn.Linear]:
-        return [m for m in self.body if isinstance(m, nn.Linear)]
+    def linears(self) -> list[SeedLinear]:
+        return [m for m in self.body if isinstance(m, SeedLinear)]
 
     def squash(
         self, mean: torch.Tensor, raw_log_std: torch.Tensor, noise: torch.Tensor
@@ -124,6 +145,11 @@ class TanhGaussianActor(nn.Module):
 
 
 class SAC:
+    """SAC for S seeds at once (`generators`: one per seed; one seed is S = 1): S actors, 2S
+    critics and S temperatures as batched networks, each seed's slice updated on its own batch
+    exactly as a lone SAC would be. Inputs carry a leading seed axis ([S, N, ...]); with one
+    seed it may be left out."""
+
     def __init__(
         self,
         obs_dim: int,
@@ -137,22 +163,28 @@ class SAC:
         tau: float = 5e-3,
         target_entropy: float | None = None,
         device: torch.device | str = "cpu",
-        generator: torch.Generator | None = None,
-        init_generator: torch.Generator | None = None,
+        generators: Sequence[torch.Generator | None] = (None,),
+        init_generators: Sequence[torch.Generator | None] | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.generator = generator  # noise of actions and updates
+        self.generators = list(generators)  # noise of actions and updates, one per seed
+        self.seeds = len(self.generators)
+        init_generators = list(init_generators or self.generators)
         self.obs_dim = obs_dim
         self.gamma, self.tau = gamma, tau
         self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
         self.actor = TanhGaussianActor(
-            obs_dim, act_dim, hidden_size, act_low, act_high, init_generator
+            obs_dim, act_dim, hidden_size, act_low, act_high, init_generators
         ).to(device)
-        self.critic = BatchedMLP(
-            2, obs_dim + act_dim, 1, hidden_size, 2, generator=init_generator
+        # Each seed's twin critics drawn after its actor, from its generator, as a lone run.
+        self.critic = stacked_mlp(
+            [
+                BatchedMLP(2, obs_dim + act_dim, 1, hidden_size, 2, generator=g)
+                for g in init_generators
+            ]
         ).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.zeros((), device=self.device, requires_grad=True)
+        self.log_alpha = torch.zeros(self.seeds, device=self.device, requires_grad=True)
         self.actor_opt = make_adam(self.actor.parameters(), lr)
         self.critic_opt = make_adam(self.critic.parameters(), lr)
         self.alpha_opt = make_adam([self.log_alpha], lr)
@@ -161,36 +193,42 @@ class SAC:
 
     @property
     def alpha(self) -> torch.Tensor:
+        """Each seed's temperature: [S]."""
         return self.log_alpha.detach().exp()
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.actor(obs, deterministic, self.generator)[0]
+        return self.actor(obs, deterministic, self.generators)[0]
 
     @torch.no_grad()
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step on critics, then actor (against the updated critics), then
-        temperature, then the Polyak step of the target critics; returns the losses."""
-        n = batch.obs.shape[0]
-        alpha = self.alpha
+        temperature, then the Polyak step of the target critics; returns each seed's losses
+        ([S]; scalars when the batch has no seed axis)."""
+        lone = batch.obs.dim() == 2
+        if lone:
+            batch = Batch(*(field.unsqueeze(0) for field in batch))
+        seeds, n = batch.obs.shape[:2]
+        alpha = self.alpha.view(seeds, 1)
         critic = [(layer.weight, layer.bias) for layer in self.critic.layers]
         target = [(layer.weight, layer.bias) for layer in self.critic_target.layers]
         actor = self.actor.layers()
         # One actor pass over [next_obs; obs]: both halves use the actor's current weights.
-        actor_inputs, head = relu_forward(actor, torch.cat([batch.next_obs, batch.obs])[None])
-        mean, raw_log_std = head[0].chunk(2, dim=-1)
-        sample = self.actor.squash(mean, raw_log_std, normal_like(mean, self.generator))
+        actor_inputs, head = relu_forward(actor, torch.cat([batch.next_obs, batch.obs], dim=1))
+        mean, raw_log_std = head.chunk(2, dim=-1)
+        sample = self.actor.squash(mean, raw_log_std, seed_normal(mean, self.generators))
         next_sample, sample = sample.rows(slice(None, n)), sample.rows(slice(n, None))
 
         # Critics: 0.5 * sum_i mean_b (Q_i(s, a) - y)^2 with the soft target
         # y = r + gamma (1 - done) (min_i Qtarget_i(s', a') - alpha log pi(a' | s')).
         _, next_q = relu_forward(target, twin_input(batch.next_obs, next_sample.action))
-        soft_next_value = next_q.squeeze(-1).min(0).values - alpha * next_sample.log_prob
+        next_q = next_q.view(seeds, 2, n)
+        soft_next_value = next_q.min(1).values - alpha * next_sample.log_prob
         y = batch.rew + self.gamma * (1.0 - batch.done) * soft_next_value
         critic_inputs, q = relu_forward(critic, twin_input(batch.obs, batch.act))
-        error = q.squeeze(-1) - y
-        critic_loss = 0.5 * error.pow(2).mean(1).sum()
-        grads, _ = relu_backward(critic, critic_inputs, (error / n).unsqueeze(-1))
+        error = q.view(seeds, 2, n) - y.unsqueeze(1)
+        critic_loss = 0.5 * error.pow(2).mean(2).sum(1)
+        grads, _ = relu_backward(critic, critic_inputs, (error / n).view(2 * seeds, n, 1))
         for layer, (weight_grad, bias_grad) in zip(self.critic.layers, grads):
             layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
         adam_step(self.critic_opt)
@@ -198,44 +236,64 @@ class SAC:
         # Actor: mean_b (alpha log pi(a | s) - min_i Q_i(s, a)) with a the reparameterised
         # sample; the critics' parameters get no gradient from it, only their input a does.
         q_inputs, q_new = relu_forward(critic, twin_input(batch.obs, sample.action))
-        q_new = q_new.squeeze(-1)
-        first = q_new[0] <= q_new[1]  # min over the twins, ties to the first (as torch.min)
-        actor_loss = (alpha * sample.log_prob - torch.where(first, q_new[0], q_new[1])).mean()
-        grad_q = torch.stack([first, ~first]).to(q_new.dtype).mul_(-1.0 / n).unsqueeze(-1)
+        q_new = q_new.view(seeds, 2, n)
+        first = q_new[:, 0] <= q_new[:, 1]  # min over the twins, ties to the first (torch.min)
+        smaller = torch.where(first, q_new[:, 0], q_new[:, 1])
+        actor_loss = (alpha * sample.log_prob - smaller).mean(1)
+        grad_q = torch.stack([first, ~first], dim=1).to(q_new.dtype).mul_(-1.0 / n)
         _, grad_x = relu_backward(
-            critic, q_inputs, grad_q, param_grads=False, input_columns=slice(self.obs_dim, None)
+            critic,
+            q_inputs,
+            grad_q.view(2 * seeds, n, 1),
+            param_grads=False,
+            input_columns=slice(self.obs_dim, None),
         )
-        grad_head = self.actor.squash_backward(sample, grad_x.sum(0), alpha / n)
+        grad_action = grad_x.view(seeds, 2, n, -1).sum(1)
+        grad_head = self.actor.squash_backward(sample, grad_action, (alpha / n).unsqueeze(-1))
         obs_half = [x[:, n:] for x in actor_inputs]
-        grads, _ = relu_backward(actor, obs_half, grad_head[None])
+        grads, _ = relu_backward(actor, obs_half, grad_head)
         for linear, (weight_grad, bias_grad) in zip(self.actor.linears(), grads):
-            linear.weight.grad, linear.bias.grad = weight_grad[0].mT, bias_grad.view(-1)
+            linear.weight.grad, linear.bias.grad = weight_grad.mT, bias_grad.squeeze(1)
         adam_step(self.actor_opt)
 
-        # Temperature: -mean_b log_alpha * (log pi(a | s) + target_entropy).
-        self.log_alpha.grad = -(sample.log_prob + self.target_entropy).mean()
+        # Temperature: -mean_b log_alpha * (log pi(a | s) + target_entropy), per seed.
+        self.log_alpha.grad = -(sample.log_prob + self.target_entropy).mean(1)
         adam_step(self.alpha_opt)
 
         torch_private.lerp_(self._target_params, self._critic_params, self.tau)
-        return {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha": alpha}
+        losses = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha": alpha.view(-1)}
+        return {key: value[0] for key, value in losses.items()} if lone else losses
 
-    def state_dict(self) -> dict:
+    # --- checkpoints: one seed at a time, in a lone run's layout -------------------------
+    def _axes(self) -> dict:
+        own = SeedAxis(self.seeds, own=True)
         return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(),
+            "actor": module_axes(self.actor, self.seeds),
+            "critic": module_axes(self.critic, self.seeds),
+            "actor_opt": [own] * len(self.actor_opt.param_groups[0]["params"]),
+            "critic_opt": [SeedAxis(self.seeds, own=False)] * len(self._critic_params),
+            "alpha_opt": [own],
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
+    def state_dict(self, seed: int = 0) -> dict:
+        axes = self._axes()
+        return {
+            "actor": module_seed_state(self.actor, axes["actor"], seed),
+            "critic": module_seed_state(self.critic, axes["critic"], seed),
+            "critic_target": module_seed_state(self.critic_target, axes["critic"], seed),
+            "log_alpha": self.log_alpha.detach()[seed].clone(),
+            "actor_opt": adam_seed_state(self.actor_opt, axes["actor_opt"], seed),
+            "critic_opt": adam_seed_state(self.critic_opt, axes["critic_opt"], seed),
+            "alpha_opt": adam_seed_state(self.alpha_opt, axes["alpha_opt"], seed),
+        }
+
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        axes = self._axes()
+        load_module_seed_state(self.actor, axes["actor"], state["actor"], seed)
+        load_module_seed_state(self.critic, axes["critic"], state["critic"], seed)
+        load_module_seed_state(self.critic_target, axes["critic"], state["critic_target"], seed)
         with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+            self.log_alpha[seed].copy_(state["log_alpha"])
+        load_adam_seed_state(self.actor_opt, axes["actor_opt"], state["actor_opt"], seed)
+        load_adam_seed_state(self.critic_opt, axes["critic_opt"], state["critic_opt"], seed)
+        load_adam_seed_state(self.alpha_opt, axes["alpha_opt"], state["alpha_opt"], seed)

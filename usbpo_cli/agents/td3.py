@@ -13,6 +13,7 @@ Twin critics are one `BatchedMLP` with a member axis, as in SAC.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +21,17 @@ from torch import nn
 
 from usbpo_cli.agents.buffers import Batch
 from usbpo_cli.errors import UsageError
-from usbpo_cli.models.distributions import normal_like
-from usbpo_cli.models.nets import BatchedMLP, mlp, twin_q
+from usbpo_cli.models.distributions import seed_normal
+from usbpo_cli.models.nets import BatchedMLP, seed_mlp, stacked_mlp, twin_q
 from usbpo_cli.models.optim import make_adam
+from usbpo_cli.models.seed_axis import (
+    SeedAxis,
+    adam_seed_state,
+    load_adam_seed_state,
+    load_module_seed_state,
+    module_axes,
+    module_seed_state,
+)
 from usbpo_cli.util import torch_private
 from usbpo_cli.util.settings import Settings, param
 
@@ -52,7 +61,8 @@ class DeterministicActor(nn.Module):
 
     It also carries the standard deviation of its exploration noise (`exploration_std`, in
     action units): with it the actor *is* the behaviour policy N(mu(s), std^2) (then clipped),
-    which is what PDML needs to compare two snapshots of a TD3 policy.
+    which is what PDML needs to compare two snapshots of a TD3 policy. One actor per seed, as
+    one network with a seed axis.
     """
 
     def __init__(
@@ -63,10 +73,11 @@ class DeterministicActor(nn.Module):
         act_low: torch.Tensor,
         act_high: torch.Tensor,
         exploration_noise: float = 0.1,
-        generator: torch.Generator | None = None,
+        generators: Sequence[torch.Generator | None] = (None,),
     ) -> None:
         super().__init__()
-        self.body = mlp(obs_dim, hidden_size, act_dim, generator=generator)
+        self.seeds = len(generators)
+        self.body = seed_mlp(self.seeds, obs_dim, hidden_size, act_dim, generators=generators)
         act_scale = (act_high - act_low) / 2.0
         self.register_buffer("act_scale", act_scale)
         self.register_buffer("act_bias", (act_high + act_low) / 2.0)
@@ -75,6 +86,7 @@ class DeterministicActor(nn.Module):
         self.register_buffer("exploration_std", exploration_noise * act_scale)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """mu(s) for [S, N, obs] (one actor per seed), or a lone seed's [N, obs]."""
         return torch.tanh(self.body(obs)) * self.act_scale + self.act_bias
 
     def clip(self, action: torch.Tensor) -> torch.Tensor:
@@ -83,6 +95,11 @@ class DeterministicActor(nn.Module):
 
 
 class TD3:
+    """TD3 for S seeds at once (`generators`: one per seed; one seed is S = 1): S actors and 2S
+    critics as batched networks, each seed's slice updated on its own batch exactly as a lone
+    TD3 would be. Inputs carry a leading seed axis ([S, N, ...]); with one seed it may be left
+    out."""
+
     def __init__(
         self,
         obs_dim: int,
@@ -99,11 +116,13 @@ class TD3:
         noise_clip: float = 0.5,
         policy_delay: int = 2,
         device: torch.device | str = "cpu",
-        generator: torch.Generator | None = None,
-        init_generator: torch.Generator | None = None,
+        generators: Sequence[torch.Generator | None] = (None,),
+        init_generators: Sequence[torch.Generator | None] | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.generator = generator  # exploration and target-smoothing noise
+        self.generators = list(generators)  # exploration and target-smoothing noise, per seed
+        self.seeds = len(self.generators)
+        init_generators = list(init_generators or self.generators)
         self.gamma, self.tau = gamma, tau
         self.policy_noise, self.noise_clip, self.policy_delay = (
             policy_noise,
@@ -111,12 +130,14 @@ class TD3:
             policy_delay,
         )
         self.actor = DeterministicActor(
-            obs_dim, act_dim, hidden_size, act_low, act_high, exploration_noise, init_generator
+            obs_dim, act_dim, hidden_size, act_low, act_high, exploration_noise, init_generators
         ).to(device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = BatchedMLP(
-            2, obs_dim + act_dim, 1, hidden_size, 2, generator=init_generator
-        ).to(device)
+        critics = [
+            BatchedMLP(2, obs_dim + act_dim, 1, hidden_size, 2, generator=g)
+            for g in init_generators
+        ]
+        self.critic = stacked_mlp(critics).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = make_adam(self.actor.parameters(), lr)
         self.critic_opt = make_adam(self.critic.parameters(), lr)
@@ -126,16 +147,19 @@ class TD3:
         self.updates = 0  # critic updates so far; the actor moves when it is a multiple of delay
 
     def _q1_detached(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """The first critic alone, its parameters cut from autograd (the actor's loss: TD3
-        ascends Q1, not the minimum of the twins, and only the actor may get gradients)."""
+        """Each seed's first critic alone, its parameters cut from autograd (the actor's loss:
+        TD3 ascends Q1, not the minimum of the twins, and only the actor may get gradients):
+        [S, N]."""
         x = torch.cat([obs, act], dim=-1)
+        seeds = x.shape[0]
         layers = self.critic.layers
-        for layer in layers[:-1]:
-            x = self.critic.activation(
-                torch.addmm(layer.bias[0].detach(), x, layer.weight[0].detach())
-            )
-        last = layers[-1]
-        return torch.addmm(last.bias[0].detach(), x, last.weight[0].detach()).squeeze(-1)
+        for i, layer in enumerate(layers):
+            weight = layer.weight.detach().view(seeds, 2, *layer.weight.shape[1:])[:, 0]
+            bias = layer.bias.detach().view(seeds, 2, *layer.bias.shape[1:])[:, 0]
+            x = torch.baddbmm(bias, x, weight)
+            if i < len(layers) - 1:
+                x = self.critic.activation(x)
+        return x.squeeze(-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -144,7 +168,7 @@ class TD3:
         action = self.actor(obs)
         if deterministic:
             return action
-        noise = normal_like(action, self.generator)
+        noise = seed_normal(action, self.generators)
         return self.actor.clip(action + noise * self.actor.exploration_std)
 
     @torch.no_grad()
@@ -152,7 +176,7 @@ class TD3:
         """Target policy smoothing: the target actor's action plus N(0, policy_noise) clipped to
         +-noise_clip (both in units of the action scale), then clipped to the bounds."""
         action = self.actor_target(next_obs)
-        noise = (normal_like(action, self.generator) * self.policy_noise).clamp(
+        noise = (seed_normal(action, self.generators) * self.policy_noise).clamp(
             -self.noise_clip, self.noise_clip
         )
         return self.actor.clip(action + noise * self.actor.act_scale)
@@ -161,49 +185,64 @@ class TD3:
     def td_target(self, batch: Batch) -> torch.Tensor:
         """Clipped double-Q: r + gamma (1 - done) min_i Q'_i(s', smoothed target action)."""
         next_act = self.target_actions(batch.next_obs)
-        next_q = twin_q(self.critic_target, batch.next_obs, next_act).min(0).values
+        next_q = twin_q(self.critic_target, batch.next_obs, next_act).min(-2).values  # twins
         return batch.rew + self.gamma * (1.0 - batch.done) * next_q
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One critic step; every `policy_delay`-th call also an actor step and the Polyak
         update of all targets. Returns only the losses computed in this call (no `actor_loss`
-        on critic-only calls), so the logged actor loss is a mean over real actor updates."""
+        on critic-only calls), so the logged actor loss is a mean over real actor updates;
+        each seed's ([S]; scalars when the batch has no seed axis)."""
+        lone = batch.obs.dim() == 2
+        if lone:
+            batch = Batch(*(field.unsqueeze(0) for field in batch))
         target = self.td_target(batch)
         q = twin_q(self.critic, batch.obs, batch.act)
         # The same scale as SAC's critic loss (half the summed twin MSEs), so the CSV column
         # compares across policy optimisers; Adam makes the factor irrelevant to learning.
-        critic_loss = 0.5 * ((q - target) ** 2).mean(1).sum()
+        critic_loss = 0.5 * ((q - target.unsqueeze(-2)) ** 2).mean(2).sum(1)
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.sum().backward()  # seeds share no parameters: each gets its own gradient
         self.critic_opt.step()
         self.updates += 1
         losses = {"critic_loss": critic_loss.detach()}
         if self.updates % self.policy_delay == 0:
-            actor_loss = -self._q1_detached(batch.obs, self.actor(batch.obs)).mean()
+            actor_loss = -self._q1_detached(batch.obs, self.actor(batch.obs)).mean(1)
             self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
+            actor_loss.sum().backward()
             self.actor_opt.step()
             with torch.no_grad():
                 torch_private.lerp_(self._target_params, self._online_params, self.tau)
             losses["actor_loss"] = actor_loss.detach()
-        return losses
+        return {key: value[0] for key, value in losses.items()} if lone else losses
 
-    def state_dict(self) -> dict:
+    # --- checkpoints: one seed at a time, in a lone run's layout -------------------------
+    def _axes(self) -> dict:
         return {
-            "actor": self.actor.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
+            "actor": module_axes(self.actor, self.seeds),
+            "critic": module_axes(self.critic, self.seeds),
+            "actor_opt": [SeedAxis(self.seeds, own=True)] * len(list(self.actor.parameters())),
+            "critic_opt": [SeedAxis(self.seeds, own=False)] * len(list(self.critic.parameters())),
+        }
+
+    def state_dict(self, seed: int = 0) -> dict:
+        axes = self._axes()
+        return {
+            "actor": module_seed_state(self.actor, axes["actor"], seed),
+            "actor_target": module_seed_state(self.actor_target, axes["actor"], seed),
+            "critic": module_seed_state(self.critic, axes["critic"], seed),
+            "critic_target": module_seed_state(self.critic_target, axes["critic"], seed),
+            "actor_opt": adam_seed_state(self.actor_opt, axes["actor_opt"], seed),
+            "critic_opt": adam_seed_state(self.critic_opt, axes["critic_opt"], seed),
             "updates": self.updates,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.actor_target.load_state_dict(state["actor_target"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        axes = self._axes()
+        load_module_seed_state(self.actor, axes["actor"], state["actor"], seed)
+        load_module_seed_state(self.actor_target, axes["actor"], state["actor_target"], seed)
+        load_module_seed_state(self.critic, axes["critic"], state["critic"], seed)
+        load_module_seed_state(self.critic_target, axes["critic"], state["critic_target"], seed)
+        load_adam_seed_state(self.actor_opt, axes["actor_opt"], state["actor_opt"], seed)
+        load_adam_seed_state(self.critic_opt, axes["critic_opt"], state["critic_opt"], seed)
         self.updates = int(state["updates"])

@@ -15,8 +15,14 @@ import torch
 from usbpo_cli.agents.dyna import DynaAgent, DynaConfig
 from usbpo_cli.agents.registry import Algorithm
 from usbpo_cli.errors import UsageError
-from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble, select_elites
+from usbpo_cli.models.ensemble import FitResult, FrozenSeeds, GaussianEnsemble, select_elites
 from usbpo_cli.models.optim import make_adam
+from usbpo_cli.models.seed_axis import (
+    adam_seed_state,
+    load_adam_seed_state,
+    load_module_seed_state,
+    module_seed_state,
+)
 from usbpo_cli.models.wasserstein import draw_elites, shift_and_bias
 from usbpo_cli.util.settings import param
 
@@ -50,12 +56,17 @@ class USBPOAgent(DynaAgent):
         # Separate from phase 1's optimiser; its moments persist across trainings.
         self.phase2_opt = make_adam(self.model.parameters(), config.phase2_lr)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "phase2_opt": self.phase2_opt.state_dict()}
+    def _optimiser_axes(self) -> list:
+        axes = self.model.seed_axes()
+        return [axes[name] for name, _ in self.model.named_parameters()]
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.phase2_opt.load_state_dict(state["phase2_opt"])
+    def state_dict(self, seed: int = 0) -> dict:
+        phase2 = adam_seed_state(self.phase2_opt, self._optimiser_axes(), seed)
+        return {**super().state_dict(seed), "phase2_opt": phase2}
+
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        super().load_state_dict(state, seed)
+        load_adam_seed_state(self.phase2_opt, self._optimiser_axes(), state["phase2_opt"], seed)
 
     def objective(
         self,
@@ -65,55 +76,75 @@ class USBPOAgent(DynaAgent):
         k2: torch.Tensor | None = None,
         frozen_out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """J on raw (s, a) inputs; `phase2_terms` selects terms for the ablation study."""
+        """J on raw (s, a) inputs ([S, N, in]: one J per seed; [N, in]: a lone seed's);
+        `phase2_terms` selects terms for the ablation study."""
+        generators = self.generators if inputs.dim() == 3 else self.generator
         shift, bias = shift_and_bias(
-            frozen, self.model, inputs, k1, k2, frozen_out, generator=self.generator
+            frozen, self.model, inputs, k1, k2, frozen_out, generator=generators
         )
         terms = self.config.phase2_terms
         return shift + bias if terms == "both" else (shift if terms == "shift" else bias)
 
     def fine_tune_model(self, frozen: GaussianEnsemble, fit: FitResult) -> None:
+        """Phase 2 for every seed at once, each seed with its own validation set, best
+        snapshot and early stopping; a seed that has stopped stays as it stopped while the
+        others go on."""
         c = self.config
-        if len(self.model_buffer) == 0:  # the first training has no model data yet
+        if min(self.model_buffers.sizes()) == 0:  # the first training has no model data yet
             self.record("phase2_steps", 0)
             return
-        holdout = fit.holdout_inputs
-        pick = torch.randint(
-            holdout.shape[0], (c.phase2_val_size,), device=holdout.device, generator=self.generator
+        fit = fit.with_seed_axis()
+        holdout = fit.holdout_inputs  # [S, n_holdout, in]
+        seeds, n_holdout = holdout.shape[:2]
+        picks = torch.stack(
+            [
+                torch.randint(n_holdout, (c.phase2_val_size,), device=holdout.device, generator=g)
+                for g in self.generators
+            ]
         )
-        val_inputs = holdout[pick]
+        val_inputs = holdout[torch.arange(seeds, device=holdout.device).unsqueeze(1), picks]
         # Fixed member draws for validation, so every snapshot is scored on the same terms.
-        val_k1 = draw_elites(frozen, len(pick), self.generator)
-        val_k2 = draw_elites(self.model, len(pick), self.generator)
+        val_k1 = draw_elites(frozen, c.phase2_val_size, self.generators)
+        val_k2 = draw_elites(self.model, c.phase2_val_size, self.generators)
         with torch.no_grad():
             # M1 is fixed: predict once, not per step.
             val_frozen = frozen.member_mean_std(val_inputs, val_k1)
 
-        def validate() -> float:
+        def validate() -> list[float]:
             with torch.no_grad():
-                return self.objective(frozen, val_inputs, val_k1, val_k2, val_frozen).item()
+                return self.objective(frozen, val_inputs, val_k1, val_k2, val_frozen).tolist()
 
+        axes = self.model.seed_axes()
         best_j = validate()
-        best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        since_best, steps = 0, 0
-        while steps < c.phase2_max_steps:
+        best_state = [module_seed_state(self.model, axes, s) for s in range(seeds)]
+        since_best, steps = [0] * seeds, 0
+        taken = [c.phase2_max_steps] * seeds
+        active = list(range(seeds))
+        stopped = FrozenSeeds(self.model, self.phase2_opt)
+        while active and steps < c.phase2_max_steps:
             steps += 1
-            batch = self.model_buffer.sample(c.phase2_batch_size)
+            batch = self.model_buffers.sample(c.phase2_batch_size)
             j = self.objective(frozen, torch.cat([batch.obs, batch.act], dim=-1))
             self.phase2_opt.zero_grad(set_to_none=True)
-            j.backward()
+            j.sum().backward()  # seeds share no parameter: each gets its own gradient
             self.phase2_opt.step()
+            stopped.restore()
             val_j = validate()
-            if (best_j - val_j) / max(abs(best_j), 1e-12) > c.phase2_min_improvement:
-                best_j, since_best = val_j, 0
-                best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-            else:
-                since_best += 1
-                if since_best >= c.phase2_patience:
-                    break
-        self.model.load_state_dict(best_state)
+            for s in list(active):
+                gain = (best_j[s] - val_j[s]) / max(abs(best_j[s]), 1e-12)
+                if gain > c.phase2_min_improvement:
+                    best_j[s], since_best[s] = val_j[s], 0
+                    best_state[s] = module_seed_state(self.model, axes, s)
+                else:
+                    since_best[s] += 1
+                    if since_best[s] >= c.phase2_patience:
+                        active.remove(s)
+                        stopped.freeze(s)
+                        taken[s] = steps
+        for s in range(seeds):
+            load_module_seed_state(self.model, axes, best_state[s], s)
         select_elites(self.model, fit.holdout_inputs, fit.holdout_targets)
-        self.record("phase2_steps", steps)
+        self.record("phase2_steps", taken)
 
 
 ALGORITHM = Algorithm(

@@ -26,8 +26,9 @@ class RunOutcome:
     error: str | None  # one line when the run failed; the grid goes on with the others
 
 
-def run_one(spec: RunSpec, threads: int) -> RunOutcome:
-    """Train one run in this process with `threads` torch threads (workers must not fight)."""
+def run_one(specs: Sequence[RunSpec], threads: int) -> list[RunOutcome]:
+    """Train one run, or several seeds of one configuration as one agent, in this process with
+    `threads` torch threads (workers must not fight); one outcome per run."""
     import torch
 
     from usbpo_cli.errors import TrainingDiverged
@@ -36,16 +37,19 @@ def run_one(spec: RunSpec, threads: int) -> RunOutcome:
     torch.set_num_threads(threads)
     # A folder with a config.json holds an unfinished run: continue it, or start it over when
     # it left no readable checkpoint (killed before its first): the grid owns the folder.
-    unfinished = (Path(spec.out) / "config.json").exists()
-    status = StatusReporter(Path(spec.out), threads)  # <run>/status.json, read by the grid view
+    unfinished = (Path(specs[0].out) / "config.json").exists()
+    # <run>/status.json for each run, read by the grid view
+    statuses = [StatusReporter(Path(spec.out), threads) for spec in specs]
     try:
-        summary = run_training(spec, status, resume=unfinished, restart=unfinished)
+        summaries = run_training(specs, statuses, resume=unfinished, restart=unfinished)
     except (UsageError, TrainingDiverged) as error:
-        if status.started:
-            status.write("failed")
-        return RunOutcome(spec, None, str(error))
-    status.finish(spec.steps)
-    return RunOutcome(spec, summary.final_return, None)
+        for status in statuses:
+            if status.started:
+                status.write("failed")
+        return [RunOutcome(spec, None, str(error)) for spec in specs]
+    for spec, status in zip(specs, statuses):
+        status.finish(spec.steps)
+    return [RunOutcome(spec, summary.final_return, None) for spec, summary in zip(specs, summaries)]
 
 
 def plan_workers(requested: int, pending: int, threads: int = 0) -> tuple[int, int]:
@@ -69,20 +73,23 @@ class LocalExecutor:
     def __init__(self, workers: int, threads: int = 0) -> None:
         self.requested, self.threads = workers, threads
 
-    def run(self, specs: Sequence[RunSpec], on_done: Done) -> list[RunOutcome]:
-        workers, threads = plan_workers(self.requested, len(specs), self.threads)
+    def run(self, units: Sequence[Sequence[RunSpec]], on_done: Done) -> list[RunOutcome]:
+        """Train each unit (a run, or seeds trained as one agent) in its own process."""
+        workers, threads = plan_workers(self.requested, len(units), self.threads)
         outcomes = []
         if workers == 1:  # no pool needed; keeps tracebacks and profiling simple
-            for spec in specs:
-                outcomes.append(run_one(spec, threads))
-                on_done(outcomes[-1])
+            for unit in units:
+                for outcome in run_one(unit, threads):
+                    outcomes.append(outcome)
+                    on_done(outcome)
             return outcomes
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(run_one, spec, threads) for spec in specs]
+            futures = [pool.submit(run_one, unit, threads) for unit in units]
             for future in as_completed(futures):
-                outcomes.append(future.result())
-                on_done(outcomes[-1])
+                for outcome in future.result():
+                    outcomes.append(outcome)
+                    on_done(outcome)
         return outcomes
 
 
@@ -96,12 +103,13 @@ class RayExecutor:
     def __init__(self, workers: int, address: str | None, threads: int = 0) -> None:
         self.requested, self.address, self.threads = workers, address, threads
 
-    def run(self, specs: Sequence[RunSpec], on_done: Done) -> list[RunOutcome]:
+    def run(self, units: Sequence[Sequence[RunSpec]], on_done: Done) -> list[RunOutcome]:
+        """Train each unit (a run, or seeds trained as one agent) as one Ray task."""
         try:
             import ray
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install 'usbpo[ray]'") from None
-        workers, threads = plan_workers(self.requested, len(specs), self.threads)
+        workers, threads = plan_workers(self.requested, len(units), self.threads)
         started_here = not ray.is_initialized()
         if started_here:
             try:
@@ -121,18 +129,21 @@ class RayExecutor:
                 raise UsageError(f"cannot start Ray at {where}: {error}") from None
         remote = ray.remote(num_cpus=threads)(run_one)
         try:
-            pending = {remote.remote(spec, threads): spec for spec in specs}
+            pending = {remote.remote(list(unit), threads): unit for unit in units}
             outcomes = []
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
-                    spec = pending.pop(ref)
+                    unit = pending.pop(ref)
                     try:
-                        outcome = ray.get(ref)
+                        done = ray.get(ref)
                     except Exception as error:  # a worker died: report it, keep the others
-                        outcome = RunOutcome(spec, None, f"ray worker failed: {error}")
-                    outcomes.append(outcome)
-                    on_done(outcome)
+                        done = [
+                            RunOutcome(spec, None, f"ray worker failed: {error}") for spec in unit
+                        ]
+                    for outcome in done:
+                        outcomes.append(outcome)
+                        on_done(outcome)
             return outcomes
         finally:
             if started_here:

@@ -389,3 +389,46 @@ def run_status(spec: RunSpec, wanted: dict) -> str:
     except (OSError, ValueError, IndexError, UsageError):  # unreadable or torn: resume repairs it
         return "partial"
     return "complete" if last_step >= spec.steps else "partial"
+
+
+VECTORISE_CHOICES = ("auto", "on", "off")
+
+
+def _resume_point(spec: RunSpec) -> int | None:
+    """The env step of a run folder's newest checkpoint (by its file name), None if none."""
+    names = (Path(spec.out) / "checkpoints").glob("ckpt-*.pt")
+    steps = [int(path.stem.split("-")[1]) for path in names if path.stem.split("-")[1].isdigit()]
+    return max(steps) if steps else None
+
+
+def plan_units(runs: list[GridRun], vectorise: str) -> tuple[list[list[GridRun]], list[str]]:
+    """The grid's runs as units of work, each trained in one process: with `vectorise` on or
+    auto, the seeds of one (env, algo or variant) that stand at the same point (all new, or
+    resuming from the same env step) become one unit trained as one agent; the others are a
+    unit each. Also one note per (env, algo) that could not be vectorised, saying why.
+    Units keep the runs' order (seed by seed) by their first run."""
+    if vectorise not in VECTORISE_CHOICES:
+        raise UsageError(f"--vectorise {vectorise!r}: choose auto, on or off")
+    if vectorise == "off":
+        return [[run] for run in runs], []
+    from usbpo_cli.agents.registry import get_algorithm
+
+    groups: dict[tuple, list[GridRun]] = {}
+    notes: dict[tuple[str, str], str] = {}
+    for run in runs:
+        agent_cls = get_algorithm(run.variant.algo).agent_cls
+        if not agent_cls.vectorises:
+            key: tuple = ("alone", run.env, run.variant.label, run.seed)
+            notes[(run.env, run.variant.label)] = (
+                f"{run.variant.label} on {run.env}: one process per seed "
+                f"({agent_cls.single_seed_reason})"
+            )
+        else:
+            point = None if run.status == "new" else _resume_point(run.spec)
+            key = (run.env, run.variant.label, run.status == "new", point)
+        groups.setdefault(key, []).append(run)
+    units = sorted(groups.values(), key=lambda unit: runs.index(unit[0]))
+    counts: dict[tuple[str, str], int] = {}
+    for run in runs:
+        counts[(run.env, run.variant.label)] = counts.get((run.env, run.variant.label), 0) + 1
+    return units, [note for key, note in notes.items() if counts[key] > 1]

@@ -5,6 +5,7 @@ tanh-squashed log-probability (with its hand-written gradient) stays in `agents/
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -35,3 +36,13 @@ def normal_like(x: torch.Tensor, generator: torch.Generator | None = None) -> to
     """Standard normal noise of `x`'s shape, dtype and device, drawn from `generator` (the
     owning agent's stream; `torch.randn_like` cannot take one)."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def seed_normal(
+    x: torch.Tensor, generators: Sequence[torch.Generator | None] | None = None
+) -> torch.Tensor:
+    """Standard normal noise of `x`'s shape [S, ...], seed s's part drawn from `generators[s]`:
+    each seed's stream is the one a lone run of that seed draws."""
+    if generators is None or len(generators) == 1:
+        return normal_like(x, None if generators is None else generators[0])
+    return torch.stack([normal_like(part, g) for part, g in zip(x, generators, strict=True)])

@@ -2,6 +2,11 @@
 
 Both the dynamics ensemble (7 members) and SAC's twin critics (2 members) use this, so each
 forward pass is a handful of `baddbmm` calls instead of a Python loop over member networks.
+
+Several seeds of one run train as one set of networks the same way (the seed axis): seed s owns
+members [s k, (s + 1) k) of a `BatchedMLP` of S k members (k = 2 twin critics, k = E ensemble
+members), or index s of a `SeedMLP` (one actor per seed). Every seed's weights are initialised
+from its own generator with the draws a lone run makes, so one seed is the S = 1 case.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from usbpo_cli.util import torch_private
@@ -39,7 +45,8 @@ class BatchedLinear(nn.Module):
                 b=1.0 / math.sqrt(in_dim),
                 generator=generator,
             )
-        else:  # torch.nn.Linear's default, per member
+        elif init == "uniform":  # torch.nn.Linear's default, per member (else: "none", left
+            # for the caller to fill, as `stacked_mlp` does)
             bound = 1.0 / math.sqrt(in_dim)
             nn.init.uniform_(self.weight, -bound, bound, generator=generator)
             nn.init.uniform_(self.bias, -bound, bound, generator=generator)
@@ -79,6 +86,66 @@ class BatchedMLP(nn.Module):
         return self.layers[-1](x, members)
 
 
+def stacked_mlp(nets: Sequence[BatchedMLP]) -> BatchedMLP:
+    """One BatchedMLP holding the members of `nets` in order (seed s's k members at [s k,
+    (s + 1) k)): each seed's network is built with its own generator, then stacked."""
+    first = nets[0]
+    layers = first.layers
+    dims = [layers[0].weight.shape[1]] + [layer.weight.shape[2] for layer in layers]
+    stacked = BatchedMLP(
+        sum(net.members for net in nets),
+        dims[0],
+        dims[-1],
+        dims[1],
+        len(layers) - 1,
+        type(first.activation),
+        init="none",
+    )
+    with torch.no_grad():
+        for i, layer in enumerate(stacked.layers):
+            layer.weight.copy_(torch.cat([net.layers[i].weight for net in nets]))
+            layer.bias.copy_(torch.cat([net.layers[i].bias for net in nets]))
+    return stacked
+
+
+class SeedLinear(nn.Module):
+    """One `nn.Linear` per seed, kept in `nn.Linear`'s layout with a leading seed axis (weight
+    [S, out, in], bias [S, out]), so seed s's slice is exactly a lone run's layer."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[S, N, in] -> [S, N, out]; a lone seed's [N, in] -> [N, out] as `nn.Linear` does."""
+        if x.dim() == 2:
+            if self.weight.shape[0] != 1:
+                raise ValueError("inputs for several seeds need a leading seed axis")
+            return F.linear(x, self.weight[0], self.bias[0])
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.mT)
+
+
+def seed_mlp(
+    seeds: int,
+    in_dim: int,
+    hidden_size: int,
+    out_dim: int,
+    activation: type[nn.Module] = nn.ReLU,
+    generators: Sequence[torch.Generator | None] | None = None,
+) -> nn.Sequential:
+    """`mlp` for S seeds at once: each seed's layers drawn from its own generator exactly as
+    `mlp` draws them, then stacked (the module names, hence state-dict keys, are `mlp`'s)."""
+    generators = list(generators) if generators is not None else [None] * seeds
+    per_seed = [mlp(in_dim, hidden_size, out_dim, activation, g) for g in generators]
+    return nn.Sequential(
+        *(
+            SeedLinear([net[i] for net in per_seed]) if isinstance(module, nn.Linear) else module
+            for i, module in enumerate(per_seed[0])
+        )
+    )
+
+
 def linear(in_dim: int, out_dim: int, generator: torch.Generator | None = None) -> nn.Linear:
     """`nn.Linear` with its default initialisation drawn from `generator` (the same draws,
     in the same order, as `nn.Linear.reset_parameters` takes from the global generator)."""
@@ -110,13 +177,24 @@ def mlp(
 
 
 def twin_q(net: BatchedMLP, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """Both members of a twin critic on the same (obs, act) batch: [members, N]."""
-    return net(twin_input(obs, act, net.members)).squeeze(-1)
+    """Every member of a twin critic on the same (obs, act) batch: [members, N]; with a seed
+    axis ([S, N, ...] inputs, S seeds' critics in `net`), [S, members per seed, N]."""
+    if obs.dim() == 2:
+        return net(twin_input(obs, act, net.members)).squeeze(-1)
+    seeds = obs.shape[0]
+    members = net.members // seeds
+    return net(twin_input(obs, act, members)).squeeze(-1).view(seeds, members, -1)
 
 
 def twin_input(obs: torch.Tensor, act: torch.Tensor, members: int = 2) -> torch.Tensor:
-    """[obs, act] shared by every member of a critic: [members, N, obs + act], no copies."""
-    return torch.cat([obs, act], dim=-1).unsqueeze(0).expand(members, -1, -1)
+    """[obs, act] shared by every member of a critic: [members, N, obs + act], no copies.
+    With a seed axis ([S, N, ...] inputs), seed s's rows go to its `members` consecutive
+    critics: [S members, N, obs + act]."""
+    x = torch.cat([obs, act], dim=-1)
+    if x.dim() == 2:
+        return x.unsqueeze(0).expand(members, -1, -1)
+    seeds, n, width = x.shape
+    return x.unsqueeze(1).expand(seeds, members, n, width).reshape(seeds * members, n, width)
 
 
 def relu_forward(

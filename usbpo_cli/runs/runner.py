@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -140,121 +140,205 @@ def _quiet(message: str) -> None:
 
 @dataclass
 class PreparedRun:
-    """A validated, locked run whose folder and config.json exist (and, when resuming, whose
-    agent is restored): all that can fail on input is past."""
+    """Validated, locked runs whose folders and config.json exist (and, when resuming, whose
+    agent is restored): all that can fail on input is past. One run, or several seeds of one
+    configuration trained as one agent (`specs`: one per seed, each with its own folder,
+    config.json, progress.csv, checkpoints and lock, exactly as a lone run's)."""
 
-    spec: RunSpec
+    specs: list[RunSpec]
     agent: Any
-    checkpointer: Checkpointer
-    lock: RunLock
+    checkpointers: list[Checkpointer]
+    locks: list[RunLock]
     notify: Notify = _quiet
     resumed_from: int | None = None
 
-    def note(self, message: str, echo: bool = True) -> None:
-        append_event(Path(self.spec.out), message)
+    @property
+    def spec(self) -> RunSpec:
+        """The first (for a lone run, the only) seed's spec."""
+        return self.specs[0]
+
+    @property
+    def checkpointer(self) -> Checkpointer:
+        return self.checkpointers[0]
+
+    def note(self, message: str, echo: bool = True, seed: int | None = None) -> None:
+        """Log `message` in seed `seed`'s events.log (every seed's when None)."""
+        specs = self.specs if seed is None else [self.specs[seed]]
+        for spec in specs:
+            append_event(Path(spec.out), message)
         if echo:
             self.notify(message)
 
-    def _checkpoint(self, state: dict, step: int) -> None:
-        self.checkpointer.save(state, step)
-
-    def train(self, report: Reporter = no_report) -> RunSummary:
-        """Train to the end, rolling back to the last good checkpoint when training diverges
-        (with a fresh random stream), and stopping after MAX_ROLLBACKS of them."""
-        logger = CsvLogger(Path(self.spec.out) / "progress.csv")
+    def train(self, report: Reporter | Sequence[Reporter] = no_report) -> RunSummary:
+        """Train to the end, rolling every seed back to its last good checkpoint when one
+        diverges (the diverged seed with a fresh random stream; the others replay exactly),
+        and stopping after MAX_ROLLBACKS of them. `report`: one per seed, or one for all.
+        Returns the first seed's summary (see `summaries` for every seed's)."""
+        seeds = len(self.specs)
+        reports = list(report) if isinstance(report, Sequence) else [report] * seeds
+        loggers = [CsvLogger(Path(spec.out) / "progress.csv") for spec in self.specs]
+        checkpoints = [checkpointer.save for checkpointer in self.checkpointers]
         rollbacks = 0
         try:
             while True:
                 try:
-                    summary = self.agent.train(logger, report, self._checkpoint)
+                    if seeds == 1:  # a lone seed's agent takes single callbacks (PPO, ALM)
+                        summary = self.agent.train(loggers[0], reports[0], checkpoints[0])
+                    else:
+                        summary = self.agent.train(loggers, reports, checkpoints)
+                    self.summaries = [
+                        dataclasses.replace(summary, **_seed_results(self.agent.loops[s]))
+                        for s in range(seeds)
+                    ]
                     self.note(f"finished at env step {summary.env_steps}", echo=False)
-                    return summary
+                    return self.summaries[0]
                 except TrainingDiverged as error:
                     rollbacks += 1
-                    state, warnings = self.checkpointer.load_latest()
-                    if rollbacks > MAX_ROLLBACKS or state is None:
-                        self.note(f"stopped: {error}")
+                    loaded = [checkpointer.load_latest() for checkpointer in self.checkpointers]
+                    if rollbacks > MAX_ROLLBACKS or any(state is None for state, _ in loaded):
+                        self.note(f"stopped: {error}", seed=error.seed)
                         raise TrainingDiverged(
                             f"{error}; stopped after {rollbacks - 1} rollback(s) to the last "
-                            f"good checkpoint (rows so far are kept)"
+                            f"good checkpoint (rows so far are kept)",
+                            error.seed,
                         ) from None
-                    for warning in warnings:
-                        self.note(warning)
-                    self.agent.load_state_dict(state["agent"])
-                    self.agent.reseed(rollbacks)
+                    for s, (state, warnings) in enumerate(loaded):
+                        for warning in warnings:
+                            self.note(warning, seed=s)
+                        self.agent.load_state_dict(state["agent"], s)
+                    for s in range(seeds) if error.seed is None else [error.seed]:
+                        self.agent.reseed(rollbacks, s)
                     self.note(
                         f"warning: {error}; rolled back to env step "
-                        f"{self.agent.loop.next_step} ({rollbacks}/{MAX_ROLLBACKS})"
+                        f"{self.agent.loops[0].next_step} ({rollbacks}/{MAX_ROLLBACKS})",
+                        seed=error.seed,
                     )
         finally:
-            logger.close()
-            self.lock.release()
+            for logger in loggers:
+                logger.close()
+            for lock in self.locks:
+                lock.release()
+
+
+def _seed_results(loop: Any) -> dict[str, Any]:
+    """A seed's own returns and row count, for its RunSummary."""
+    returns = loop.eval_returns
+    return {
+        "final_return": returns[-1] if returns else float("nan"),
+        "best_return": max(returns) if returns else float("nan"),
+        "rows": loop.rows,
+    }
 
 
 def prepare_run(
-    spec: RunSpec,
+    spec: RunSpec | Sequence[RunSpec],
     *,
     resume: bool = False,
     restart: bool = False,
     keep_checkpoints: int = 2,
     notify: Notify = _quiet,
 ) -> PreparedRun:
-    """Validate, guard and lock the run folder, then restore the agent from the newest readable
-    checkpoint (`resume`) or start it. A `resume` with no readable checkpoint left is refused
-    unless `restart`: then the run starts over in its folder, once that folder is seen to hold
-    only this run's files (earlier rows and unreadable checkpoints are kept aside)."""
+    """Validate, guard and lock the run folder(s), then restore the agent from the newest
+    readable checkpoint (`resume`) or start it. A `resume` with no readable checkpoint left is
+    refused unless `restart`: then the run starts over in its folder, once that folder is seen
+    to hold only this run's files (earlier rows and unreadable checkpoints are kept aside).
+
+    Several specs (seeds of one configuration, differing only in seed and folder) become one
+    agent training them all; resumed, their checkpoints must stand at the same env step."""
+    specs = [spec] if isinstance(spec, RunSpec) else list(spec)
     if restart and not resume:
         raise UsageError(
             "--restart goes with --resume: it starts over only when nothing is left to resume"
         )
-    config, payload = resolve_run(spec)
+    _check_one_configuration(specs)
     if keep_checkpoints < 1:
         raise UsageError(f"--keep-checkpoints must be >= 1, got {keep_checkpoints}")
-    out = Path(spec.out)
-    prepare_run_dir(out, payload, resume)
-    checkpointer = Checkpointer(out, {"algo": spec.algo, "env_id": spec.env_id}, keep_checkpoints)
-    lock = RunLock(out)
+    resolved = [resolve_run(one) for one in specs]
+    config = resolved[0][0]
+    locks: list[RunLock] = []
     try:
-        state, warnings = checkpointer.load_latest() if resume else (None, [])
-        if resume and state is None:
-            if not restart:
-                found = len(list(checkpointer.folder.glob("ckpt-*")))
-                what = f"{found} unreadable" if found else "none there"
-                raise UsageError(
-                    f"--resume: no readable checkpoint in {checkpointer.folder} ({what}); "
-                    f"add --restart to start this run over in {out}"
-                )
-            _check_only_run_files(out)
-        agent = get_algorithm(spec.algo).agent_cls(
-            spec.env_id,
+        checkpointers, states = [], []
+        for one, (_, payload) in zip(specs, resolved):
+            out = Path(one.out)
+            prepare_run_dir(out, payload, resume)
+            checkpointer = Checkpointer(
+                out, {"algo": one.algo, "env_id": one.env_id}, keep_checkpoints
+            )
+            locks.append(RunLock(out))
+            state, warnings = checkpointer.load_latest() if resume else (None, [])
+            if resume and state is None:
+                if not restart:
+                    found = len(list(checkpointer.folder.glob("ckpt-*")))
+                    what = f"{found} unreadable" if found else "none there"
+                    raise UsageError(
+                        f"--resume: no readable checkpoint in {checkpointer.folder} ({what}); "
+                        f"add --restart to start this run over in {out}"
+                    )
+                _check_only_run_files(out)
+            checkpointers.append(checkpointer)
+            states.append((state, warnings))
+        steps = {state["agent"]["loop"]["next_step"] for state, _ in states if state is not None}
+        if len(steps) > 1 or (steps and any(state is None for state, _ in states)):
+            raise UsageError(
+                "seeds trained together must resume from the same env step; these stand at "
+                f"{sorted(steps)}: continue them one at a time"
+            )
+        first = specs[0]
+        agent = get_algorithm(first.algo).agent_cls(
+            first.env_id,
             config,
-            seed=spec.seed,
-            total_steps=spec.steps,
-            device=resolve_device(spec.device),
-            truncate_obs=spec.truncate_obs,
+            seed=[one.seed for one in specs] if len(specs) > 1 else first.seed,
+            total_steps=first.steps,
+            device=resolve_device(first.device),
+            truncate_obs=first.truncate_obs,
         )
         bind_learned_rule(agent)  # a task without a known termination rule learns one
-        run = PreparedRun(spec, agent, checkpointer, lock, notify)
-        for warning in warnings:
-            run.note(f"warning: {warning}")
-        if state is not None:
-            _restore(run, state)
+        run = PreparedRun(specs, agent, checkpointers, locks, notify)
+        for s, (_, warnings) in enumerate(states):
+            for warning in warnings:
+                run.note(f"warning: {warning}", seed=s)
+        if steps:
+            for s, (state, _) in enumerate(states):
+                _restore(run, state, s)
+            run.resumed_from = agent.loops[0].next_step
         else:
-            if resume:  # --restart: nothing readable to resume from
-                run.note("--restart: no readable checkpoint; starting this run over")
-                _set_aside_checkpoints(run)
-            if (out / "progress.csv").exists():  # progress without any checkpoint: keep it aside
-                kept = out / f"progress.unresumable-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-                os.replace(out / "progress.csv", kept)
-                run.note(f"no checkpoint to resume from; earlier rows kept in {kept.name}")
-            write_json_atomic(out / "config.json", payload)
             agent.begin()
-            checkpointer.save({"agent": agent.state_dict(), "row": None}, 0)
-        lock.announce()
+            for s, (_, payload) in enumerate(resolved):
+                _start_over(run, s, resume, payload)
+        for lock in locks:
+            lock.announce()
         return run
     except BaseException:
-        lock.release()
+        for lock in locks:
+            lock.release()
         raise
+
+
+def _check_one_configuration(specs: list[RunSpec]) -> None:
+    """Seeds trained as one agent must share everything but their seed and folder."""
+    if not specs:
+        raise UsageError("no run to prepare")
+    shared = [dataclasses.replace(one, seed=0, out=Path(".")) for one in specs]
+    if any(one != shared[0] for one in shared[1:]):
+        raise UsageError("seeds trained together must share env, algo, steps and settings")
+    if len({one.seed for one in specs}) != len(specs):
+        raise UsageError("seeds trained together must differ")
+    if len(specs) > 1 and not get_algorithm(specs[0].algo).agent_cls.vectorises:
+        raise UsageError(f"{specs[0].algo} trains one seed per process")
+
+
+def _start_over(run: PreparedRun, seed: int, resume: bool, payload: dict[str, Any]) -> None:
+    """A seed with nothing to resume from: its folder's config.json and first checkpoint."""
+    out = Path(run.specs[seed].out)
+    if resume:  # --restart: nothing readable to resume from
+        run.note("--restart: no readable checkpoint; starting this run over", seed=seed)
+        _set_aside_checkpoints(run, seed)
+    if (out / "progress.csv").exists():  # progress without any checkpoint: keep it aside
+        kept = out / f"progress.unresumable-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        os.replace(out / "progress.csv", kept)
+        run.note(f"no checkpoint to resume from; earlier rows kept in {kept.name}", seed=seed)
+    write_json_atomic(out / "config.json", payload)
+    run.checkpointers[seed].save({"agent": run.agent.state_dict(seed), "row": None}, 0)
 
 
 # What a run folder holds; `--restart` starts over only in a folder with nothing else in it.
@@ -282,9 +366,9 @@ def _not_this_runs(out: Path, path: Path) -> None:
     )
 
 
-def _set_aside_checkpoints(run: PreparedRun) -> None:
+def _set_aside_checkpoints(run: PreparedRun, seed: int = 0) -> None:
     """Unreadable checkpoints go to `checkpoints/unreadable-<time>/`: kept, never resumed from."""
-    folder = run.checkpointer.folder
+    folder = run.checkpointers[seed].folder
     torn = sorted(folder.glob("ckpt-*")) if folder.is_dir() else []
     if not torn:
         return
@@ -292,17 +376,20 @@ def _set_aside_checkpoints(run: PreparedRun) -> None:
     aside.mkdir(exist_ok=True)
     for path in torn:
         os.replace(path, aside / path.name)
-    run.note(f"{len(torn)} unreadable checkpoint file(s) kept in checkpoints/{aside.name}")
+    run.note(
+        f"{len(torn)} unreadable checkpoint file(s) kept in checkpoints/{aside.name}", seed=seed
+    )
 
 
-def _restore(run: PreparedRun, state: dict) -> None:
-    """Load a checkpoint's state into the agent and make progress.csv agree with it."""
-    run.agent.load_state_dict(state["agent"])
+def _restore(run: PreparedRun, state: dict, seed: int = 0) -> None:
+    """Load a checkpoint's state into seed `seed` of the agent and make its progress.csv
+    agree with it."""
+    run.agent.load_state_dict(state["agent"], seed)
     expected = state["agent"]["loop"]["rows"]
-    progress = Path(run.spec.out) / "progress.csv"
+    progress = Path(run.specs[seed].out) / "progress.csv"
     have, notes = reconcile_progress(progress, expected)
     for message in notes:
-        run.note(message)
+        run.note(message, seed=seed)
     if have == expected - 1 and state["row"] is not None:
         logger = CsvLogger(progress)  # the row the kill kept from the CSV, from the checkpoint
         logger.write(state["row"])
@@ -312,11 +399,17 @@ def _restore(run: PreparedRun, state: dict) -> None:
             f"{progress} has {have} rows but the checkpoint has {expected}; "
             f"restore the file or start a new run"
         )
-    run.resumed_from = run.agent.loop.next_step
-    run.note(f"resumed from env step {run.resumed_from}")
+    run.note(f"resumed from env step {run.agent.loops[seed].next_step}", seed=seed)
 
 
 def run_training(
-    spec: RunSpec, report: Reporter = no_report, resume: bool = False, restart: bool = False
-) -> RunSummary:
-    return prepare_run(spec, resume=resume, restart=restart).train(report)
+    spec: RunSpec | Sequence[RunSpec],
+    report: Reporter | Sequence[Reporter] = no_report,
+    resume: bool = False,
+    restart: bool = False,
+) -> list[RunSummary]:
+    """Train one run, or several seeds of one configuration as one agent; every seed's
+    summary."""
+    run = prepare_run(spec, resume=resume, restart=restart)
+    run.train(report)
+    return run.summaries
