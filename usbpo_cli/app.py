@@ -321,14 +321,18 @@ def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) 
     return total
 
 
-def _execute_grid(
-    grid: list,
-    executor: str,
-    workers: int,
-    address: str | None,
-    threads: int = 0,
-    vectorise: str = "auto",
-) -> None:
+@dataclasses.dataclass
+class GridExecution:
+    """How a grid's runs execute: the options every grid command (compare, ablate) takes."""
+
+    executor: str
+    workers: int
+    address: str | None
+    threads: int = 0
+    vectorise: str = "auto"
+
+
+def _execute_grid(grid: list, execution: GridExecution) -> None:
     """Run what is not complete yet; unfinished runs continue from their last checkpoint.
     Shows the grid (envs, algos, seeds, steps, folder), each running run's env step and ETA,
     and the grid's ETA. Runs start seed by seed (every env and algo at seed 0, then seed 1,
@@ -340,7 +344,8 @@ def _execute_grid(
     from usbpo_cli.experiments.gridview import GridView, grid_header, run_name
     from usbpo_cli.runs.status import format_duration
 
-    runner = make_executor(executor, workers, address, threads)
+    executor, workers, vectorise = execution.executor, execution.workers, execution.vectorise
+    runner = make_executor(executor, workers, execution.address, execution.threads)
     todo = [run for run in grid if run.status != "complete"]
     todo.sort(key=lambda run: run.seed)  # stable: env and algo order kept within a seed
     units, notes = plan_units(todo, vectorise)
@@ -349,7 +354,7 @@ def _execute_grid(
     if not todo:
         console.print(f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run")
         return
-    slots, threads = plan_workers(workers, len(units), threads)
+    slots, threads = plan_workers(workers, len(units), execution.threads)
     if executor != "local":  # a Ray cluster is not capped at this machine's cores
         slots = max(1, min(workers, len(units)))
     view = GridView(todo, slots, threads, err_console)
@@ -398,22 +403,15 @@ def _execute_grid(
         raise UsageError(f"{len(failures)} run(s) failed; first: {failures[0]}")
 
 
-def _start_grid(
-    out: Path,
-    manifest: dict,
-    executor: str,
-    workers: int,
-    address: str | None,
-    threads: int = 0,
-    vectorise: str = "auto",
-) -> None:
+def _start_grid(out: Path, manifest: dict, execution: GridExecution) -> None:
     """Once every input is known good: write the grid's manifest (first use only)."""
     from usbpo_cli.experiments.executors import make_executor
     from usbpo_cli.experiments.grids import VECTORISE_CHOICES, record_grid
 
-    if vectorise not in VECTORISE_CHOICES:
-        raise UsageError(f"--vectorise {vectorise!r}: choose auto, on or off")
-    make_executor(executor, workers, address, threads)  # validates the options; nothing written yet
+    if execution.vectorise not in VECTORISE_CHOICES:
+        raise UsageError(f"--vectorise {execution.vectorise!r}: choose auto, on or off")
+    # Validates the options; nothing is written yet.
+    make_executor(execution.executor, execution.workers, execution.address, execution.threads)
     note = record_grid(out, manifest)
     if note:
         err_console.print(f"[yellow]{note}[/]", highlight=False)
@@ -519,8 +517,9 @@ def compare(
             overrides=list(set_),
             manifest=manifest,
         )
-        _start_grid(out, manifest, executor, workers, address, threads, vectorise)
-        _execute_grid(grid, executor, workers, address, threads, vectorise)
+        execution = GridExecution(executor, workers, address, threads, vectorise)
+        _start_grid(out, manifest, execution)
+        _execute_grid(grid, execution)
         _report_grid(out, grid)
 
 
@@ -586,11 +585,12 @@ def ablate(
             overrides=list(set_),
             manifest=manifest,
         )
-        _start_grid(out, manifest, executor, workers, address, threads, vectorise)
+        execution = GridExecution(executor, workers, address, threads, vectorise)
+        _start_grid(out, manifest, execution)
         if set_:
             for item in manifest["variants"]:
                 console.print(f"{item['label']}: {item['algo']} with {', '.join(item['set'])}")
-        _execute_grid(grid, executor, workers, address, threads, vectorise)
+        _execute_grid(grid, execution)
         _report_grid(out, grid, reference=chosen.reference)
         console.print(f"figure: usbpo plot --figure {chosen.figure} --runs {out}")
 

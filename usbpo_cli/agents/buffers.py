@@ -61,9 +61,13 @@ class ReplayBuffer:
         self.rew[i] = rew
         self.next_obs[i] = next_obs
         self.done[i] = done
-        self.pointer = (i + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-        self.total_added += 1
+        self.advance(1)
+
+    def advance(self, n: int) -> None:
+        """Move the ring past `n` rows just written at the pointer."""
+        self.pointer = (self.pointer + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+        self.total_added += n
 
     def add_batch(
         self,
@@ -85,9 +89,7 @@ class ReplayBuffer:
         idx = (self.pointer + torch.arange(n, device=self.device)) % self.capacity
         for store, values in zip(self._fields(), (obs, act, rew, next_obs, done)):
             store[idx] = values.to(store.dtype)
-        self.pointer = (self.pointer + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-        self.total_added += n
+        self.advance(n)
 
     def gather(self, idx: torch.Tensor) -> Batch:
         return Batch(
@@ -226,9 +228,7 @@ class SeedBuffers:
         for store, values in zip(self.stores, (obs, act, rew, next_obs, done)):
             store[:, i] = values
         for buffer in self.buffers:
-            buffer.pointer = (i + 1) % buffer.capacity
-            buffer.size = min(buffer.size + 1, buffer.capacity)
-            buffer.total_added += 1
+            buffer.advance(1)
 
     def gather(self, idx: torch.Tensor) -> Batch:
         """Rows `idx[s]` of seed s's buffer, for every seed: each field [S, n, ...]."""
