@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +56,13 @@ from torch import nn
 from usbpo_cli.agents.base import (
     AgentConfig,
     BaseAgent,
+    Checkpointer,
     LoopState,
     Reporter,
     RowWriter,
     RunSummary,
     no_report,
+    per_seed,
 )
 from usbpo_cli.agents.registry import Algorithm
 from usbpo_cli.envs.state import capture_env, restore_env
@@ -480,12 +482,15 @@ class PPOAgent(BaseAgent):
 
     def train(
         self,
-        logger: RowWriter,
-        report: Reporter = no_report,
-        checkpoint: Callable[[dict, int], None] | None = None,
+        logger: RowWriter | Sequence[RowWriter],
+        report: Reporter | Sequence[Reporter] = no_report,
+        checkpoint: Checkpointer | Sequence[Checkpointer] | None = None,
     ) -> RunSummary:
         """Rollout, update, and at the first rollout end past each multiple of `epoch_length`
-        (and at the end) evaluate, checkpoint (with the row inside), then append the row."""
+        (and at the end) evaluate, checkpoint (with the row inside), then append the row.
+        `logger`, `report` and `checkpoint` as every agent takes them (for its one seed)."""
+        [logger], [report] = per_seed(logger, 1), per_seed(report, 1)
+        [checkpoint] = per_seed(checkpoint, 1)
         if self.loop is None:
             self.begin()
         loop, config = self.loop, self.config

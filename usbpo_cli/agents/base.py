@@ -360,14 +360,21 @@ class BaseAgent:
         self.commit_rows([row], [obs], [logger], [report], [checkpoint])
 
     def summary(self, env_steps: int, start_time: float, seed: int = 0) -> RunSummary:
-        loop = self.loops[seed]
         return RunSummary(
             env_steps=env_steps,
-            final_return=loop.eval_returns[-1] if loop.eval_returns else float("nan"),
-            best_return=max(loop.eval_returns) if loop.eval_returns else float("nan"),
             wall_time_s=time.perf_counter() - start_time,
-            rows=loop.rows,
+            **self.seed_results(seed),
         )
+
+    def seed_results(self, seed: int) -> dict[str, Any]:
+        """Seed `seed`'s final and best evaluation returns and its row count."""
+        loop = self.loops[seed]
+        returns = loop.eval_returns
+        return {
+            "final_return": returns[-1] if returns else float("nan"),
+            "best_return": max(returns) if returns else float("nan"),
+            "rows": loop.rows,
+        }
 
     # --- checkpoints: one seed at a time, in a lone run's layout ---------------------------
     def state_dict(self, seed: int = 0) -> dict[str, Any]:

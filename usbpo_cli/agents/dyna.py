@@ -25,6 +25,7 @@ from usbpo_cli.models.seed_axis import (
     load_adam_seed_state,
     load_module_seed_state,
     module_seed_state,
+    parameter_axes,
 )
 from usbpo_cli.models.wasserstein import draw_elites, model_bias, shift_and_bias
 from usbpo_cli.util.settings import param
@@ -307,6 +308,7 @@ class DynaAgent(OffPolicyAgent):
         alive = torch.ones(seeds, n, dtype=torch.bool, device=self.device)
         added = [0] * seeds
         for _ in range(length):
+            # A lone seed's states are its own batch, as the policy takes them (see act_seeds).
             act = act_in_passes(self.policy, obs[0] if seeds == 1 else obs)
             act = act.view(seeds, n, -1)
             rew, next_obs = self.model.sample_step(obs, act, self.generators)
@@ -333,11 +335,10 @@ class DynaAgent(OffPolicyAgent):
 
     def state_dict(self, seed: int = 0) -> dict:
         axes = self.model.seed_axes()
-        optimiser_axes = [axes[name] for name, _ in self.model.named_parameters()]
         return {
             **super().state_dict(seed),
             "model": module_seed_state(self.model, axes, seed),
-            "model_opt": adam_seed_state(self.model_opt, optimiser_axes, seed),
+            "model_opt": adam_seed_state(self.model_opt, parameter_axes(self.model, axes), seed),
             "model_buffer": self.model_buffers[seed].state_dict(),
             "rollout_length": self.rollout_length,
         }
@@ -345,12 +346,11 @@ class DynaAgent(OffPolicyAgent):
     def load_state_dict(self, state: dict, seed: int = 0) -> None:
         super().load_state_dict(state, seed)
         axes = self.model.seed_axes()
-        optimiser_axes = [axes[name] for name, _ in self.model.named_parameters()]
         load_module_seed_state(self.model, axes, state["model"], seed)
+        optimiser_axes = parameter_axes(self.model, axes)
         load_adam_seed_state(self.model_opt, optimiser_axes, state["model_opt"], seed)
         saved = state["model_buffer"]
         if saved["capacity"] != self.model_buffers.capacity:  # the length had grown
-            self.rollout_length = state["rollout_length"]
             self.model_buffers = self.model_buffers.resized(saved["capacity"])
         self.model_buffers[seed].load_state_dict(saved)
         self.rollout_length = state["rollout_length"]

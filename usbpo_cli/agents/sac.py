@@ -39,6 +39,7 @@ from usbpo_cli.models.seed_axis import (
     load_module_seed_state,
     module_axes,
     module_seed_state,
+    parameter_axes,
 )
 from usbpo_cli.util import torch_private
 from usbpo_cli.util.settings import Settings, param
@@ -266,13 +267,13 @@ class SAC:
 
     # --- checkpoints: one seed at a time, in a lone run's layout -------------------------
     def _axes(self) -> dict:
-        own = SeedAxis(self.seeds, own=True)
+        actor, critic = module_axes(self.actor, self.seeds), module_axes(self.critic, self.seeds)
         return {
-            "actor": module_axes(self.actor, self.seeds),
-            "critic": module_axes(self.critic, self.seeds),
-            "actor_opt": [own] * len(self.actor_opt.param_groups[0]["params"]),
-            "critic_opt": [SeedAxis(self.seeds, own=False)] * len(self._critic_params),
-            "alpha_opt": [own],
+            "actor": actor,
+            "critic": critic,
+            "actor_opt": parameter_axes(self.actor, actor),
+            "critic_opt": parameter_axes(self.critic, critic),
+            "alpha_opt": [SeedAxis(self.seeds, own=True)],
         }
 
     def state_dict(self, seed: int = 0) -> dict:

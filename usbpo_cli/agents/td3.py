@@ -25,12 +25,12 @@ from usbpo_cli.models.distributions import seed_normal
 from usbpo_cli.models.nets import BatchedMLP, seed_mlp, stacked_mlp, twin_q
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.models.seed_axis import (
-    SeedAxis,
     adam_seed_state,
     load_adam_seed_state,
     load_module_seed_state,
     module_axes,
     module_seed_state,
+    parameter_axes,
 )
 from usbpo_cli.util import torch_private
 from usbpo_cli.util.settings import Settings, param
@@ -218,11 +218,12 @@ class TD3:
 
     # --- checkpoints: one seed at a time, in a lone run's layout -------------------------
     def _axes(self) -> dict:
+        actor, critic = module_axes(self.actor, self.seeds), module_axes(self.critic, self.seeds)
         return {
-            "actor": module_axes(self.actor, self.seeds),
-            "critic": module_axes(self.critic, self.seeds),
-            "actor_opt": [SeedAxis(self.seeds, own=True)] * len(list(self.actor.parameters())),
-            "critic_opt": [SeedAxis(self.seeds, own=False)] * len(list(self.critic.parameters())),
+            "actor": actor,
+            "critic": critic,
+            "actor_opt": parameter_axes(self.actor, actor),
+            "critic_opt": parameter_axes(self.critic, critic),
         }
 
     def state_dict(self, seed: int = 0) -> dict:

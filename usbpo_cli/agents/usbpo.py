@@ -22,6 +22,7 @@ from usbpo_cli.models.seed_axis import (
     load_adam_seed_state,
     load_module_seed_state,
     module_seed_state,
+    parameter_axes,
 )
 from usbpo_cli.models.wasserstein import draw_elites, shift_and_bias
 from usbpo_cli.util.settings import param
@@ -56,17 +57,15 @@ class USBPOAgent(DynaAgent):
         # Separate from phase 1's optimiser; its moments persist across trainings.
         self.phase2_opt = make_adam(self.model.parameters(), config.phase2_lr)
 
-    def _optimiser_axes(self) -> list:
-        axes = self.model.seed_axes()
-        return [axes[name] for name, _ in self.model.named_parameters()]
-
     def state_dict(self, seed: int = 0) -> dict:
-        phase2 = adam_seed_state(self.phase2_opt, self._optimiser_axes(), seed)
+        axes = parameter_axes(self.model, self.model.seed_axes())
+        phase2 = adam_seed_state(self.phase2_opt, axes, seed)
         return {**super().state_dict(seed), "phase2_opt": phase2}
 
     def load_state_dict(self, state: dict, seed: int = 0) -> None:
         super().load_state_dict(state, seed)
-        load_adam_seed_state(self.phase2_opt, self._optimiser_axes(), state["phase2_opt"], seed)
+        axes = parameter_axes(self.model, self.model.seed_axes())
+        load_adam_seed_state(self.phase2_opt, axes, state["phase2_opt"], seed)
 
     def objective(
         self,

@@ -13,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from usbpo_cli.errors import UsageError
+from usbpo_cli.runs.checkpoint import newest_checkpoint_step
 from usbpo_cli.runs.csvlog import last_env_step
 from usbpo_cli.runs.folders import (
     as_json,
@@ -394,13 +396,6 @@ def run_status(spec: RunSpec, wanted: dict) -> str:
 VECTORISE_CHOICES = ("auto", "on", "off")
 
 
-def _resume_point(spec: RunSpec) -> int | None:
-    """The env step of a run folder's newest checkpoint (by its file name), None if none."""
-    names = (Path(spec.out) / "checkpoints").glob("ckpt-*.pt")
-    steps = [int(path.stem.split("-")[1]) for path in names if path.stem.split("-")[1].isdigit()]
-    return max(steps) if steps else None
-
-
 def plan_units(runs: list[GridRun], vectorise: str) -> tuple[list[list[GridRun]], list[str]]:
     """The grid's runs as units of work, each trained in one process: with `vectorise` on or
     auto, the seeds of one (env, algo or variant) that stand at the same point (all new, or
@@ -424,11 +419,9 @@ def plan_units(runs: list[GridRun], vectorise: str) -> tuple[list[list[GridRun]]
                 f"({agent_cls.single_seed_reason})"
             )
         else:
-            point = None if run.status == "new" else _resume_point(run.spec)
+            point = None if run.status == "new" else newest_checkpoint_step(Path(run.spec.out))
             key = (run.env, run.variant.label, run.status == "new", point)
         groups.setdefault(key, []).append(run)
-    units = sorted(groups.values(), key=lambda unit: runs.index(unit[0]))
-    counts: dict[tuple[str, str], int] = {}
-    for run in runs:
-        counts[(run.env, run.variant.label)] = counts.get((run.env, run.variant.label), 0) + 1
-    return units, [note for key, note in notes.items() if counts[key] > 1]
+    counts = Counter((run.env, run.variant.label) for run in runs)
+    # A unit is made at its first run, so the units keep the runs' order.
+    return list(groups.values()), [note for key, note in notes.items() if counts[key] > 1]

@@ -253,10 +253,9 @@ def mle_backward(
     logvar_penalty: float,
 ) -> torch.Tensor:
     """Backpropagate phase 1's minibatch loss into the parameters' gradients and return its
-    value per seed ([S]; a scalar for a lone seed's [members, N, ...] rows): the members'
-    NLLs, the log-variance bound penalty and an L2 penalty of `weight_decay[i] / 2 * ||W_i||^2`
-    on each layer's weights. Seeds share no parameter, so the sum over seeds gives each seed
-    its own gradient.
+    value per seed ([S]; a scalar for a lone seed): the members' NLLs, the log-variance bound
+    penalty and an L2 penalty of `weight_decay[i] / 2 * ||W_i||^2` on each layer's weights.
+    Seeds share no parameter, so the sum over seeds gives each seed its own gradient.
 
     The L2 term's gradient, `weight_decay[i] * W_i`, is added to the gradients directly rather
     than built into the autograd graph (about a tenth of a minibatch on a CPU); its value still
@@ -281,7 +280,7 @@ def mle_backward(
                 for decay, weight in zip(weight_decay, weights)
             )
         total = loss.detach() + penalty
-        return total[0] if inputs.dim() == 3 and seeds == 1 else total
+        return total[0] if seeds == 1 else total
 
 
 @torch.no_grad()
@@ -405,7 +404,7 @@ def fit_ensemble(
     since_update = [0] * seeds
     epochs = [0] * seeds
     active = list(range(seeds))
-    losses_per_seed: list[list[torch.Tensor]] = [[] for _ in range(seeds)]
+    last_loss: list[torch.Tensor | None] = [None] * seeds  # each seed's last epoch's loss
     frozen = FrozenSeeds(model, optimizer)
     seed_rows = rows.unsqueeze(2)  # [S, 1, 1]
     last_order = None
@@ -447,7 +446,7 @@ def fit_ensemble(
         improved_seeds = improved.view(seeds, members).any(1).tolist()
         for s in list(active):
             epochs[s] += 1
-            losses_per_seed[s] = [mean_loss[s]]
+            last_loss[s] = mean_loss[s]
             if improved_seeds[s]:
                 since_update[s] = 0
             else:
@@ -461,7 +460,7 @@ def fit_ensemble(
     mse = select_elites(model, hold_in, hold_tgt)
     per_seed_mse = mse.view(seeds, members)
     elite_mse = per_seed_mse.gather(1, model.elites).mean(1).tolist()
-    train_loss = [float(values[0]) if values else math.nan for values in losses_per_seed]
+    train_loss = [math.nan if loss is None else float(loss) for loss in last_loss]
     if lone:
         return FitResult(train_loss[0], elite_mse[0], best_mse, epochs[0], hold_in[0], hold_tgt[0])
     return FitResult(train_loss, elite_mse, best_mse, epochs, hold_in, hold_tgt)

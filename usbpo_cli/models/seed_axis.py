@@ -52,6 +52,12 @@ def module_axes(
     return axes
 
 
+def parameter_axes(module: nn.Module, axes: dict[str, SeedAxis]) -> list[SeedAxis | None]:
+    """The seed axis of each of `module`'s parameters, in `module.parameters()` order (the
+    order of an optimiser built on them, for `adam_seed_state`)."""
+    return [axes.get(name) for name, _ in module.named_parameters()]
+
+
 def module_seed_state(
     module: nn.Module, axes: dict[str, SeedAxis], seed: int
 ) -> dict[str, torch.Tensor]:

@@ -70,6 +70,18 @@ def _refusal_reason(error: Exception) -> str:
     return "content outside the allow-list"
 
 
+def _newest_first(folder: Path) -> list[Path]:
+    """The checkpoint files in `folder`, newest first (their names hold the zero-padded step)."""
+    return sorted(folder.glob(PATTERN), reverse=True)
+
+
+def newest_checkpoint_step(run_dir: Path) -> int | None:
+    """The env step in the name of a run folder's newest checkpoint (not read: a torn one
+    counts too), None if it has none."""
+    paths = _newest_first(Path(run_dir) / "checkpoints")
+    return int(paths[0].stem.split("-")[1]) if paths else None
+
+
 class Checkpointer:
     """Writes and finds a run's checkpoints in `<run>/checkpoints/`, keeping the newest `keep`."""
 
@@ -82,7 +94,7 @@ class Checkpointer:
 
     def paths(self) -> list[Path]:
         """Checkpoints, newest first."""
-        return sorted(self.folder.glob(PATTERN), reverse=True)
+        return _newest_first(self.folder)
 
     def save(self, state: dict[str, Any], step: int) -> Path:
         start = time.perf_counter()

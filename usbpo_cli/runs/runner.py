@@ -182,12 +182,9 @@ class PreparedRun:
         try:
             while True:
                 try:
-                    if seeds == 1:  # a lone seed's agent takes single callbacks (PPO, ALM)
-                        summary = self.agent.train(loggers[0], reports[0], checkpoints[0])
-                    else:
-                        summary = self.agent.train(loggers, reports, checkpoints)
+                    summary = self.agent.train(loggers, reports, checkpoints)
                     self.summaries = [
-                        dataclasses.replace(summary, **_seed_results(self.agent.loops[s]))
+                        dataclasses.replace(summary, **self.agent.seed_results(s))
                         for s in range(seeds)
                     ]
                     self.note(f"finished at env step {summary.env_steps}", echo=False)
@@ -218,16 +215,6 @@ class PreparedRun:
                 logger.close()
             for lock in self.locks:
                 lock.release()
-
-
-def _seed_results(loop: Any) -> dict[str, Any]:
-    """A seed's own returns and row count, for its RunSummary."""
-    returns = loop.eval_returns
-    return {
-        "final_return": returns[-1] if returns else float("nan"),
-        "best_return": max(returns) if returns else float("nan"),
-        "rows": loop.rows,
-    }
 
 
 def prepare_run(
@@ -287,7 +274,7 @@ def prepare_run(
         agent = get_algorithm(first.algo).agent_cls(
             first.env_id,
             config,
-            seed=[one.seed for one in specs] if len(specs) > 1 else first.seed,
+            seed=[one.seed for one in specs],
             total_steps=first.steps,
             device=resolve_device(first.device),
             truncate_obs=first.truncate_obs,
