@@ -112,13 +112,20 @@ def load_adam_seed_state(
         raise ValueError("optimizer state has a different number of parameter groups")
     for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
         group.update({k: v for k, v in saved_group.items() if k != "params"})
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     for index, entry in saved["state"].items():
         param, axis = params[int(index)], axes[int(index)]
         state = optimizer.state[param]
         if not state:  # no step taken yet in this process: make the state a step would make
+            group = groups[id(param)]
+            # As torch's own load_state_dict: a fused or capturable Adam counts its steps on
+            # the parameter's device, the others on the CPU.
+            on_param = group.get("fused") or group.get("capturable")
             state.update(
                 {
-                    key: torch.zeros_like(param) if key != "step" else value.clone()
+                    key: torch.zeros_like(param)
+                    if key != "step"
+                    else value.to(param.device if on_param else value.device).clone()
                     for key, value in entry.items()
                 }
             )
