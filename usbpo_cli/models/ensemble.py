@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usbpo_cli.models.nets import BatchedMLP, stacked_mlp
+from usbpo_cli.models.nets import BatchedMLP, rows_per_member, stacked_mlp
 from usbpo_cli.models.optim import adam_step
 from usbpo_cli.models.seed_axis import SeedAxis, module_axes
 from usbpo_cli.util import torch_private
@@ -118,9 +118,7 @@ class GaussianEnsemble(nn.Module):
 
     def seed_rows(self, inputs: torch.Tensor) -> torch.Tensor:
         """Each seed's rows [S, N, in] for every one of its members: [S E, N, in]."""
-        seeds, n, width = inputs.shape
-        expanded = inputs.unsqueeze(1).expand(seeds, self.ensemble_size, n, width)
-        return expanded.reshape(seeds * self.ensemble_size, n, width)
+        return rows_per_member(inputs, self.ensemble_size)
 
     def mean_std(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every member's Gaussian for inputs [N, in] (a lone seed) or [S, N, in] (each seed's

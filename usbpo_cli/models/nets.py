@@ -5,8 +5,9 @@ forward pass is a handful of `baddbmm` calls instead of a Python loop over membe
 
 Several seeds of one run train as one set of networks the same way (the seed axis): seed s owns
 members [s k, (s + 1) k) of a `BatchedMLP` of S k members (k = 2 twin critics, k = E ensemble
-members), or index s of a `SeedMLP` (one actor per seed). Every seed's weights are initialised
-from its own generator with the draws a lone run makes, so one seed is the S = 1 case.
+members), or index s of each `SeedLinear` layer of a `seed_mlp` (one actor per seed). Every
+seed's weights are initialised from its own generator with the draws a lone run makes, so one
+seed is the S = 1 case.
 """
 
 from __future__ import annotations
@@ -193,6 +194,12 @@ def twin_input(obs: torch.Tensor, act: torch.Tensor, members: int = 2) -> torch.
     x = torch.cat([obs, act], dim=-1)
     if x.dim() == 2:
         return x.unsqueeze(0).expand(members, -1, -1)
+    return rows_per_member(x, members)
+
+
+def rows_per_member(x: torch.Tensor, members: int) -> torch.Tensor:
+    """Each seed's rows [S, N, width] for every one of its `members` consecutive members:
+    [S members, N, width] (seed s's at [s members, (s + 1) members))."""
     seeds, n, width = x.shape
     return x.unsqueeze(1).expand(seeds, members, n, width).reshape(seeds * members, n, width)
 
