@@ -126,6 +126,7 @@ class Mutant:
     occurrence: int = 0  # earlier mutants with the same mutation on the same code
     status: str = "pending"  # killed, survived, timeout, equivalent
     seconds: float = 0.0
+    killed_by: str = ""  # the first test that failed
 
     @property
     def key(self) -> str:
@@ -293,8 +294,33 @@ def make_copy(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
-def run_child(copy_root: Path, relative: str, source: str, tests: list[str]) -> None:
-    """In the forked child: write the mutant, run the tests, exit with pytest's code."""
+class _KillersFirst:
+    """pytest plugin for a mutant's child: runs the tests that killed earlier mutants first
+    (most recent first), and writes the id of the first test that fails to `record`.
+
+    A mutant is usually killed by the test that killed its neighbours in the source, so with
+    `-x` most killed mutants stop after one test instead of after every test collected before
+    it. The order changes which test kills a mutant, never whether it is killed: a mutant that
+    survives has run every test either way."""
+
+    def __init__(self, killers: list[str], record: Path) -> None:
+        self.rank = {nodeid: k for k, nodeid in enumerate(killers)}
+        self.record = record
+
+    def pytest_collection_modifyitems(self, items: list) -> None:
+        last = len(self.rank)
+        items.sort(key=lambda item: self.rank.get(item.nodeid, last))  # stable: file order
+
+    def pytest_runtest_logreport(self, report) -> None:  # noqa: ANN001 (pytest's TestReport)
+        if report.failed and not self.record.exists():
+            self.record.write_text(report.nodeid)
+
+
+def run_child(
+    copy_root: Path, relative: str, source: str, tests: list[str], killers: list[str] = ()
+) -> None:
+    """In the forked child: write the mutant, run the tests (earlier killers first), exit with
+    pytest's code; the first failing test's id is left in `copy_root/.killer`."""
     import pytest
     import torch
 
@@ -311,7 +337,8 @@ def run_child(copy_root: Path, relative: str, source: str, tests: list[str]) -> 
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     args = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
-    code = pytest.main(args + [f"tests/{t}" for t in tests])
+    plugin = _KillersFirst(list(killers), copy_root / ".killer")
+    code = pytest.main(args + [f"tests/{t}" for t in tests], plugins=[plugin])
     os._exit(int(code))
 
 
@@ -346,13 +373,15 @@ def judge(
     queue = [m for m in mutants if m.status == "pending"]
     running: dict[int, tuple[Mutant, Path, float]] = {}
     free = list(copies)
+    killers: list[str] = []  # tests that killed mutants, the most recent first
     while queue or running:
         while queue and free:
             mutant, where = queue.pop(0), free.pop()
+            (where / ".killer").unlink(missing_ok=True)
             pid = os.fork()
             if pid == 0:  # child
                 try:
-                    run_child(where, relative, sources[mutant.index], tests)
+                    run_child(where, relative, sources[mutant.index], tests, killers)
                 finally:
                     os._exit(3)
             running[pid] = (mutant, where, time.time())
@@ -369,6 +398,10 @@ def judge(
             else:
                 code = os.waitstatus_to_exitcode(status)
                 mutant.status = "survived" if code == 0 else "killed"
+                killer = where / ".killer"
+                if killer.exists():
+                    nodeid = mutant.killed_by = killer.read_text()
+                    killers[:] = [nodeid] + [k for k in killers if k != nodeid][:19]
             mutant.seconds = round(elapsed, 1)
             (where / relative).write_text(original)
             del running[pid]
