@@ -474,9 +474,9 @@ class PPOAgent(BaseAgent):
 
     # --- the loop --------------------------------------------------------------------------
     def begin(self) -> None:
-        """Start a fresh run: seeded resets (env i gets seed + i) and the first observations."""
+        """Start a fresh run: seeded resets (env i gets seed + i; the eval env was seeded when
+        made) and the first observations."""
         raw_obs, _ = self.envs.reset(seed=self.seed)
-        self.eval_env.reset(seed=self.seed + 10_000)
         self.obs = self.observe(raw_obs)
         self.loop = LoopState(obs=self.obs.cpu().numpy())
 

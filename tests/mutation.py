@@ -266,6 +266,13 @@ def mutants_of(module: str) -> tuple[list[Mutant], list[str]]:
     return mutants, sources
 
 
+def _identity(mutant: dict) -> tuple[str, str, int]:
+    """A recorded mutant's identity across edits elsewhere in its module: the mutation, the
+    code it mutates and which identical mutation of that code it is (not its index or line,
+    which shift when a line above is added or removed)."""
+    return mutant["mutation"], mutant["source_line"].strip(), mutant.get("occurrence", 0)
+
+
 def load_equivalent() -> dict[str, str]:
     """`module | mutation | code` -> the reason the mutant cannot change behaviour."""
     path = ROOT / "tests" / "mutation_equivalent.txt"
@@ -458,18 +465,18 @@ def main() -> None:
         previous = out / f"{name}.json"
         if args.rerun_survivors and previous.exists():
             recorded = json.loads(previous.read_text())["mutants_detail"]
-            status = {(m["index"], m["mutation"], m["source_line"]): m for m in recorded}
-            mutants = [m for m in mutants if (m.index, m.mutation, m.source_line) in status]
+            status = {_identity(m): m for m in recorded}
+            mutants = [m for m in mutants if _identity(asdict(m)) in status]
             for m in mutants:
-                old = status[(m.index, m.mutation, m.source_line)]
+                old = status[_identity(asdict(m))]
                 if old["status"] in ("killed", "timeout"):
                     m.status, m.seconds = old["status"], old["seconds"]
         partial = out / f"{name}.partial.json"
         if partial.exists():  # a run cut short: keep its verdicts, judge only the rest
             judged = json.loads(partial.read_text())["mutants_detail"]
-            kept = {(m["index"], m["mutation"], m["source_line"]): m for m in judged}
+            kept = {_identity(m): m for m in judged}
             for m in mutants:
-                old = kept.get((m.index, m.mutation, m.source_line))
+                old = kept.get(_identity(asdict(m)))
                 if old is not None and old["status"] in ("killed", "timeout", "survived"):
                     m.status, m.seconds = old["status"], old["seconds"]
             print(f"{name}: {sum(m.status != 'pending' for m in mutants)} verdicts from {partial}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -320,3 +321,66 @@ def test_bad_settings_exit_2_with_one_line(tmp_path: Path, pair: str, needle: st
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_every_observation_the_policy_sees_is_folded_into_the_normaliser() -> None:
+    """The normaliser's mean and variance are those of every raw observation observed so far
+    (the first reset's included) plus its prior (pseudo-count 1e-4 at mean 0, variance 1),
+    computed here in one pass over all of them rather than batch by batch."""
+    agent = make_agent(ppo_num_envs=2, ppo_num_steps=16)
+    seen: list[np.ndarray] = []
+    observe = agent.observe
+
+    def recording_observe(raw_obs: np.ndarray) -> torch.Tensor:
+        seen.append(np.array(raw_obs, dtype=np.float64))
+        return observe(raw_obs)
+
+    agent.observe = recording_observe
+    agent.begin()
+    agent.collect(12, [])
+    rows = np.concatenate(seen)
+    assert rows.shape == (2 * 13, agent.obs_stats.mean.shape[0])  # the reset, then 12 steps
+    prior = 1e-4
+    total = prior + len(rows)
+    mean = rows.sum(0) / total  # the prior's mass sits at 0
+    var = (prior * (1.0 + mean**2) + ((rows - mean) ** 2).sum(0)) / total
+    np.testing.assert_allclose(agent.obs_stats.mean, mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(agent.obs_stats.var, var, rtol=1e-9, atol=1e-12)
+    assert agent.obs_stats.count == pytest.approx(total, rel=1e-12)
+
+
+def _first_eval_state(seed: int) -> np.ndarray:
+    config, _ = resolve_config(PPOConfig, "InvertedPendulum", "tiny", {"eval_episodes": 1})
+    agent = PPOAgent(ENV, config, seed=seed, total_steps=300)
+    agent.begin()
+    states = []
+    reset = agent.eval_env.reset
+
+    def recording_reset(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = reset(*args, **kwargs)
+        states.append(np.array(result[0]))
+        return result
+
+    agent.eval_env.reset = recording_reset
+    agent.evaluate()
+    return states[0]
+
+
+def test_the_evaluation_env_is_seeded_from_the_run_seed() -> None:
+    """Evaluation episodes start where the seed says (the eval env is seeded with seed +
+    10000 at the start), so two runs of one seed evaluate on the same start states; an
+    unseeded eval env would draw them from the OS's entropy."""
+    first, again, other = _first_eval_state(0), _first_eval_state(0), _first_eval_state(1)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # plain gymnasium: an env reset once with seed 10000, then reset again for the episode
+    plain = gymnasium.make(ENV)
+    plain.reset(seed=10_000)
+    np.testing.assert_array_equal(first, plain.reset()[0])
+
+
+def test_ppo_validation_includes_every_agents_checks() -> None:
+    with pytest.raises(UsageError, match="epoch_length"):
+        PPOConfig(epoch_length=0).validate()
+    with pytest.raises(UsageError, match="eval_episodes"):
+        PPOConfig(eval_episodes=-1).validate()

@@ -182,10 +182,10 @@ class OffPolicyAgent(BaseAgent):
 
     # --- the loop ------------------------------------------------------------------------------
     def begin(self) -> None:
-        """Start a fresh run: seeded resets of every seed's environments."""
+        """Start a fresh run: a seeded reset of every seed's env (the eval envs were seeded
+        when made)."""
         for s, seed in enumerate(self.seeds):
             first_obs, _ = self.envs[s].reset(seed=seed)
-            self.eval_envs[s].reset(seed=seed + 10_000)
             self.loops[s] = LoopState(obs=np.asarray(first_obs, dtype=np.float32))
 
     def train(
