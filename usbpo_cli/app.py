@@ -113,6 +113,11 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+PRECISION_OPTION = typer.Option(
+    "fp32", help="fp32, or bf16 where the CPU/GPU multiplies bf16 natively (README 'Precision')"
+)
+
+
 @app.command()
 def train(
     env: str = typer.Option("Hopper-v4", help="gymnasium task id, e.g. Hopper-v4"),
@@ -123,6 +128,7 @@ def train(
     steps: int = typer.Option(100_000, help="total real env steps, exploration included"),
     out: Path = typer.Option(None, help="run folder (default runs/train/<env>/<algo>/seed<k>)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    precision: str = PRECISION_OPTION,
     preset: str = typer.Option("paper", help="paper (default), cpu-small, demo or tiny"),
     set_: list[str] = typer.Option([], "--set", help="override a config field: key=value"),
     truncate_obs: bool = typer.Option(False, help="MBPO's 27/45-dim Ant/Humanoid observations"),
@@ -145,7 +151,9 @@ def train(
         if threads:
             torch.set_num_threads(threads)
         out = out or Path("runs") / "train" / env / algo / f"seed{seed}"
-        spec = RunSpec(env, algo, seed, steps, out, device, preset, list(set_), truncate_obs)
+        spec = RunSpec(
+            env, algo, seed, steps, out, device, preset, list(set_), truncate_obs, precision
+        )
         run = prepare_run(  # every input error surfaces here, before the progress bar
             spec,
             resume=resume,
@@ -484,6 +492,7 @@ def compare(
     executor: str = EXECUTOR_OPTION,
     address: str = ADDRESS_OPTION,
     device: str = DEVICE_OPTION,
+    precision: str = PRECISION_OPTION,
     preset: str = PRESET_OPTION,
     set_: list[str] = SET_OPTION,
 ) -> None:
@@ -505,6 +514,7 @@ def compare(
             preset=preset,
             overrides=list(set_),
             device=device,
+            precision=precision,
         )
         grid = build_grid(
             env_ids,
@@ -516,6 +526,7 @@ def compare(
             preset=preset,
             overrides=list(set_),
             manifest=manifest,
+            precision=precision,
         )
         execution = GridExecution(executor, workers, address, threads, vectorise)
         _start_grid(out, manifest, execution)
@@ -537,6 +548,7 @@ def ablate(
     executor: str = EXECUTOR_OPTION,
     address: str = ADDRESS_OPTION,
     device: str = DEVICE_OPTION,
+    precision: str = PRECISION_OPTION,
     preset: str = PRESET_OPTION,
     set_: list[str] = SET_OPTION,
 ) -> None:
@@ -573,6 +585,7 @@ def ablate(
             overrides=list(set_),
             device=device,
             study=study,
+            precision=precision,
         )
         grid = build_grid(
             env_ids,
@@ -584,6 +597,7 @@ def ablate(
             preset=preset,
             overrides=list(set_),
             manifest=manifest,
+            precision=precision,
         )
         execution = GridExecution(executor, workers, address, threads, vectorise)
         _start_grid(out, manifest, execution)

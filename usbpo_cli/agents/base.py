@@ -9,6 +9,7 @@ Subclasses own their training environments and their loop (`train`), and extend
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -23,6 +24,7 @@ import torch
 from usbpo_cli.envs.state import capture_env, restore_env
 from usbpo_cli.envs.tasks import make_env
 from usbpo_cli.errors import TrainingDiverged
+from usbpo_cli.util import precision as precision_settings
 from usbpo_cli.util.settings import Settings, param
 from usbpo_cli.util.timers import PhaseTimer
 
@@ -175,6 +177,8 @@ class BaseAgent:
     # the same for every seed); the others train S = 1 only.
     vectorises: ClassVar[bool] = False
     single_seed_reason: ClassVar[str] = "it trains one seed per process"
+    # Whether `--precision bf16` reaches this agent's products (see `mixed`); others run fp32.
+    mixed_precision: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -185,8 +189,10 @@ class BaseAgent:
         total_steps: int,
         device: torch.device | str = "cpu",
         truncate_obs: bool = False,
+        precision: str = "fp32",
     ) -> None:
         self.env_id, self.truncate_obs = env_id, truncate_obs
+        self.precision = precision  # fp32 or bf16 (util/precision.py); checked by the runner
         self.config, self.total_steps = config, total_steps
         self.seeds = [int(s) for s in seed] if isinstance(seed, Sequence) else [int(seed)]
         if not self.seeds or (len(self.seeds) > 1 and not self.vectorises):
@@ -210,6 +216,7 @@ class BaseAgent:
         ]
         self.eval_env = self.eval_envs[0]
         self.timers = PhaseTimer(self.device)
+        precision_settings.configure(precision, self.device)
         self.loops: list[LoopState | None] = [None] * self.n_seeds
         self._step = 0
         self._clear_row()
@@ -358,6 +365,12 @@ class BaseAgent:
     ) -> None:
         """`commit_rows` for a lone seed."""
         self.commit_rows([row], [obs], [logger], [report], [checkpoint])
+
+    def mixed(self) -> contextlib.AbstractContextManager:
+        """The region where products may run in bf16 under `--precision bf16` (autocast; a
+        no-op under fp32): subclasses put their heavy products inside it (the ensemble's
+        training, rollouts, phase 2, the policy update), never the optimiser's master state."""
+        return precision_settings.mixed(self.precision, self.device)
 
     def summary(self, env_steps: int, start_time: float, seed: int = 0) -> RunSummary:
         return RunSummary(

@@ -248,15 +248,16 @@ class DynaAgent(OffPolicyAgent):
             weights = self.model_sample_weights()
             if weights is not None and weights.dim() == 1:
                 weights = weights.unsqueeze(0)  # a lone seed's weights
-            fit = fit_ensemble(
-                self.model,
-                self.model_opt,
-                inputs,
-                targets,
-                sample_weights=weights,
-                generator=self.generators,
-                **settings,
-            )
+            with self.mixed():
+                fit = fit_ensemble(
+                    self.model,
+                    self.model_opt,
+                    inputs,
+                    targets,
+                    sample_weights=weights,
+                    generator=self.generators,
+                    **settings,
+                )
         check_model(self.model, fit, step)
         validation = fit.holdout_inputs[:, :DIAGNOSTIC_SAMPLES]
         with torch.no_grad():
@@ -309,9 +310,10 @@ class DynaAgent(OffPolicyAgent):
         added = [0] * seeds
         for _ in range(length):
             # A lone seed's states are its own batch, as the policy takes them (see act_seeds).
-            act = act_in_passes(self.policy, obs[0] if seeds == 1 else obs)
-            act = act.view(seeds, n, -1)
-            rew, next_obs = self.model.sample_step(obs, act, self.generators)
+            with self.mixed():
+                act = act_in_passes(self.policy, obs[0] if seeds == 1 else obs)
+                act = act.view(seeds, n, -1)
+                rew, next_obs = self.model.sample_step(obs, act, self.generators)
             done = self.termination(
                 obs.reshape(seeds * n, -1),
                 act.reshape(seeds * n, -1),

@@ -89,6 +89,7 @@ class OffPolicyAgent(BaseAgent):
 
     config: OffPolicyConfig
     vectorises = True
+    mixed_precision = True
 
     def __init__(self, env_id: str, config: OffPolicyConfig, **kwargs: Any) -> None:
         """`kwargs`: BaseAgent's seed (one, or a list), total_steps, device and truncate_obs."""
@@ -150,7 +151,7 @@ class OffPolicyAgent(BaseAgent):
 
     # --- shared helpers --------------------------------------------------------------------
     def update_policy(self, updates: int) -> None:
-        with self.timers("policy"):
+        with self.timers("policy"), self.mixed():
             for _ in range(updates):
                 self.add_losses(self.policy.update(self.policy_batch()))
 

@@ -145,6 +145,13 @@ class TanhGaussianActor(nn.Module):
         return torch.cat([grad_pre_tanh, grad_log_std], dim=-1)
 
 
+def _as_grad(param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """A hand-written gradient in its parameter's dtype: under `--precision bf16` the products
+    that made it ran in bf16 (autocast) while the parameters stay float32 (no copy when the
+    dtypes agree)."""
+    return grad.to(param.dtype)
+
+
 class SAC:
     """SAC for S seeds at once (`generators`: one per seed; one seed is S = 1): S actors, 2S
     critics and S temperatures as batched networks, each seed's slice updated on its own batch
@@ -231,7 +238,8 @@ class SAC:
         critic_loss = 0.5 * error.pow(2).mean(2).sum(1)
         grads, _ = relu_backward(critic, critic_inputs, (error / n).view(2 * seeds, n, 1))
         for layer, (weight_grad, bias_grad) in zip(self.critic.layers, grads):
-            layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
+            layer.weight.grad = _as_grad(layer.weight, weight_grad)
+            layer.bias.grad = _as_grad(layer.bias, bias_grad)
         adam_step(self.critic_opt)
 
         # Actor: mean_b (alpha log pi(a | s) - min_i Q_i(s, a)) with a the reparameterised
@@ -254,11 +262,14 @@ class SAC:
         obs_half = [x[:, n:] for x in actor_inputs]
         grads, _ = relu_backward(actor, obs_half, grad_head)
         for linear, (weight_grad, bias_grad) in zip(self.actor.linears(), grads):
-            linear.weight.grad, linear.bias.grad = weight_grad.mT, bias_grad.squeeze(1)
+            linear.weight.grad = _as_grad(linear.weight, weight_grad.mT)
+            linear.bias.grad = _as_grad(linear.bias, bias_grad.squeeze(1))
         adam_step(self.actor_opt)
 
         # Temperature: -mean_b log_alpha * (log pi(a | s) + target_entropy), per seed.
-        self.log_alpha.grad = -(sample.log_prob + self.target_entropy).mean(1)
+        self.log_alpha.grad = _as_grad(
+            self.log_alpha, -(sample.log_prob + self.target_entropy).mean(1)
+        )
         adam_step(self.alpha_opt)
 
         torch_private.lerp_(self._target_params, self._critic_params, self.tau)

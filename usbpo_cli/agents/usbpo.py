@@ -105,12 +105,12 @@ class USBPOAgent(DynaAgent):
         # Fixed member draws for validation, so every snapshot is scored on the same terms.
         val_k1 = draw_elites(frozen, c.phase2_val_size, self.generators)
         val_k2 = draw_elites(self.model, c.phase2_val_size, self.generators)
-        with torch.no_grad():
+        with torch.no_grad(), self.mixed():
             # M1 is fixed: predict once, not per step.
             val_frozen = frozen.member_mean_std(val_inputs, val_k1)
 
         def validate() -> list[float]:
-            with torch.no_grad():
+            with torch.no_grad(), self.mixed():
                 return self.objective(frozen, val_inputs, val_k1, val_k2, val_frozen).tolist()
 
         axes = self.model.seed_axes()
@@ -123,7 +123,8 @@ class USBPOAgent(DynaAgent):
         while active and steps < c.phase2_max_steps:
             steps += 1
             batch = self.model_buffers.sample(c.phase2_batch_size)
-            j = self.objective(frozen, torch.cat([batch.obs, batch.act], dim=-1))
+            with self.mixed():  # the backward runs outside, as autocast wants
+                j = self.objective(frozen, torch.cat([batch.obs, batch.act], dim=-1))
             self.phase2_opt.zero_grad(set_to_none=True)
             j.sum().backward()  # seeds share no parameter: each gets its own gradient
             self.phase2_opt.step()

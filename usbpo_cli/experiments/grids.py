@@ -153,10 +153,12 @@ def grid_manifest(
     device: str = "cpu",
     truncate_obs: bool = False,
     study: str | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """What a grid folder holds, written to `<out>/grid.json` on first use: `kind` compare or
     ablate, the study, envs, algos (compare) or variants with every setting their label stands
-    for (ablate), seeds, steps, preset, every `--set`, device, truncate_obs and the version."""
+    for (ablate), seeds, steps, preset, every `--set`, device, precision, truncate_obs and the
+    version."""
     user_set = [_normalised(pair) for pair in overrides or []]
     manifest: dict[str, Any] = {"kind": kind}
     if study is not None:
@@ -170,6 +172,7 @@ def grid_manifest(
         preset=preset,
         set=user_set,
         device=device,
+        precision=precision,
         truncate_obs=truncate_obs,
     )
     if kind != "compare":  # last: a difference in `set` is named as such, not as the variants'
@@ -194,6 +197,7 @@ def _normalised(pair: str) -> str:
 def _compared(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest as a rerun must match it: envs and algos in any order."""
     kept = {k: v for k, v in manifest.items() if k not in MANIFEST_VOLATILE}
+    kept.setdefault("precision", "fp32")  # grids recorded before --precision ran fp32
     for key in ("envs", "algos"):
         if isinstance(kept.get(key), list):
             kept[key] = sorted(kept[key], key=str)
@@ -331,6 +335,7 @@ def build_grid(
     preset: str = "paper",
     overrides: list[str] | None = None,
     manifest: dict[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> list[GridRun]:
     """Every (env, variant, seed) run, validated up front so a typo fails before any training,
     and (given the grid's `manifest`) the folder checked to be this grid's or new."""
@@ -355,6 +360,7 @@ def build_grid(
                     device,
                     preset,
                     [*variant.overrides, *(overrides or [])],
+                    precision=precision,
                 )
                 _, payload = resolve_run(spec)  # raises UsageError on any bad part
                 planned.append((env, variant, seed, spec, payload))

@@ -156,7 +156,8 @@ class GaussianEnsemble(nn.Module):
         grouped[group, slot] = inputs[order]
         mean, logvar = self(grouped, drawn)
         picked_mean = torch.empty(n, self.out_dim, device=inputs.device, dtype=mean.dtype)
-        picked_logvar = torch.empty_like(picked_mean)
+        # (under bf16 autocast the mean may be bf16 while the bounded log-variance is float32)
+        picked_logvar = torch.empty(n, self.out_dim, device=inputs.device, dtype=logvar.dtype)
         picked_mean[order], picked_logvar[order] = mean[group, slot], logvar[group, slot]
         std = (0.5 * picked_logvar).exp()
         if lone:

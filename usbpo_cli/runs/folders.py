@@ -26,8 +26,16 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+# Keys config.json gained after runs had been written, with the value those runs used.
+LATER_CONFIG_KEYS = {"precision": "fp32"}
+
+
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}
+    """The payload as a rerun must match it: no volatile keys; keys added later filled in."""
+    kept = {k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}
+    for key, value in LATER_CONFIG_KEYS.items():
+        kept.setdefault(key, value)
+    return kept
 
 
 def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:

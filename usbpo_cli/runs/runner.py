@@ -28,6 +28,7 @@ from usbpo_cli.runs.config import borrowed_defaults, resolve_config
 from usbpo_cli.runs.csvlog import CsvLogger, reconcile_progress
 from usbpo_cli.runs.folders import append_event, prepare_run_dir, write_json_atomic
 from usbpo_cli.runs.lock import RunLock
+from usbpo_cli.util.precision import check_precision
 from usbpo_cli.util.settings import parse_overrides
 
 MAX_STEPS = 1_000_000_000  # --steps above this is a typo, not a run
@@ -44,6 +45,7 @@ class RunSpec:
     preset: str = "paper"
     overrides: list[str] = field(default_factory=list)
     truncate_obs: bool = False
+    precision: str = "fp32"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,7 +101,10 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         raise UsageError(f"--seed must be >= 0, got {spec.seed}")
     algorithm = get_algorithm(spec.algo)
     info = task_info(spec.env_id, spec.truncate_obs)
-    resolve_device(spec.device)
+    device = resolve_device(spec.device)
+    check_precision(spec.precision, device)
+    if spec.precision != "fp32" and not algorithm.agent_cls.mixed_precision:
+        raise UsageError(f"--precision {spec.precision}: {spec.algo} runs in fp32 only")
     overrides = parse_overrides(spec.overrides, algorithm.config_cls)
     config, deviations = resolve_config(algorithm.config_cls, info.family, spec.preset, overrides)
     payload: dict[str, Any] = {
@@ -108,6 +113,7 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         "seed": spec.seed,
         "steps": spec.steps,
         "device": spec.device,
+        "precision": spec.precision,
         "preset": spec.preset,
         "truncate_obs": spec.truncate_obs,
         "task": dataclasses.asdict(info),
@@ -278,6 +284,7 @@ def prepare_run(
             total_steps=first.steps,
             device=resolve_device(first.device),
             truncate_obs=first.truncate_obs,
+            precision=first.precision,
         )
         bind_learned_rule(agent)  # a task without a known termination rule learns one
         run = PreparedRun(specs, agent, checkpointers, locks, notify)

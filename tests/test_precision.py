@@ -1,0 +1,276 @@
+"""`--precision fp32|bf16`: who may ask for bf16, where it reaches, and what stays float32.
+
+bf16 is refused on a CPU without native bf16 products (checked from the CPU's flags, which
+these tests construct); USBPO_ALLOW_EMULATED_BF16=1 lets the tests run the bf16 code paths on
+any CPU. Under bf16 the heavy products run in bf16 (so the numbers differ from fp32's in the
+low bits, which is how the tests see that autocast reached them) while parameters, gradients
+and optimiser states stay float32, and one update moves the parameters as fp32's does to
+within bf16's precision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import usbpo_inproc  # tests/ is on sys.path
+
+from usbpo_cli.errors import UsageError
+from usbpo_cli.util import precision
+
+READ_FLAGS = precision.cpu_flags  # the real reader, before any test replaces it
+
+X86_NO_BF16 = "processor : 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw\n"
+X86_AVX512_BF16 = "processor : 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+X86_AMX = "flags : fpu avx2 amx_tile amx_bf16 amx_int8\n"
+ARM_BF16 = "processor : 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+def pretend_cpu(monkeypatch: pytest.MonkeyPatch, cpuinfo: str) -> None:
+    """This machine's flags read as those of `cpuinfo`."""
+    flags = READ_FLAGS(cpuinfo)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+
+
+def test_cpu_flags_are_read_from_x86_and_arm_lines() -> None:
+    assert precision.cpu_flags(X86_NO_BF16) == {
+        "fpu", "sse2", "avx", "avx2", "fma", "avx512f", "avx512bw"
+    }  # fmt: skip
+    assert "bf16" in precision.cpu_flags(ARM_BF16)
+    assert precision.cpu_flags("model name : something\n") == set()
+
+
+@pytest.mark.parametrize("cpuinfo", [X86_AVX512_BF16, X86_AMX, ARM_BF16])
+def test_bf16_is_allowed_where_the_cpu_multiplies_it_natively(cpuinfo: str) -> None:
+    assert precision.bf16_refusal(torch.device("cpu"), precision.cpu_flags(cpuinfo)) is None
+
+
+def test_bf16_refusal_names_the_missing_instruction_sets() -> None:
+    message = precision.bf16_refusal(torch.device("cpu"), precision.cpu_flags(X86_NO_BF16))
+    assert message is not None and "\n" not in message
+    assert "AVX512-BF16" in message and "AMX-BF16" in message and "fp32" in message
+
+
+def test_check_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(precision.ALLOW_EMULATED, raising=False)
+    pretend_cpu(monkeypatch, X86_NO_BF16)
+    cpu = torch.device("cpu")
+    precision.check_precision("fp32", cpu)
+    with pytest.raises(UsageError, match="AVX512-BF16"):
+        precision.check_precision("bf16", cpu)
+    with pytest.raises(UsageError, match="choose fp32 or bf16"):
+        precision.check_precision("fp16", cpu)
+    pretend_cpu(monkeypatch, X86_AMX)
+    precision.check_precision("bf16", cpu)
+    pretend_cpu(monkeypatch, X86_NO_BF16)
+    monkeypatch.setenv(precision.ALLOW_EMULATED, "1")
+    precision.check_precision("bf16", cpu)
+
+
+def test_the_mixed_region_multiplies_in_bf16_only_under_bf16() -> None:
+    a, b = torch.randn(4, 3), torch.randn(3, 2)
+    with precision.mixed("bf16", torch.device("cpu")):
+        assert (a @ b).dtype == torch.bfloat16
+    with precision.mixed("fp32", torch.device("cpu")):
+        assert (a @ b).dtype == torch.float32
+
+
+def test_cli_refuses_bf16_on_a_cpu_without_it_before_writing_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(precision.ALLOW_EMULATED, raising=False)
+    pretend_cpu(monkeypatch, X86_NO_BF16)
+    out = tmp_path / "run"
+    args = ["--env", "InvertedPendulum-v4", "--algo", "sac", "--steps", "300", "--out", str(out)]
+    result = usbpo_inproc("train", *args, "--precision", "bf16", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "AVX512-BF16" in lines[0] and "Traceback" not in result.stderr
+    assert not out.exists()
+    grid = tmp_path / "grid"
+    result = usbpo_inproc(
+        "compare", "--envs", "InvertedPendulum-v4", "--algos", "sac", "--seeds", "1",
+        "--steps", "300", "--out", str(grid), "--precision", "bf16", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2 and "AVX512-BF16" in result.stderr
+    assert not grid.exists()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "alm"])
+def test_algorithms_outside_the_bf16_paths_refuse_it(
+    algo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(precision.ALLOW_EMULATED, "1")
+    out = tmp_path / "run"
+    args = ["--env", "InvertedPendulum-v4", "--algo", algo, "--out", str(out)]
+    result = usbpo_inproc("train", *args, "--precision", "bf16", cwd=tmp_path)
+    assert result.returncode == 2 and f"{algo} runs in fp32 only" in result.stderr
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# what bf16 reaches, and what stays float32
+
+
+def _sac_agent(mode: str):
+    from baselines.model_free import ModelFreeAgent, SACConfig
+
+    agent = ModelFreeAgent(
+        "InvertedPendulum-v4", SACConfig(hidden_size=64), seed=0, total_steps=1000,
+        precision=mode,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(300):
+        obs = torch.randn(agent.obs_dim, generator=gen)
+        act = torch.rand(agent.act_dim, generator=gen) * 6 - 3
+        agent.real_buffer.add(obs, act, float(obs.sum()), obs + 0.1 * act, 0.0)
+    return agent
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+def test_a_bf16_sac_update_steps_float32_masters_as_fp32_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same weights, same batches: the bf16 update's parameter step points where fp32's does
+    (cosine > 0.98 per tensor, Adam's normalised steps), but is not bit-equal (the products did
+    run in bf16); parameters, gradients and Adam moments stay float32; losses agree to 2%."""
+    monkeypatch.setenv(precision.ALLOW_EMULATED, "1")
+    agents = {mode: _sac_agent(mode) for mode in ("fp32", "bf16")}
+    before = {n: p.detach().clone() for n, p in agents["fp32"].policy.critic.named_parameters()}
+    before_actor = {
+        n: p.detach().clone() for n, p in agents["fp32"].policy.actor.named_parameters()
+    }
+    losses = {}
+    for mode, agent in agents.items():
+        agent.update_policy(3)
+        losses[mode] = {k: float(v) for k, v in agent._loss_sums.items()}  # sums of 3
+    fp32, bf16 = agents["fp32"].policy, agents["bf16"].policy
+    differs = False
+    for module, start in ((("critic"), before), (("actor"), before_actor)):
+        ours = dict(getattr(bf16, module).named_parameters())
+        for name, param in getattr(fp32, module).named_parameters():
+            mine = ours[name]
+            assert mine.dtype == torch.float32 and mine.grad.dtype == torch.float32, name
+            state = getattr(bf16, f"{module}_opt").state[mine]
+            assert state["exp_avg"].dtype == torch.float32, name
+            assert _cosine(mine - start[name], param - start[name]) > 0.98, name
+            differs |= not torch.equal(mine, param)
+    assert differs, "the bf16 update equals fp32's bit for bit: autocast did not reach it"
+    for key in ("critic_loss", "actor_loss"):
+        assert losses["bf16"][key] == pytest.approx(losses["fp32"][key], rel=0.02), key
+
+
+def _usbpo_agent(mode: str):
+    from test_seed_axis import dyna_options, fill_seed
+
+    from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
+
+    config = USBPOConfig(**dyna_options(rollout_schedule=(1, 2, 2, 2)))
+    agent = USBPOAgent("Hopper-v4", config, seed=0, total_steps=1000, precision=mode)
+    fill_seed(agent, 0, 0)
+    return agent
+
+
+def test_bf16_reaches_phase_1_phase_2_and_rollouts_and_keeps_float32_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One model training (phase 1 and phase 2) and one rollout, from the same weights and
+    data in fp32 and in bf16: each phase's numbers differ from fp32's (autocast reached it)
+    yet stay close to them; the ensemble's parameters and the model buffer stay float32."""
+    monkeypatch.setenv(precision.ALLOW_EMULATED, "1")
+    agents = {mode: _usbpo_agent(mode) for mode in ("fp32", "bf16")}
+    rows = {}
+    for mode, agent in agents.items():
+        agent.fit_model(60)
+        names = ("model_loss_holdout", "phase2_steps", "model_shift_before", "model_shift")
+        rows[mode] = {name: agent.recorded(name)[0] for name in names}
+    fp32, bf16 = rows["fp32"], rows["bf16"]
+    loss32, loss16 = fp32["model_loss_holdout"], bf16["model_loss_holdout"]
+    assert loss16 != loss32 and loss16 == pytest.approx(loss32, rel=0.25)
+    assert bf16["phase2_steps"] > 0 and fp32["phase2_steps"] > 0
+    assert bf16["model_shift"] != fp32["model_shift"]
+    for param in agents["bf16"].model.parameters():
+        assert param.dtype == torch.float32
+    starts = {}
+    for mode, agent in agents.items():
+        agent.begin()
+        agent.rollout(agent.config.initial_steps + 3 * agent.config.epoch_length)
+        starts[mode] = agent.model_buffer.ordered()
+    assert all(field.dtype == torch.float32 for field in starts["bf16"])
+    assert not torch.equal(starts["bf16"].next_obs, starts["fp32"].next_obs)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_autocast_is_on_in_exactly_the_four_regions(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spies at the entry of phase 1 (`fit_ensemble`), phase 2's objective, the rollouts'
+    model step and the policy update record whether bf16 autocast is on when each is called:
+    on in all four under bf16, in none under fp32; and off again at the diagnostics between
+    them (shift and bias are measured in float32)."""
+    import usbpo_cli.agents.dyna as dyna
+
+    monkeypatch.setenv(precision.ALLOW_EMULATED, "1")
+    agent = _usbpo_agent(mode)
+    seen: dict[str, list[bool]] = {}
+
+    def spy(name: str, function):  # noqa: ANN001, ANN202
+        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            on = torch.is_autocast_enabled("cpu") and (
+                torch.get_autocast_dtype("cpu") == torch.bfloat16
+            )
+            seen.setdefault(name, []).append(on)
+            return function(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(dyna, "fit_ensemble", spy("phase 1", dyna.fit_ensemble))
+    monkeypatch.setattr(dyna, "shift_and_bias", spy("diagnostics", dyna.shift_and_bias))
+    agent.objective = spy("phase 2", agent.objective)
+    agent.model.sample_step = spy("rollout", agent.model.sample_step)
+    agent.policy.update = spy("policy update", agent.policy.update)
+    agent.fit_model(60)
+    agent.begin()
+    agent.rollout(agent.config.initial_steps + 3 * agent.config.epoch_length)
+    agent.update_policy(2)
+    regions = ("phase 1", "phase 2", "rollout", "policy update")
+    assert set(seen) == {*regions, "diagnostics"}
+    for name in regions:
+        assert set(seen[name]) == {mode == "bf16"}, (name, seen[name])
+    assert set(seen["diagnostics"]) == {False}
+
+
+def test_runs_and_grids_recorded_before_the_flag_count_as_fp32() -> None:
+    """config.json and grid.json name the precision; a folder written before they did ran
+    fp32, so it resumes under fp32 and is refused under bf16."""
+    from usbpo_cli.experiments.grids import _compared
+    from usbpo_cli.runs.folders import comparable
+
+    old = {"algo": "sac", "device": "cpu", "preset": "paper"}
+    assert comparable(old) == comparable({**old, "precision": "fp32"})
+    assert comparable(old) != comparable({**old, "precision": "bf16"})
+    grid = {"kind": "compare", "envs": ["Hopper-v4"], "device": "cpu"}
+    assert _compared(grid) == _compared({**grid, "precision": "fp32"})
+    assert _compared(grid) != _compared({**grid, "precision": "bf16"})
+
+
+def test_a_bf16_run_says_so_and_does_not_resume_as_fp32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv(precision.ALLOW_EMULATED, "1")
+    out = tmp_path / "run"
+    args = ["--env", "InvertedPendulum-v4", "--algo", "sac", "--preset", "tiny", "--quiet"]
+    args += ["--steps", "120", "--out", str(out)]
+    result = usbpo_inproc("train", *args, "--precision", "bf16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["precision"] == "bf16"
+    before = (out / "progress.csv").read_text()
+    result = usbpo_inproc("train", *args, "--resume", cwd=tmp_path)  # fp32, the default
+    assert result.returncode == 2 and "precision" in result.stderr
+    assert (out / "progress.csv").read_text() == before
