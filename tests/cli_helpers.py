@@ -121,7 +121,10 @@ def assert_resume_reproduces(algo: str, finished: Path, tmp_path: Path) -> None:
     result = usbpo(*tiny_train_args(algo, run), "--resume", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resumed from env step 200" in (run / "events.log").read_text()
-    assert stable_rows(progress_rows(run)) == stable_rows(progress_rows(finished))
+    rows = progress_rows(run)
+    assert stable_rows(rows) == stable_rows(progress_rows(finished))
+    # the resumed run's clock continues from the checkpoint's, it does not restart or run back
+    assert 0 < float(rows[-2]["wall_time_s"]) <= float(rows[-1]["wall_time_s"])
 
 
 def tiny_run(algo: str, root: Path) -> Path:

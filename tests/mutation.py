@@ -49,30 +49,67 @@ ROOT = Path(__file__).resolve().parents[1]
 # module name -> (source file, test files that must notice a bug in it)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "wasserstein": ("usbpo_cli/models/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
-    "usbpo": ("usbpo_cli/agents/usbpo.py", ["test_phase2.py", "test_agent_state.py"]),
+    "usbpo": (
+        "usbpo_cli/agents/usbpo.py",
+        ["test_phase2.py", "test_agent_state.py", "test_published_defaults.py"],
+    ),
     "dyna": (
         "usbpo_cli/agents/dyna.py",
-        ["test_dyna.py", "test_dyna_loop.py", "test_phase2.py", "test_agent_state.py"],
+        [
+            "test_dyna.py",
+            "test_dyna_loop.py",
+            "test_phase2.py",
+            "test_agent_state.py",
+            "test_published_defaults.py",
+        ],
     ),
     "ensemble": ("usbpo_cli/models/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
     "sac": (
         "usbpo_cli/agents/sac.py",
         ["test_sac.py", "test_sac_mutants.py", "test_hand_gradients.py", "test_agent_state.py"],
     ),
-    "td3": ("usbpo_cli/agents/td3.py", ["test_td3_actor.py", "test_td3.py"]),
+    "td3": (
+        "usbpo_cli/agents/td3.py",
+        ["test_td3_actor.py", "test_td3.py", "test_published_defaults.py"],
+    ),
     "termination": (
         "usbpo_cli/envs/termination.py",
         ["test_termination_clauses.py", "test_envs.py", "test_cli_trust.py"],
     ),
     "distributions": ("usbpo_cli/models/distributions.py", ["test_distributions.py"]),
     "buffers": ("usbpo_cli/agents/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
-    "cmlo": ("baselines/cmlo.py", ["test_cmlo_agent.py", "test_cmlo_mutants.py", "test_cmlo.py"]),
+    "cmlo": (
+        "baselines/cmlo.py",
+        [
+            "test_cmlo_agent.py",
+            "test_cmlo_mutants.py",
+            "test_cmlo.py",
+            "test_published_defaults.py",
+        ],
+    ),
     "pdml": (
         "baselines/pdml.py",
-        ["test_pdml_agent.py", "test_pdml_mutants.py", "test_pdml.py", "test_agent_state.py"],
+        [
+            "test_pdml_agent.py",
+            "test_pdml_mutants.py",
+            "test_pdml.py",
+            "test_agent_state.py",
+            "test_published_defaults.py",
+        ],
     ),
-    "alm": ("baselines/alm.py", ["test_alm_objectives.py", "test_alm.py"]),
-    "ppo": ("baselines/ppo.py", ["test_ppo_advantages.py", "test_ppo_update.py", "test_ppo.py"]),
+    "alm": (
+        "baselines/alm.py",
+        ["test_published_defaults.py", "test_alm_objectives.py", "test_alm.py"],
+    ),
+    "ppo": (
+        "baselines/ppo.py",
+        [
+            "test_published_defaults.py",
+            "test_ppo_advantages.py",
+            "test_ppo_update.py",
+            "test_ppo.py",
+        ],
+    ),
 }
 
 SWAP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}

@@ -5,6 +5,7 @@ exactly, one that learns, and bad settings."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import gymnasium
@@ -384,3 +385,103 @@ def test_ppo_validation_includes_every_agents_checks() -> None:
         PPOConfig(epoch_length=0).validate()
     with pytest.raises(UsageError, match="eval_episodes"):
         PPOConfig(eval_episodes=-1).validate()
+
+
+def test_train_returns_are_the_summed_rewards_of_each_finished_episode() -> None:
+    """Episode returns computed here from the rewards and episode ends the envs hand back
+    (short time limits, so several episodes end in each env) equal what the agent logs."""
+    agent = make_agent(ppo_num_envs=2, ppo_num_steps=40)
+    agent.begin()
+    for env in agent.envs.envs:
+        limit = env
+        while not hasattr(limit, "_max_episode_steps"):
+            limit = limit.env
+        limit._max_episode_steps = 7
+    running, expected = np.zeros(2), []
+    step = agent.envs.step
+
+    def recording_step(actions: np.ndarray):  # noqa: ANN202
+        result = step(actions)
+        running[:] += result[1] * 0.5 + 0.25  # rewards reshaped below, to tell +1 from 1 step
+        for i in np.flatnonzero(result[2] | result[3]):
+            expected.append(float(running[i]))
+            running[i] = 0.0
+        return result[0], result[1] * 0.5 + 0.25, *result[2:]
+
+    agent.envs.step = recording_step
+    logged: list[float] = []
+    agent.collect(40, logged)
+    assert len(expected) >= 8
+    assert logged == pytest.approx(expected, abs=1e-9)
+
+
+def test_rows_report_wall_time_as_elapsed_time(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    rows = run_in_process(tmp_path / "run", 290, ["ppo_num_steps=30"])
+    elapsed = time.perf_counter() - start
+    times = [float(row["wall_time_s"]) for row in rows]
+    assert 0 < times[0] <= times[1] <= times[2] <= elapsed
+
+
+def test_progress_is_reported_at_rollout_ends_between_rows(tmp_path: Path) -> None:
+    """Rollouts of 2 x 30 steps end at 60, 120, 180, 240, 290; rows fall at 120, 240 and 290
+    (epoch 100), so the ends at 60 and 180 are reported as progress without a row."""
+    agent = make_agent(total_steps=290, ppo_num_steps=30)
+    calls: list[tuple] = []
+
+    class Discard:
+        def write(self, row: dict) -> None:
+            pass
+
+    agent.train(Discard(), lambda step, phase, row: calls.append((step, phase, row)))
+    progress = {step for step, phase, row in calls if phase is None and row is None}
+    assert {60, 180} <= progress
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok"),
+    [
+        ({"gamma": 1.0}, True),
+        ({"gamma": 1.5}, False),
+        ({"ppo_gae_lambda": 0.0}, True),
+        ({"ppo_gae_lambda": 1.0}, True),
+        ({"ppo_gae_lambda": 1.1}, False),
+        ({"ppo_num_envs": 1, "ppo_num_steps": 4, "ppo_num_minibatches": 4}, True),
+        ({"ppo_num_envs": 1, "ppo_num_steps": 4, "ppo_num_minibatches": 5}, False),
+    ],
+)
+def test_validation_bounds_are_inclusive_where_the_maths_allows(changes: dict, ok: bool) -> None:
+    """gamma = 1 (undiscounted) and lambda in {0, 1} are valid GAE; one row per minibatch is
+    the most minibatches a rollout can make."""
+    config = PPOConfig(**changes)
+    if ok:
+        config.validate()
+    else:
+        with pytest.raises(UsageError):
+            config.validate()
+
+
+def test_a_checkpoint_of_another_env_count_is_refused() -> None:
+    one = make_agent(ppo_num_envs=1)
+    one.begin()
+    two = make_agent(ppo_num_envs=2)
+    two.begin()
+    with pytest.raises(ValueError):
+        two.load_state_dict(one.state_dict())
+
+
+def test_reward_scaling_survives_a_zero_variance() -> None:
+    """The epsilon under the square root is what keeps a zero variance finite: statistics of
+    a long run of equal discounted returns (variance 0), then that same return again, leave
+    the variance 0, and the reward r is divided by sqrt(0 + 1e-8): r * 1e4."""
+    scaler = RewardScaler(1, 0.99, 10.0)
+    reward = 1e-5
+    scaler.load_state_dict(
+        {
+            "returns": np.zeros(1),
+            "stats": {"mean": np.array(reward), "var": np.array(0.0), "count": 1e12},
+        }
+    )
+    scaled = scaler(np.array([reward]), np.array([False]))
+    assert scaler.stats.var == 0.0
+    assert scaled[0] == pytest.approx(reward * 1e4, rel=1e-5)

@@ -18,6 +18,8 @@ the minibatches' means differ, so a normalisation over the whole rollout is far 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -158,3 +160,17 @@ def test_the_joint_loss_is_policy_plus_value_coef_value_minus_entropy_coef_entro
         for grad in critic:
             assert torch.allclose(grad, torch.full_like(grad, value_coef))
         assert torch.allclose(log_std, torch.full_like(log_std, -3.0 * entropy_coef))
+
+
+def test_two_row_minibatches_are_normalised_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two different raw advantages a and b have mean (a + b) / 2 and unbiased std
+    |a - b| / sqrt(2), so they normalise to -1/sqrt(2) and +1/sqrt(2): the smallest minibatch
+    that has a spread is normalised like any other."""
+    agent = make_agent(ppo_num_minibatches=STEPS)  # 14 rows in 7 minibatches of 2
+    fill_rollout(agent)
+    batches = run_update(agent, monkeypatch)
+    assert len(batches) == 2 * STEPS
+    for raw, given in batches:
+        assert raw.numel() == 2 and raw[0] != raw[1]
+        sign = torch.sign(raw - raw.mean())
+        torch.testing.assert_close(given, sign / math.sqrt(2.0), atol=1e-4, rtol=0)
