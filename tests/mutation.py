@@ -99,7 +99,13 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "alm": (
         "baselines/alm.py",
-        ["test_published_defaults.py", "test_alm_objectives.py", "test_alm.py"],
+        [
+            "test_published_defaults.py",
+            "test_alm_objectives.py",
+            "test_alm_networks.py",
+            "test_alm.py",
+            "test_precision.py",
+        ],
     ),
     "ppo": (
         "baselines/ppo.py",
