@@ -16,8 +16,19 @@ anchor-stage block from its timed parts, and compares with the anchor figure cac
 full run.
 `--profile` adds torch.profiler tables for a SAC update and an ensemble epoch.
 
+`--grid` (issue 15) runs the grid stage instead: S seeds of Hopper-v4 (paper preset, default
+5), MBPO and USB-PO, early and late stage, as total env steps/s of the grid (a) trained as one
+agent (the seed axis), (b) run as S processes at once, each a lone seed, and (c) one lone seed
+alone; per-seed peak memory of (a) against (c); and mbrl-lib's single-run rate, measured in
+the same run. Each configuration runs in a fresh process of its own (`--grid-worker`), which
+conditions its agent the anchor's way (the stored random transitions, then one whole untimed
+block of the loop) and times the next block. `--precision bf16` times the grid under bf16
+(refused, as `usbpo` refuses it, on a CPU without native bf16).
+
 usage: python benchmarks/speed.py [--quick] [--profile] [--device cpu|cuda] [--no-anchor]
        [--json FILE]
+       python benchmarks/speed.py --grid [--seeds 5] [--precision fp32|bf16] [--stages early,late]
+       [--device cpu|cuda] [--no-anchor] [--json FILE]
 """
 
 from __future__ import annotations
@@ -26,9 +37,11 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import re
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +51,7 @@ import pandas as pd
 import torch
 
 from baselines.mbpo import MBPOAgent
+from usbpo_cli.agents.base import no_report
 from usbpo_cli.agents.buffers import Batch
 from usbpo_cli.agents.dyna import DynaConfig, act_in_passes, fit_settings
 from usbpo_cli.agents.sac import SAC
@@ -357,6 +371,155 @@ def profile_update(device: torch.device) -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
+# ------------------------------------------------------------------------------ grid stage
+GRID_STAGES = {  # stage: (random transitions stored, rollout schedule)
+    "early": (5_000, None),  # the paper's Hopper schedule (length 1 this early)
+    "late": (50_000, (0, 0, 15, 15)),
+}
+GRID_ALGOS = {"MBPO": (MBPOAgent, DynaConfig), "USB-PO": (USBPOAgent, USBPOConfig)}
+
+
+# --grid --smoke: a seconds-long run of the same code at toy sizes (for a test that it works).
+SMOKE = {
+    "rollout_batch_size": 500,
+    "updates_per_step": 2,
+    "model_hidden_size": 32,
+    "hidden_size": 32,
+    "model_max_epochs": 2,
+    "phase2_max_steps": 3,
+}
+
+
+def grid_worker(
+    algo: str,
+    stage: str,
+    seeds: int,
+    device: torch.device,
+    precision: str,
+    smoke: bool = False,
+) -> dict:
+    """In a fresh process: one agent of `seeds` seeds (1: a lone run) in the anchor's state at
+    `stage`, then one timed block; total env steps/s over its seeds and this process's peak
+    memory."""
+    cls, config_cls = GRID_ALGOS[algo]
+    stored, schedule = GRID_STAGES[stage]
+    block = 20 if smoke else BLOCK
+    stored = 400 if smoke else stored
+    hopper = dict(PAPER_TASKS["Hopper"])
+    if schedule is not None:
+        hopper["rollout_schedule"] = schedule
+    hopper.update(SMOKE if smoke else {})
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    hopper = {k: v for k, v in hopper.items() if k in known}
+    config = dataclasses.replace(config_cls(), **hopper, initial_steps=0, eval_episodes=0)
+    agent = cls(
+        ENV,
+        config,
+        seed=list(range(seeds)),
+        total_steps=stored + 2 * block,
+        device=device,
+        precision=precision,
+    )
+    for obs, action, reward, next_obs, terminated in random_dataset(stored):
+        for buffer in agent.real_buffers.buffers:
+            buffer.add(
+                torch.as_tensor(obs),
+                torch.as_tensor(action),
+                reward,
+                torch.as_tensor(next_obs),
+                terminated,
+            )
+    same_random_stream()
+    seed_block(agent, block)  # untimed: the first training, from scratch
+    same_random_stream(2)
+    seconds = seed_block(agent, block)
+    return {
+        "env_steps_per_s": seeds * block / seconds,
+        "block": block,
+        "block_s": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def seed_block(agent, steps: int) -> float:
+    """Seconds for `steps` env steps of every seed of `agent` through the unchanged loop."""
+    agent.total_steps = steps
+    agent.loops = [None] * agent.n_seeds
+    with tempfile.TemporaryDirectory() as folder:
+        loggers = [CsvLogger(Path(folder) / f"seed{s}.csv") for s in range(agent.n_seeds)]
+        start = time.perf_counter()
+        agent.train(loggers, [no_report] * agent.n_seeds, [None] * agent.n_seeds)
+        seconds = time.perf_counter() - start
+        for logger in loggers:
+            logger.close()
+    return seconds
+
+
+def spawn_worker(algo: str, stage: str, seeds: int, args: argparse.Namespace, threads: int):
+    command = [sys.executable, __file__, "--grid-worker", algo, stage, str(seeds)]
+    command += ["--device", args.device, "--precision", args.precision, "--threads", str(threads)]
+    command += ["--smoke"] if args.smoke else []
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def collect(process: subprocess.Popen) -> dict:
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"grid worker failed: {err.strip()[-500:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def grid_stage(args: argparse.Namespace) -> dict[str, float]:
+    """The grid figures (see the module docstring), printed and returned."""
+    from usbpo_cli.util.precision import check_precision
+
+    check_precision(args.precision, torch.device(args.device))
+    cores = os.cpu_count() or 1
+    figures: dict[str, float] = {}
+    seeds = args.seeds
+    print(f"grid stage: {seeds} seeds of {ENV}, paper preset, {args.precision}, {cores} cores")
+    for stage in args.stages.split(","):
+        for algo in GRID_ALGOS:
+            lone = collect(spawn_worker(algo, stage, 1, args, cores))
+            grouped = collect(spawn_worker(algo, stage, seeds, args, cores))
+            began = time.perf_counter()
+            per_process = max(1, cores // seeds)
+            processes = [spawn_worker(algo, stage, 1, args, per_process) for _ in range(seeds)]
+            results = [collect(process) for process in processes]
+            wall = time.perf_counter() - began
+            # the S processes' grid rate: every seed's timed block, over the span they shared
+            # (each process's conditioning block is excluded by taking the slowest timed block)
+            parallel = seeds * results[0]["block"] / max(r["block_s"] for r in results)
+            key = f"grid_{stage}_{algo}"
+            figures.update(
+                {
+                    f"{key}_vectorised": grouped["env_steps_per_s"],
+                    f"{key}_processes": parallel,
+                    f"{key}_single": lone["env_steps_per_s"],
+                    f"{key}_memory_per_seed_ratio": grouped["peak_rss_mb"]
+                    / seeds
+                    / lone["peak_rss_mb"],
+                }
+            )
+            print(
+                f"{stage} {algo}: {seeds} seeds as one agent {grouped['env_steps_per_s']:.2f} "
+                f"env steps/s; as {seeds} processes {parallel:.2f} ({wall:.0f} s in all); one "
+                f"seed alone {lone['env_steps_per_s']:.2f}; memory per seed as one agent "
+                f"{grouped['peak_rss_mb'] / seeds:.0f} MB vs {lone['peak_rss_mb']:.0f} MB alone "
+                f"({figures[f'{key}_memory_per_seed_ratio']:.2f}x)"
+            )
+    if not args.no_anchor:
+        anchor = run_anchor(2 * BLOCK)
+        if anchor:
+            figures["anchor_steps_per_s"] = anchor["steps_per_s"]
+            print(f"mbrl-lib MBPO, one run (measured in this run): {anchor['steps_per_s']:.2f}")
+            for key in [k for k in figures if k.endswith("_vectorised")]:
+                ratio = figures[key] / anchor["steps_per_s"]
+                figures[key.replace("_vectorised", "_over_anchor")] = ratio
+                print(f"{key}: {ratio:.2f}x mbrl-lib's single-run env steps/s")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="under a minute: parts, not blocks")
@@ -364,7 +527,29 @@ def main() -> None:
     parser.add_argument("--no-anchor", action="store_true", help="skip mbrl-lib")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler tables")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--grid", action="store_true", help="the grid stage only (issue 15)")
+    parser.add_argument("--seeds", type=int, default=5, help="--grid: seeds of the grid")
+    parser.add_argument("--stages", default="early,late", help="--grid: early, late or both")
+    parser.add_argument("--precision", default="fp32", help="--grid: fp32 or bf16")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--grid-worker", nargs=3, metavar=("ALGO", "STAGE", "SEEDS"))
+    parser.add_argument("--smoke", action="store_true", help="--grid at toy sizes (a test)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.grid_worker:
+        algo, stage, seeds = args.grid_worker
+        result = grid_worker(
+            algo, stage, int(seeds), torch.device(args.device), args.precision, args.smoke
+        )
+        print(json.dumps(result))
+        return
+    if args.grid:
+        figures = grid_stage(args)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        return
     device = torch.device(args.device)
     torch.manual_seed(0)
     began = time.perf_counter()
