@@ -141,3 +141,139 @@ def test_alm_trains_one_seed_per_process() -> None:
 def test_alm_validation_includes_every_agents_checks() -> None:
     with pytest.raises(UsageError, match="epoch_length"):
         ALMConfig(epoch_length=0).validate()
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok"),
+    [
+        ({"batch_size": 2}, True),
+        ({"batch_size": 1}, False),
+        ({"alm_lambda": 0.0}, True),
+        ({"alm_lambda": 1.0}, True),
+        ({"alm_lambda": 1.1}, False),
+        ({"alm_lambda": -0.1}, False),
+    ],
+)
+def test_alm_validation_bounds(changes: dict, ok: bool) -> None:
+    """Two rows are the least batch that splits into real and imagined halves; lambda-returns
+    are defined for lambda in [0, 1], both ends included."""
+    config = ALMConfig(**changes)
+    if ok:
+        config.validate()
+    else:
+        with pytest.raises(UsageError):
+            config.validate()
+
+
+def test_twin_critic_forward_by_hand() -> None:
+    """Q_i(z, a) = W3 elu(W2 tanh(LN(W1 x + b1) * g_i + c_i) + b2) + b3 per member i, with
+    the layer norm computed here from its definition, and non-trivial gains and offsets (at
+    initialisation they are 1 and 0, where + and - or * and / coincide)."""
+    gen = torch.Generator().manual_seed(3)
+    critic = TwinCritic(5, 8, generator=gen)
+    with torch.no_grad():
+        critic.norm_weight.copy_(torch.rand(2, 1, 8, generator=gen) + 0.5)
+        critic.norm_bias.copy_(torch.randn(2, 1, 8, generator=gen))
+        for layer in (critic.first, critic.second, critic.out):
+            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=gen))
+    z, action = torch.randn(4, 3, generator=gen), torch.randn(4, 2, generator=gen)
+    x = torch.cat([z, action], -1).double()
+    expected = []
+    for i in range(2):
+
+        def dense(layer: BatchedLinear, h: torch.Tensor, i: int = i) -> torch.Tensor:
+            return h @ layer.weight[i].double() + layer.bias[i].double().reshape(-1)
+
+        h = dense(critic.first, x)
+        mean, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+        h = (h - mean) / torch.sqrt(var + 1e-5)
+        h = h * critic.norm_weight[i, 0].double() + critic.norm_bias[i, 0].double()
+        h = torch.nn.functional.elu(dense(critic.second, torch.tanh(h)))
+        expected.append(dense(critic.out, h).squeeze(-1))
+    torch.testing.assert_close(
+        critic(z, action).double(), torch.stack(expected), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_actions_map_to_and_from_asymmetric_bounds() -> None:
+    """With bounds [0, 2] and [-3, 1] the policy's [-1, 1] maps to low + (u + 1)(high - low)/2,
+    and stored env actions come back to the networks as (a - centre) / half-width."""
+    from baselines.alm import ALM
+
+    low, high = torch.tensor([0.0, -3.0]), torch.tensor([2.0, 1.0])
+    alm = ALM(
+        4, 2, low, high, ALMConfig(hidden_size=16, alm_model_hidden_size=16, alm_latent_dim=3)
+    )
+    obs = torch.randn(64, 4)
+    with torch.no_grad():
+        u = alm.actor(alm.encoder(obs)[0])
+    expected = low + (u + 1.0) * (high - low) / 2.0
+    torch.testing.assert_close(alm.act(obs, deterministic=True), expected)
+    seen = {}
+    original = alm.update_critic
+
+    def spy(z, act, *rest):  # noqa: ANN001, ANN002, ANN202
+        seen["act"] = act
+        return original(z, act, *rest)
+
+    alm.update_critic = spy
+    env_actions = low + torch.rand(16, 2) * (high - low)
+    from baselines.alm import ALMBatch, Sequences
+    from usbpo_cli.agents.buffers import Batch
+
+    k = alm.horizon
+    sequences = Sequences(
+        torch.randn(k + 1, 16, 4), low + torch.rand(k, 16, 2) * (high - low), torch.zeros(16)
+    )
+    transitions = Batch(
+        torch.randn(16, 4), env_actions, torch.zeros(16), torch.randn(16, 4), torch.zeros(16)
+    )
+    alm.update(ALMBatch(sequences, transitions))
+    torch.testing.assert_close(seen["act"], (env_actions - (high + low) / 2) / ((high - low) / 2))
+    assert seen["act"].abs().max() <= 1.0
+
+
+def test_sequence_windows_need_every_state_dimension_to_continue() -> None:
+    """An episode boundary where the next episode's first state shares one coordinate with
+    the last next-state (here the time step) still breaks the window."""
+    from test_alm import fill_episodes
+
+    from baselines.alm import sequence_starts_valid
+    from usbpo_cli.agents.buffers import ReplayBuffer
+
+    buffer = ReplayBuffer(100, 2, 1, "cpu")
+    fill_episodes(buffer, [3, 3], ["truncated", "open"])
+    buffer.obs[3, 1] = buffer.next_obs[2, 1]  # episode 1 starts at "step 3" of its own
+    assert sequence_starts_valid(buffer, torch.tensor([1, 2, 3]), 3).tolist() == [
+        False, False, True
+    ]  # fmt: skip
+
+
+def test_no_window_starts_in_the_unfilled_part_of_the_buffer() -> None:
+    """Past `size` the slots are zeros, whose next states 'continue' into the next zeros."""
+    from baselines.alm import sequence_starts_valid
+    from usbpo_cli.agents.buffers import ReplayBuffer
+
+    buffer = ReplayBuffer(100, 2, 1, "cpu")
+    for step in range(5):
+        buffer.add(
+            torch.tensor([0.0, step]), torch.zeros(1), 0.0, torch.tensor([0.0, step + 1]), 0.0
+        )
+    starts = torch.tensor([2, 5, 6, 50])
+    assert sequence_starts_valid(buffer, starts, 2).tolist() == [True, False, False, False]
+
+
+def test_sampled_starts_are_all_valid_even_where_slot_0_is_not() -> None:
+    """Slot 0 ends an episode (terminated), so no window of 2 starts there; every sampled start
+    must be valid."""
+    from test_alm import fill_episodes
+
+    from baselines.alm import sample_sequence_starts, sequence_starts_valid
+    from usbpo_cli.agents.buffers import ReplayBuffer
+
+    buffer = ReplayBuffer(100, 2, 1, "cpu", torch.Generator().manual_seed(0))
+    fill_episodes(buffer, [1, 30], ["terminated", "open"])
+    picked = sample_sequence_starts(buffer, 64, 2)
+    assert picked.numel() == 64
+    assert sequence_starts_valid(buffer, picked, 2).all()
+    assert 0 not in picked.tolist()
