@@ -277,3 +277,20 @@ def test_sampled_starts_are_all_valid_even_where_slot_0_is_not() -> None:
     assert picked.numel() == 64
     assert sequence_starts_valid(buffer, picked, 2).all()
     assert 0 not in picked.tolist()
+
+
+def test_the_full_scan_tops_up_to_exactly_n_valid_starts() -> None:
+    """Few valid windows (one 3-step episode among 200 one-step ones): rejection sampling
+    cannot find 64 in its rounds, so the full scan draws the rest; the result is exactly 64
+    starts, all valid."""
+    from test_alm import fill_episodes
+
+    from baselines.alm import sample_sequence_starts, sequence_starts_valid
+    from usbpo_cli.agents.buffers import ReplayBuffer
+
+    buffer = ReplayBuffer(1000, 2, 1, "cpu", torch.Generator().manual_seed(0))
+    fill_episodes(buffer, [1] * 200 + [3], ["terminated"] * 200 + ["open"])
+    picked = sample_sequence_starts(buffer, 64, 2)
+    assert picked.numel() == 64
+    assert sequence_starts_valid(buffer, picked, 2).all()
+    assert set(picked.tolist()) <= {200, 201}
