@@ -294,3 +294,34 @@ def test_the_full_scan_tops_up_to_exactly_n_valid_starts() -> None:
     assert picked.numel() == 64
     assert sequence_starts_valid(buffer, picked, 2).all()
     assert set(picked.tolist()) <= {200, 201}
+
+
+def test_scanning_in_chunks_finds_each_start_once_in_order() -> None:
+    from test_alm import fill_episodes
+
+    from baselines.alm import valid_sequence_starts
+    from usbpo_cli.agents.buffers import ReplayBuffer
+
+    buffer = ReplayBuffer(100, 2, 1, "cpu")
+    fill_episodes(buffer, [4, 2, 5], ["terminated", "truncated", "open"])
+    whole = valid_sequence_starts(buffer, 2)
+    assert whole.tolist() == [0, 1, 2, 4, 6, 7, 8, 9]
+    for chunk in (1, 2, 3, 5):
+        assert valid_sequence_starts(buffer, 2, chunk=chunk).tolist() == whole.tolist()
+
+
+def test_learning_starts_as_soon_as_one_window_exists() -> None:
+    """A buffer with exactly one K-step window inside an episode is enough to learn from."""
+    from usbpo_cli.runs.config import resolve_config
+
+    config, _ = resolve_config(ALMConfig, "InvertedPendulum", "tiny", {})
+    learner = ALMAgent("InvertedPendulum-v4", config, seed=0, total_steps=1000)
+    learner.begin()
+    k = config.alm_seq_len
+    states = torch.randn(k + 1, learner.obs_dim)
+    for t in range(k):  # one episode of exactly K transitions: one window
+        learner.real_buffer.add(states[t], torch.zeros(learner.act_dim), 1.0, states[t + 1], 0.0)
+    before = [p.detach().clone() for p in learner.policy.actor.parameters()]
+    learner.learn(config.initial_steps)
+    assert learner.sequences_ready
+    assert any(not torch.equal(p, b) for p, b in zip(learner.policy.actor.parameters(), before))
