@@ -132,3 +132,16 @@ def tiny_run(algo: str, root: Path) -> Path:
     result = usbpo(*tiny_train_args(algo, root / "run"), cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     return root / "run"
+
+
+def assert_validation(config, ok: bool) -> None:  # noqa: ANN001 (any agent config)
+    """`config.validate()` passes when `ok`, else refuses with a UsageError."""
+    import pytest
+
+    from usbpo_cli.errors import UsageError
+
+    if ok:
+        config.validate()
+    else:
+        with pytest.raises(UsageError):
+            config.validate()

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from cli_helpers import assert_validation  # tests/ is on sys.path
 from test_alm import agent  # noqa: F401  (the fixture: an ALM agent with 200 transitions)
 
 from baselines.alm import (
@@ -157,12 +158,7 @@ def test_alm_validation_includes_every_agents_checks() -> None:
 def test_alm_validation_bounds(changes: dict, ok: bool) -> None:
     """Two rows are the least batch that splits into real and imagined halves; lambda-returns
     are defined for lambda in [0, 1], both ends included."""
-    config = ALMConfig(**changes)
-    if ok:
-        config.validate()
-    else:
-        with pytest.raises(UsageError):
-            config.validate()
+    assert_validation(ALMConfig(**changes), ok)
 
 
 def test_twin_critic_forward_by_hand() -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from cli_helpers import (  # tests/ is on sys.path
     assert_resume_reproduces,
+    assert_validation,
     progress_rows,
     tiny_run,
     usbpo_inproc,
@@ -453,12 +454,7 @@ def test_progress_is_reported_at_rollout_ends_between_rows(tmp_path: Path) -> No
 def test_validation_bounds_are_inclusive_where_the_maths_allows(changes: dict, ok: bool) -> None:
     """gamma = 1 (undiscounted) and lambda in {0, 1} are valid GAE; one row per minibatch is
     the most minibatches a rollout can make."""
-    config = PPOConfig(**changes)
-    if ok:
-        config.validate()
-    else:
-        with pytest.raises(UsageError):
-            config.validate()
+    assert_validation(PPOConfig(**changes), ok)
 
 
 def test_a_checkpoint_of_another_env_count_is_refused() -> None:
