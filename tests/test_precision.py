@@ -103,7 +103,8 @@ def test_algorithms_outside_the_bf16_paths_refuse_it(
 ) -> None:
     monkeypatch.setenv(precision.ALLOW_EMULATED, "1")
     out = tmp_path / "run"
-    args = ["--env", "InvertedPendulum-v4", "--algo", algo, "--out", str(out)]
+    args = ["--env", "InvertedPendulum-v4", "--algo", algo, "--out", str(out), "--quiet"]
+    args += ["--preset", "tiny", "--steps", "100"]  # so a wrongly accepted run ends quickly
     result = usbpo_inproc("train", *args, "--precision", "bf16", cwd=tmp_path)
     assert result.returncode == 2 and f"{algo} runs in fp32 only" in result.stderr
     assert not out.exists()
