@@ -225,14 +225,7 @@ def conditioned_agent(
 
     def new_agent():
         fresh = agent_cls(ENV, config, seed=0, total_steps=len(data) + 2 * BLOCK, device=device)
-        for obs, action, reward, next_obs, terminated in data:
-            fresh.real_buffer.add(
-                torch.as_tensor(obs),
-                torch.as_tensor(action),
-                reward,
-                torch.as_tensor(next_obs),
-                terminated,
-            )
+        store([fresh.real_buffer], data)
         return fresh
 
     agent = new_agent()
@@ -269,20 +262,33 @@ def same_random_stream(seed: int = 1) -> None:
 
 
 def run_block(agent, steps: int) -> tuple[float, dict[str, float]]:
-    """Seconds for `steps` env steps of the unchanged loop, and its own per-phase seconds."""
+    """Seconds for `steps` env steps of the unchanged loop (every seed of the agent), and the
+    first seed's own per-phase seconds."""
     agent.total_steps = steps
-    agent.loop = None
+    seeds = agent.n_seeds
+    agent.loops = [None] * seeds
     with tempfile.TemporaryDirectory() as folder:
-        logger = CsvLogger(Path(folder) / "progress.csv")
+        loggers = [CsvLogger(Path(folder) / f"seed{s}.csv") for s in range(seeds)]
         start = time.perf_counter()
-        agent.train(logger)
+        agent.train(loggers, [no_report] * seeds, [None] * seeds)
         seconds = time.perf_counter() - start
-        logger.close()
-        row = pd.read_csv(Path(folder) / "progress.csv").iloc[-1]
+        for logger in loggers:
+            logger.close()
+        row = pd.read_csv(Path(folder) / "seed0.csv").iloc[-1]
     phases = {c[2:]: float(row[c]) for c in TIMING_COLUMNS if c in row and pd.notna(row[c])}
     if "model_epochs" in row and pd.notna(row["model_epochs"]):
         phases["phase1_epochs"] = float(row["model_epochs"])
     return seconds, phases
+
+
+def store(buffers, data: list[tuple]) -> None:  # noqa: ANN001 (ReplayBuffers)
+    """Add every transition of `data` to each of `buffers`."""
+    for obs, action, reward, next_obs, terminated in data:
+        for buffer in buffers:
+            buffer.add(
+                torch.as_tensor(obs), torch.as_tensor(action), reward, torch.as_tensor(next_obs),
+                terminated,
+            )  # fmt: skip
 
 
 def bench_loop(agent, quick: bool) -> dict[str, float]:
@@ -420,39 +426,17 @@ def grid_worker(
         device=device,
         precision=precision,
     )
-    for obs, action, reward, next_obs, terminated in random_dataset(stored):
-        for buffer in agent.real_buffers.buffers:
-            buffer.add(
-                torch.as_tensor(obs),
-                torch.as_tensor(action),
-                reward,
-                torch.as_tensor(next_obs),
-                terminated,
-            )
+    store(agent.real_buffers.buffers, random_dataset(stored))
     same_random_stream()
-    seed_block(agent, block)  # untimed: the first training, from scratch
+    run_block(agent, block)  # untimed: the first training, from scratch
     same_random_stream(2)
-    seconds = seed_block(agent, block)
+    seconds, _ = run_block(agent, block)
     return {
         "env_steps_per_s": seeds * block / seconds,
         "block": block,
         "block_s": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-
-
-def seed_block(agent, steps: int) -> float:
-    """Seconds for `steps` env steps of every seed of `agent` through the unchanged loop."""
-    agent.total_steps = steps
-    agent.loops = [None] * agent.n_seeds
-    with tempfile.TemporaryDirectory() as folder:
-        loggers = [CsvLogger(Path(folder) / f"seed{s}.csv") for s in range(agent.n_seeds)]
-        start = time.perf_counter()
-        agent.train(loggers, [no_report] * agent.n_seeds, [None] * agent.n_seeds)
-        seconds = time.perf_counter() - start
-        for logger in loggers:
-            logger.close()
-    return seconds
 
 
 def spawn_worker(algo: str, stage: str, seeds: int, args: argparse.Namespace, threads: int):
