@@ -28,6 +28,7 @@ from usbpo_cli.runs.folders import (
     describe_difference,
     first_difference,
     refuse_current_folder,
+    with_later_keys,
     write_json_atomic,
 )
 from usbpo_cli.runs.runner import RunSpec, resolve_run
@@ -196,8 +197,7 @@ def _normalised(pair: str) -> str:
 
 def _compared(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest as a rerun must match it: envs and algos in any order."""
-    kept = {k: v for k, v in manifest.items() if k not in MANIFEST_VOLATILE}
-    kept.setdefault("precision", "fp32")  # grids recorded before --precision ran fp32
+    kept = {k: v for k, v in with_later_keys(manifest).items() if k not in MANIFEST_VOLATILE}
     for key in ("envs", "algos"):
         if isinstance(kept.get(key), list):
             kept[key] = sorted(kept[key], key=str)

@@ -26,16 +26,21 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-# Keys config.json gained after runs had been written, with the value those runs used.
-LATER_CONFIG_KEYS = {"precision": "fp32"}
+# Keys config.json and grid.json gained after runs and grids had been written, with the value
+# those used.
+LATER_KEYS = {"precision": "fp32"}
+
+
+def with_later_keys(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config.json or grid.json payload with the keys added since filled in (after
+    its own keys, so a difference is still named in the recorded order)."""
+    missing = {k: v for k, v in LATER_KEYS.items() if k not in recorded}
+    return {**recorded, **missing}
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The payload as a rerun must match it: no volatile keys; keys added later filled in."""
-    kept = {k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}
-    for key, value in LATER_CONFIG_KEYS.items():
-        kept.setdefault(key, value)
-    return kept
+    return {k: v for k, v in with_later_keys(config).items() if k not in VOLATILE_CONFIG_KEYS}
 
 
 def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
