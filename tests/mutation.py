@@ -330,13 +330,14 @@ def load_equivalent() -> dict[str, str]:
 
 def make_copy(destination: Path) -> None:
     """A private copy of the code and tests, without bytecode or git data. (Only the package,
-    baselines and tests are copied, so no run-output folder can come along; a pattern such as
-    "runs" must not be ignored here, it would drop the package's own usbpo_cli/runs/.)"""
+    baselines, tests and the files the tests read are copied, so no run-output folder can come
+    along; a pattern such as "runs" must not be ignored here, it would drop the package's own
+    usbpo_cli/runs/.)"""
     if destination.exists():
         shutil.rmtree(destination)
     ignore = shutil.ignore_patterns(".git", "__pycache__", "*.pyc")
     destination.mkdir(parents=True)
-    for name in ("usbpo_cli", "baselines", "tests", "pyproject.toml"):
+    for name in ("usbpo_cli", "baselines", "tests", "pyproject.toml", "Makefile"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, destination / name, ignore=ignore)
