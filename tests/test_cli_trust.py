@@ -556,3 +556,93 @@ def test_vectorised_grid_trains_each_algos_seeds_as_one_unit_and_says_so(
     refused = usbpo_inproc(*args, "--vectorise", "maybe", "--out", "other", cwd=tmp_path)
     assert refused.returncode == 2 and "--vectorise 'maybe'" in refused.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_mountain_car_goal_is_reached_at_exactly_its_thresholds() -> None:
+    """gymnasium's rule is `position >= goal_position and velocity >= goal_velocity`: a state
+    exactly at both thresholds ends the episode, one a step below either does not."""
+    rule, _ = termination_fn("MountainCarContinuous-v0")
+    env = make_env("MountainCarContinuous-v0", seed=0)
+    goal_position = env.unwrapped.goal_position
+    goal_velocity = env.unwrapped.goal_velocity
+    env.close()
+    below_position = np.nextafter(np.float32(goal_position), np.float32(-1))
+    below_velocity = np.nextafter(np.float32(goal_velocity), np.float32(-1))
+    states = torch.tensor(
+        [
+            [goal_position, goal_velocity],
+            [below_position, goal_velocity],
+            [goal_position, below_velocity],
+            [goal_position + 0.01, goal_velocity + 0.01],
+        ],
+        dtype=torch.float32,
+    )
+    assert rule(states, states, states).tolist() == [True, False, False, True]
+
+
+def test_mountain_car_rule_leaves_no_env_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thresholds are read from a throwaway env, which must be closed again."""
+    import gymnasium as gym
+
+    made, closed = [], []
+    real_make = gym.make
+
+    def make(*args, **kwargs):  # noqa: ANN202 (wraps gymnasium's make)
+        env = real_make(*args, **kwargs)
+        made.append(env)
+        real_close = env.close
+        env.close = lambda: (closed.append(env), real_close())
+        return env
+
+    monkeypatch.setattr(gym, "make", make)
+    termination_fn("MountainCarContinuous-v0")
+    assert made and len(closed) == len(made)
+
+
+def test_learned_rule_thresholds_and_description_by_hand() -> None:
+    """Non-terminal next states span x0 in [0, 0.8] and x1 in [-1, 0]; terminal ones lie at
+    x0 = 1.2 and x1 = -3. Each threshold is halfway between the range and the nearest terminal
+    state beyond it: x1 < (-1 - 3) / 2 = -2 (the first of two equally good clauses) and
+    x0 > (0.8 + 1.2) / 2 = 1. A terminal state inside the range is reported as not covered."""
+    rest = torch.tensor([[0.0, 0.0], [0.8, -1.0], [0.4, -0.5]], dtype=torch.float64)
+    ends = torch.tensor([[1.2, 0.0], [0.4, -3.0]], dtype=torch.float64)
+    rule = LearnedTermination()
+    rule.fit(torch.cat([rest, ends]), torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0]))
+    assert rule.clauses == [(1, False, -2.0), (0, True, 1.0)]
+    assert rule.uncovered == 0
+    assert rule.describe() == "terminates when obs[1] < -2 or obs[0] > 1"
+    inside = torch.tensor([[0.5, -0.5]], dtype=torch.float64)
+    rule.fit(torch.cat([rest, ends, inside]), torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]))
+    assert rule.uncovered == 1
+    assert rule.describe() == (
+        "terminates when obs[1] < -2 or obs[0] > 1; 1 terminal state(s) not covered"
+    )
+
+
+def test_learned_rule_refits_as_its_real_buffer_fills() -> None:
+    """Bound to a replay buffer, the rule follows what the buffer holds: nothing terminates
+    until a real terminal transition arrives, then states beyond it do; a later terminal
+    transition on another dimension adds its clause at the next call; bound to another buffer,
+    it fits that one."""
+    from usbpo_cli.agents.buffers import ReplayBuffer
+
+    buffer = ReplayBuffer(64, 2, 1, "cpu")
+    rule = LearnedTermination()
+    rule.bind(buffer)
+    act = torch.zeros(1)
+    for x in (0.0, 0.2, 0.4):
+        buffer.add(torch.zeros(2), act, 0.0, torch.tensor([x, -x]), 0.0)
+    probe = torch.tensor([[5.0, 0.0], [0.0, -5.0], [0.1, -0.1]])
+    assert rule(probe, probe, probe).tolist() == [False, False, False]
+    buffer.add(torch.zeros(2), act, 0.0, torch.tensor([1.0, 0.0]), 1.0)
+    assert rule(probe, probe, probe).tolist() == [True, False, False]  # x0 > 0.7
+    buffer.add(torch.zeros(2), act, 0.0, torch.tensor([0.0, -2.0]), 1.0)
+    assert rule(probe, probe, probe).tolist() == [True, True, False]  # and x1 < -1.2
+    # Both clauses cover one state; the first found (x1's) comes first. (float32 rows: approx.)
+    assert [(d, upper) for d, upper, _ in rule.clauses] == [(1, False), (0, True)]
+    assert [t for _, _, t in rule.clauses] == pytest.approx([-1.2, 0.7])
+    # Bound to another buffer (one non-terminal row), it forgets the old clauses at once.
+    other = ReplayBuffer(64, 2, 1, "cpu")
+    other.add(torch.zeros(2), act, 0.0, torch.tensor([0.1, -0.1]), 0.0)
+    rule.bind(other)
+    assert rule(probe, probe, probe).tolist() == [False, False, False]
