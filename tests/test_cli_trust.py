@@ -453,7 +453,7 @@ def test_learned_rule_covers_real_terminal_transitions() -> None:
     fresh = torch.tensor([[0.9, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, -1.9, 0.0], [0.0, -2.1, 0.0]])
     assert rule(fresh, fresh, fresh).tolist() == [False, True, False, True]
     rule.fit(states, torch.zeros(4000))  # no terminal transition: never terminates
-    assert rule.clauses == [] and "never terminates" in rule.describe()
+    assert rule.clauses == [] and rule.uncovered == 0
 
 
 def test_unknown_task_learns_from_its_own_real_buffer(tmp_path: Path) -> None:
@@ -599,24 +599,40 @@ def test_mountain_car_rule_leaves_no_env_open(monkeypatch: pytest.MonkeyPatch) -
     assert made and len(closed) == len(made)
 
 
-def test_learned_rule_thresholds_and_description_by_hand() -> None:
+def test_learned_rule_thresholds_by_hand() -> None:
     """Non-terminal next states span x0 in [0, 0.8] and x1 in [-1, 0]; terminal ones lie at
     x0 = 1.2 and x1 = -3. Each threshold is halfway between the range and the nearest terminal
     state beyond it: x1 < (-1 - 3) / 2 = -2 (the first of two equally good clauses) and
-    x0 > (0.8 + 1.2) / 2 = 1. A terminal state inside the range is reported as not covered."""
-    rest = torch.tensor([[0.0, 0.0], [0.8, -1.0], [0.4, -0.5]], dtype=torch.float64)
-    ends = torch.tensor([[1.2, 0.0], [0.4, -3.0]], dtype=torch.float64)
+    x0 > (0.8 + 1.2) / 2 = 1, both strict. A terminal state inside the range, or exactly on
+    its edge, is beyond no non-terminal state: no clause, counted as not covered."""
+    f64 = torch.float64
+    rest = torch.tensor([[0.0, 0.0], [0.8, -1.0], [0.4, -0.5]], dtype=f64)
+    ends = torch.tensor([[1.2, 0.0], [0.4, -3.0]], dtype=f64)
     rule = LearnedTermination()
+    assert rule.clauses == [] and rule.uncovered == 0
     rule.fit(torch.cat([rest, ends]), torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0]))
     assert rule.clauses == [(1, False, -2.0), (0, True, 1.0)]
     assert rule.uncovered == 0
-    assert rule.describe() == "terminates when obs[1] < -2 or obs[0] > 1"
-    inside = torch.tensor([[0.5, -0.5]], dtype=torch.float64)
-    rule.fit(torch.cat([rest, ends, inside]), torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]))
-    assert rule.uncovered == 1
-    assert rule.describe() == (
-        "terminates when obs[1] < -2 or obs[0] > 1; 1 terminal state(s) not covered"
-    )
+    at = torch.tensor([[1.0, 0.0], [0.0, -2.0], [1.0 + 1e-9, 0.0], [0.0, -2.0 - 1e-9]], dtype=f64)
+    assert rule(at, at, at).tolist() == [False, False, True, True]
+    for inside in ([0.5, -0.5], [0.8, -0.5], [0.4, -1.0]):  # inside, on the x0 and x1 edges
+        rows = torch.cat([rest, ends, torch.tensor([inside], dtype=f64)])
+        rule.fit(rows, torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]))
+        assert rule.clauses == [(1, False, -2.0), (0, True, 1.0)], inside
+        assert rule.uncovered == 1, inside
+    rule.fit(rest, torch.zeros(3))  # no terminal transition: the count resets too
+    assert rule.clauses == [] and rule.uncovered == 0
+
+
+def test_learned_rule_with_one_or_no_non_terminal_state() -> None:
+    """Every real transition terminal (an episode that ended at once): there is no range to
+    stand beyond, so no clause, and all five are uncovered. One non-terminal state is a range
+    of one point: a terminal state beyond it gets its clause."""
+    rule = LearnedTermination()
+    rule.fit(torch.arange(10.0).reshape(5, 2), torch.ones(5))
+    assert rule.clauses == [] and rule.uncovered == 5
+    rule.fit(torch.tensor([[0.0, 0.0], [2.0, 0.0]], dtype=torch.float64), torch.tensor([0.0, 1.0]))
+    assert rule.clauses == [(0, True, 1.0)] and rule.uncovered == 0
 
 
 def test_learned_rule_refits_as_its_real_buffer_fills() -> None:

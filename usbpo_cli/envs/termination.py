@@ -201,17 +201,10 @@ class LearnedTermination:
         self.buffer = None
         self._seen = -1
         self.clauses: list[tuple[int, bool, float]] = []  # (dim, upper, threshold)
-        self.uncovered = 0
+        self.uncovered = 0  # real terminal states no clause covers (inside the non-terminal range)
 
     def bind(self, buffer) -> None:
         self.buffer, self._seen = buffer, -1
-
-    def describe(self) -> str:
-        if not self.clauses:
-            return "never terminates (no real terminal transition seen)"
-        parts = [f"obs[{d}] {'>' if upper else '<'} {t:.4g}" for d, upper, t in self.clauses]
-        missed = f"; {self.uncovered} terminal state(s) not covered" if self.uncovered else ""
-        return "terminates when " + " or ".join(parts) + missed
 
     def fit(self, next_obs: torch.Tensor, done: torch.Tensor) -> None:
         terminal = done > 0.5
