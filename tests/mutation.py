@@ -46,12 +46,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# module name -> (source file, test files that must notice a bug in it)
+# The seed-axis tests that check a module's maths for S seeds at once (by node id: the file's
+# vectorised-grid test is slow and is about run folders, not maths).
+_SEEDS = "test_seed_axis.py::"
+_SEED_UPDATE = [
+    _SEEDS + "test_three_seeds_as_one_update_exactly_as_three_lone_optimisers",
+    _SEEDS + "test_a_seeds_checkpoint_moves_between_a_group_and_a_lone_run",
+]
+_SEED_FIT = _SEEDS + "test_three_seeds_fit_as_three_lone_ensembles"
+_SEED_ROLLOUT = (
+    _SEEDS + "test_rollouts_of_three_seeds_follow_each_seeds_policy_model_and_termination"
+)
+_SEED_PHASE2 = _SEEDS + "test_phase2_stops_each_seed_on_its_own_and_keeps_each_seeds_best_snapshot"
+_SEED_BUFFERS = _SEEDS + "test_seed_buffers_draw_each_seeds_indices_from_its_own_generator"
+
+# module name -> (source file, test files (or node ids) that must notice a bug in it)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "wasserstein": ("usbpo_cli/models/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
     "usbpo": (
         "usbpo_cli/agents/usbpo.py",
-        ["test_phase2.py", "test_agent_state.py", "test_published_defaults.py"],
+        ["test_phase2.py", "test_agent_state.py", "test_published_defaults.py", _SEED_PHASE2],
     ),
     "dyna": (
         "usbpo_cli/agents/dyna.py",
@@ -61,23 +75,35 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "test_phase2.py",
             "test_agent_state.py",
             "test_published_defaults.py",
+            _SEED_ROLLOUT,
+            _SEED_PHASE2,
+            _SEED_FIT,
         ],
     ),
-    "ensemble": ("usbpo_cli/models/ensemble.py", ["test_ensemble.py", "test_pdml.py"]),
+    "ensemble": ("usbpo_cli/models/ensemble.py", ["test_ensemble.py", "test_pdml.py", _SEED_FIT]),
     "sac": (
         "usbpo_cli/agents/sac.py",
-        ["test_sac.py", "test_sac_mutants.py", "test_hand_gradients.py", "test_agent_state.py"],
+        [
+            "test_sac.py",
+            "test_sac_mutants.py",
+            "test_hand_gradients.py",
+            "test_agent_state.py",
+            *_SEED_UPDATE,
+        ],
     ),
     "td3": (
         "usbpo_cli/agents/td3.py",
-        ["test_td3_actor.py", "test_td3.py", "test_published_defaults.py"],
+        ["test_td3_actor.py", "test_td3.py", "test_published_defaults.py", *_SEED_UPDATE],
     ),
     "termination": (
         "usbpo_cli/envs/termination.py",
         ["test_termination_clauses.py", "test_envs.py", "test_cli_trust.py"],
     ),
     "distributions": ("usbpo_cli/models/distributions.py", ["test_distributions.py"]),
-    "buffers": ("usbpo_cli/agents/buffers.py", ["test_buffers.py", "test_buffer_wrap.py"]),
+    "buffers": (
+        "usbpo_cli/agents/buffers.py",
+        ["test_buffers.py", "test_buffer_wrap.py", _SEED_BUFFERS],
+    ),
     "cmlo": (
         "baselines/cmlo.py",
         [
@@ -532,7 +558,7 @@ def main() -> None:
                 print(f"{m.line:4d} {m.status:10s} {m.key}")
             continue
         tests = args.tests.split(",") if args.tests else MODULES[name][1]
-        missing = [t for t in tests if not (ROOT / "tests" / t).exists()]
+        missing = [t for t in tests if not (ROOT / "tests" / t.split("::")[0]).exists()]
         if missing:
             sys.exit(f"{name}: test file(s) missing: {', '.join(missing)}")
         start = time.time()
