@@ -110,6 +110,28 @@ def test_a_seeds_checkpoint_moves_between_a_group_and_a_lone_run(kind: str) -> N
         )
 
 
+@pytest.mark.parametrize("kind", ["sac", "td3"])
+def test_a_seeds_optimiser_moments_are_shaped_as_its_saved_parameters(kind: str) -> None:
+    """A seed's checkpoint is a lone run's: each Adam moment has the shape of the parameter it
+    belongs to as saved (an actor weight [out, in], the temperature a scalar), as a plain
+    torch Adam over those saved tensors would have it."""
+    group = make(kind, generators())
+    group.update(stacked(batches()))
+    state = group.state_dict(1)
+    pairs = [("actor", "actor_opt"), ("critic", "critic_opt")]
+    for module_key, opt_key in pairs:
+        names = [name for name, _ in getattr(group, module_key).named_parameters()]
+        moments = state[opt_key]["state"]
+        assert sorted(moments) == list(range(len(names)))
+        for index, name in enumerate(names):
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert moments[index][key].shape == state[module_key][name].shape, (name, key)
+    if kind == "sac":
+        assert state["log_alpha"].shape == torch.Size([])
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert state["alpha_opt"]["state"][0][key].shape == torch.Size([]), key
+
+
 def test_seed_buffers_draw_each_seeds_indices_from_its_own_generator() -> None:
     """Seed s's sample is the rows a lone buffer with seed s's generator would draw."""
     buffers = SeedBuffers(50, OBS, ACT, "cpu", generators())
