@@ -554,6 +554,11 @@ def main() -> None:
         for mutant in mutants:
             if mutant.key in equivalent:
                 mutant.status = "equivalent"
+        if not args.sample:  # an entry that names no mutant is stale: its code has changed
+            keys = {m.key for m in mutants}
+            for key in equivalent:
+                if key.startswith(f"{name} | ") and key not in keys:
+                    print(f"{name}: stale entry in mutation_equivalent.txt: {key}", flush=True)
         if args.list:
             for m in mutants:
                 print(f"{m.line:4d} {m.status:10s} {m.key}")
