@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_validation  # tests/ is on sys.path
 
 from baselines.cmlo import CMLOAgent, CMLOConfig, EventTrigger, hull_volume
 from usbpo_cli.runs.config import resolve_config
@@ -173,3 +174,54 @@ def test_a_row_with_two_model_updates_shows_the_last_ones_step_and_event_sum() -
     row = agent._row(111, [], 0.0)
     assert row["model_update_step"] == 111.0
     assert row["event_sum"] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok"),
+    [
+        ({}, True),
+        ({"cmlo_alpha": 0.0}, True),  # alpha = 0: every positive event sum triggers
+        ({"cmlo_alpha": -0.01}, False),
+        ({"cmlo_min_interval": 0}, True),
+        ({"cmlo_min_interval": 500, "cmlo_max_interval": 500}, True),  # a fixed interval
+        ({"cmlo_min_interval": 501, "cmlo_max_interval": 500}, False),
+        ({"cmlo_min_interval": -1}, False),
+        ({"cmlo_hull_states": 4}, True),  # the fewest points with a 3-D hull volume
+        ({"cmlo_hull_states": 3}, False),
+        ({"cmlo_compute_interval": 0}, False),
+        ({"cmlo_min_interval": 0, "cmlo_max_interval": 0}, False),
+        ({"cmlo_rollout_batch_size": 0}, False),
+        ({"real_ratio": 1.5}, False),  # MBPO's own settings are checked too
+    ],
+)
+def test_cmlo_settings_are_checked_at_their_bounds(changes: dict, ok: bool) -> None:
+    assert_validation(CMLOConfig(**changes), ok)
+
+
+def test_cmlo_seeds_train_one_per_process_and_the_grid_says_why(tmp_path) -> None:
+    """CMLO's trigger fires at different env steps for each seed, so its seeds cannot step
+    in lockstep as one agent: a grid plans one unit per seed (and says so) where SAC's three
+    seeds make one unit, and the agent itself refuses two seeds."""
+    from usbpo_cli.experiments.grids import Variant, build_grid, plan_units
+
+    runs = build_grid(
+        ["InvertedPendulum-v4"],
+        [Variant("cmlo", "cmlo"), Variant("sac", "sac")],
+        3,
+        100,
+        tmp_path / "grid",
+    )
+    units, notes = plan_units(runs, "auto")
+    shapes = [[(run.variant.algo, run.seed) for run in unit] for unit in units]
+    assert shapes == [
+        [("cmlo", 0)],
+        [("cmlo", 1)],
+        [("cmlo", 2)],
+        [("sac", 0), ("sac", 1), ("sac", 2)],
+    ]
+    assert notes == [
+        "cmlo on InvertedPendulum-v4: one process per seed (its model-training trigger fires "
+        "at different steps for each seed)"
+    ]
+    with pytest.raises(ValueError, match="one seed at a time"):
+        CMLOAgent(ENV, CMLOConfig(), seed=[0, 1], total_steps=1000)
