@@ -21,9 +21,10 @@ import math
 
 import pytest
 import torch
-from test_pdml_agent import A, B, C, D, add_numbered, make_agent, normalised, tv_bound
+from cli_helpers import assert_validation  # tests/ is on sys.path
+from test_pdml_agent import ENV, A, B, C, D, add_numbered, make_agent, normalised, tv_bound
 
-from baselines.pdml import actor_gaussian, segment_weights
+from baselines.pdml import PDMLAgent, PDMLConfig, actor_gaussian, segment_weights
 from usbpo_cli.agents.sac import TanhGaussianActor
 
 # ---------------------------------------------------------------------------------------------
@@ -141,3 +142,42 @@ def test_a_probe_at_the_oldest_surviving_transition_still_counts() -> None:
     weights = agent.data_weights()
     assert weights.shape == (12,)
     assert weights.tolist() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok"),
+    [
+        ({}, True),
+        ({"pdml_max_rate": 0.0}, True),  # no floor: weights by policy distance alone
+        ({"pdml_max_rate": 0.999}, True),
+        ({"pdml_max_rate": 1.0}, False),  # a floor of 1 would leave nothing to weight
+        ({"pdml_max_rate": -0.01}, False),
+        ({"pdml_warmup_factor": 0.0}, True),
+        ({"pdml_warmup_factor": -0.1}, False),
+        ({"pdml_tv_states": 1}, True),
+        ({"pdml_tv_states": 0}, False),
+        ({"policy": "td3", "td3_exploration_noise": 0.05}, True),
+        ({"policy": "td3", "td3_exploration_noise": 0.0}, False),  # no Gaussian to compare
+        ({"real_ratio": 1.5}, False),  # MBPO's own settings are checked too
+    ],
+)
+def test_pdml_settings_are_checked_at_their_bounds(changes: dict, ok: bool) -> None:
+    assert_validation(PDMLConfig(**changes), ok)
+
+
+def test_pdml_seeds_train_one_per_process_and_the_grid_says_why(tmp_path) -> None:
+    """PDML keeps one policy snapshot and one set of segment weights: a grid plans one unit
+    per seed (and says so) where SAC's seeds make one unit; the agent refuses two seeds."""
+    from usbpo_cli.experiments.grids import Variant, build_grid, plan_units
+
+    variants = [Variant("pdml", "pdml"), Variant("sac", "sac")]
+    runs = build_grid([ENV], variants, 2, 100, tmp_path / "grid")
+    units, notes = plan_units(runs, "auto")
+    shapes = [[(run.variant.algo, run.seed) for run in unit] for unit in units]
+    assert shapes == [[("pdml", 0)], [("pdml", 1)], [("sac", 0), ("sac", 1)]]
+    assert notes == [
+        f"pdml on {ENV}: one process per seed (its policy snapshots and data weights are "
+        "written for one seed)"
+    ]
+    with pytest.raises(ValueError, match="one seed at a time"):
+        PDMLAgent(ENV, PDMLConfig(), seed=[0, 1], total_steps=1000)
