@@ -116,6 +116,8 @@ PUBLISHED = [
     (CMLOConfig, "cmlo_rollout_batch_size", 400, "CMLO authors' code: 400 start states"),
     (PDMLConfig, "pdml_max_rate", 0.02, "PDML: max_rate 0.02"),
     (PDMLConfig, "pdml_warmup_factor", 0.05, "PDML: warm-up data at 0.05x"),
+    # Ours, where the reference differs; documented in the README's fidelity table.
+    (PDMLConfig, "pdml_tv_states", 250, "README fidelity table: up to 250 of a segment's states"),
 ]
 
 
