@@ -8,7 +8,12 @@ import math
 import pytest
 import torch
 
-from usbpo_cli.models.distributions import gaussian_entropy, gaussian_kl, gaussian_log_prob
+from usbpo_cli.models.distributions import (
+    gaussian_entropy,
+    gaussian_kl,
+    gaussian_log_prob,
+    seed_normal,
+)
 
 LOG2 = math.log(2.0)
 
@@ -71,3 +76,39 @@ def test_entropy_by_hand_and_against_torch_distributions() -> None:
     log_std = torch.tensor([0.3, -1.2, 0.0])
     expected = torch.distributions.Normal(torch.zeros(3), log_std.exp()).entropy().sum()
     assert gaussian_entropy(log_std).item() == pytest.approx(expected.item())
+
+
+def _fresh(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("seeds", [(5,), (5, 6), (5, 6, 7)])
+def test_seed_normal_draws_each_seeds_part_from_its_own_stream(seeds: tuple[int, ...]) -> None:
+    """Seed s's slice is exactly what torch.randn draws from a generator seeded as seed s's,
+    as a lone run of that seed would draw it (one seed included), and the draw advances each
+    seed's own generator only."""
+    x = torch.zeros(len(seeds), 4, 3, dtype=torch.float64)
+    generators = [_fresh(s) for s in seeds]
+    noise = seed_normal(x, generators)
+    assert noise.shape == x.shape and noise.dtype == torch.float64
+    for s, seed in enumerate(seeds):
+        alone = _fresh(seed)
+        torch.testing.assert_close(
+            noise[s], torch.randn(4, 3, generator=alone, dtype=torch.float64)
+        )
+        torch.testing.assert_close(  # both streams now stand at the same point
+            torch.rand(2, generator=generators[s]), torch.rand(2, generator=alone)
+        )
+
+
+def test_seed_normal_without_generators_uses_torchs_global_stream() -> None:
+    x = torch.zeros(2, 3)
+    torch.manual_seed(11)
+    noise = seed_normal(x, None)
+    torch.manual_seed(11)
+    torch.testing.assert_close(noise, torch.randn(2, 3))
+
+
+def test_seed_normal_refuses_a_generator_count_that_is_not_the_seed_count() -> None:
+    with pytest.raises(ValueError):
+        seed_normal(torch.zeros(3, 4), [_fresh(0), _fresh(1)])

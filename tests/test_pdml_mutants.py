@@ -181,3 +181,20 @@ def test_pdml_seeds_train_one_per_process_and_the_grid_says_why(tmp_path) -> Non
     ]
     with pytest.raises(ValueError, match="one seed at a time"):
         PDMLAgent(ENV, PDMLConfig(), seed=[0, 1], total_steps=1000)
+
+
+def test_the_floor_gives_a_many_row_newest_segment_exactly_max_rate() -> None:
+    """Two old segments of 4 rows at TV 0.1 (weight 10 a row) and a newest one of 3 rows at
+    TV 10 (weight 0.1 a row) hold 80 and 0.3: under the 0.2 floor. Raised so that it holds
+    exactly 0.2 of the total, the newest row weight w solves 3w / (80 + 3w) = 0.2, so
+    w = 0.2 * 80 / (0.8 * 3) = 20/3; normalised by 100, old rows weigh 0.1 and newest 1/15."""
+    weights = segment_weights(
+        torch.tensor([0.1, 0.1, 10.0]),
+        torch.tensor([4, 4, 3]),
+        torch.tensor([False, False, False]),
+        max_rate=0.2,
+        warmup_factor=0.05,
+    )
+    expected = torch.tensor([0.1] * 8 + [1.0 / 15.0] * 3, dtype=torch.float64)
+    torch.testing.assert_close(weights, expected)
+    assert float(weights[-3:].sum()) == pytest.approx(0.2)
