@@ -18,6 +18,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_validation  # tests/ is on sys.path
 
 from usbpo_cli.agents.buffers import SeedBuffers
 from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
@@ -440,3 +441,22 @@ def test_phase2_is_skipped_while_the_model_buffer_is_empty() -> None:
     assert steps_recorded(agent) == 0
     assert all(torch.equal(before[key], value) for key, value in agent.model.state_dict().items())
     assert len(agent.phase2_opt.state) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok"),
+    [
+        ({}, True),
+        ({"phase2_patience": 1, "phase2_max_steps": 1}, True),  # one step, then stop
+        ({"phase2_patience": 0}, False),
+        ({"phase2_max_steps": 0}, False),
+        ({"phase2_batch_size": 0}, False),
+        ({"phase2_val_size": 0}, False),
+        ({"phase2_terms": "shift"}, True),
+        ({"phase2_terms": "both,bias"}, False),
+        ({"real_ratio": 1.5}, False),  # MBPO's own settings are checked too
+        ({"rollout_batch_size": 0}, False),
+    ],
+)
+def test_usbpo_settings_are_checked_at_their_bounds(changes: dict, ok: bool) -> None:
+    assert_validation(USBPOConfig(**changes), ok)
