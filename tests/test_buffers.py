@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from usbpo_cli.agents.buffers import ReplayBuffer
+from usbpo_cli.agents.buffers import ReplayBuffer, SeedBuffers
 
 OBS_DIM, ACT_DIM = 3, 2
 
@@ -197,3 +197,67 @@ def test_resized_larger_keeps_all_and_continues() -> None:
     # the recency window follows the new data, not the old ring layout
     idx = big.recent_indices(300, window=4)
     assert set(ids_of(big.gather(idx).obs)) == {8, 9, 10, 11}
+
+
+def _row(seed: int, k: int) -> tuple[torch.Tensor, ...]:
+    """Transition k of seed s, every field tagged with both: obs = (100 s + k, -k)."""
+    v = 100.0 * seed + k
+    return (
+        torch.tensor([v, -k]),
+        torch.tensor([v]),
+        torch.tensor(v),
+        torch.tensor([v + 0.5, -k]),
+        torch.tensor(float(k % 2)),
+    )
+
+
+def _add_all(buffers: SeedBuffers, k: int) -> None:
+    rows = [_row(s, k) for s in range(len(buffers))]
+    buffers.add(*(torch.stack(field) for field in zip(*rows)))
+
+
+def _obs_of(buffer: ReplayBuffer) -> list[float]:
+    return buffer.ordered().obs[:, 0].tolist()
+
+
+def test_seed_buffers_store_each_seeds_transition_in_its_own_ring() -> None:
+    buffers = SeedBuffers(4, 2, 1, "cpu", [None, None, None])
+    for k in range(6):  # wraps: each ring keeps its newest four
+        _add_all(buffers, k)
+    for s in range(3):
+        assert _obs_of(buffers[s]) == [100.0 * s + k for k in (2, 3, 4, 5)]
+        assert buffers[s].total_added == 6
+        batch = buffers[s].ordered()
+        assert batch.rew.tolist() == batch.act[:, 0].tolist() == _obs_of(buffers[s])
+        assert batch.done.tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_seed_buffers_add_to_rings_at_different_positions() -> None:
+    """Model buffers of different seeds fill by different amounts (rollouts end at different
+    steps), so their rings stand apart; one transition per seed must still land at each
+    seed's own position."""
+    buffers = SeedBuffers(4, 2, 1, "cpu", [None, None])
+    _add_all(buffers, 0)
+    buffers[0].add(*_row(0, 1))  # seed 0 one ahead
+    _add_all(buffers, 2)
+    assert _obs_of(buffers[0]) == [0.0, 1.0, 2.0]
+    assert _obs_of(buffers[1]) == [100.0, 102.0]
+    assert buffers[0].total_added == 3 and buffers[1].total_added == 2
+
+
+def test_seed_buffers_resized_keep_each_seeds_newest_rows_and_count() -> None:
+    buffers = SeedBuffers(4, 2, 1, "cpu", [None, None])
+    for k in range(6):
+        _add_all(buffers, k)
+    smaller, larger = buffers.resized(3), buffers.resized(8)
+    for s in range(2):
+        assert _obs_of(smaller[s]) == [100.0 * s + k for k in (3, 4, 5)]
+        assert _obs_of(larger[s]) == [100.0 * s + k for k in (2, 3, 4, 5)]
+        assert smaller[s].total_added == larger[s].total_added == 6
+
+
+def test_a_lone_buffer_allocates_its_capacity_and_no_more() -> None:
+    """capacity x (obs + act + 1 + obs + 1) float32 values: 100 x (3 + 2 + 1 + 3 + 1) x 4 bytes."""
+    buffer = ReplayBuffer(100, 3, 2, "cpu")
+    fields = (buffer.obs, buffer.act, buffer.rew, buffer.next_obs, buffer.done)
+    assert sum(field.untyped_storage().nbytes() for field in fields) == 100 * 10 * 4
