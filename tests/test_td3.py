@@ -15,6 +15,7 @@ import pytest
 import torch
 from cli_helpers import (  # tests/ is on sys.path
     assert_resume_reproduces,
+    assert_validation,
     progress_rows,
     tiny_run,
     usbpo,
@@ -365,3 +366,23 @@ def test_dotted_td3_key_sets_the_field(tmp_path: Path) -> None:
     config, deviations = resolve_config(TD3Config, "InvertedPendulum", "paper", overrides)
     assert config.td3_policy_delay == 3
     assert deviations["td3_policy_delay"] == {"paper": 2, "used": 3, "by": "--set"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok"),
+    [
+        ({}, True),
+        ({"td3_policy_delay": 1}, True),  # actor and targets every critic step
+        ({"td3_policy_delay": 0}, False),
+        ({"td3_exploration_noise": 0.0, "td3_policy_noise": 0.0, "td3_noise_clip": 0.0}, True),
+        ({"td3_exploration_noise": -0.1}, False),
+        ({"td3_policy_noise": -0.1}, False),
+        ({"td3_noise_clip": -0.1}, False),
+        ({"gamma": 1.0, "tau": 1.0}, True),
+        ({"gamma": 1.5}, False),  # the off-policy loop's own checks come along
+        ({"tau": 0.0}, False),
+    ],
+)
+def test_td3_settings_are_checked_at_their_bounds(changes: dict, ok: bool) -> None:
+    assert_validation(TD3Config(**changes), ok)
+    assert_validation(DynaConfig(policy="td3", **changes), ok)  # TD3 inside the Dyna loop
