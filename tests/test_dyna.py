@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_validation  # tests/ is on sys.path
 
 from baselines.mbpo import MBPOAgent
 from usbpo_cli.agents.buffers import Batch, ReplayBuffer, SeedBuffers
@@ -315,3 +316,43 @@ def test_model_capacity_holds_retain_epochs_of_rollouts(
     """capacity = model_retain_epochs * length * rollout_batch_size * epoch_length /
     model_train_freq (transitions of `model_retain_epochs` epochs of rollouts)."""
     assert paper_agent(**settings).model_capacity(length) == capacity
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok"),
+    [
+        ({}, True),
+        ({"real_ratio": 0.0}, True),  # model data only
+        ({"real_ratio": 1.0}, True),  # real data only
+        ({"real_ratio": -0.01}, False),
+        ({"real_ratio": 1.01}, False),
+        ({"ensemble_size": 7, "num_elites": 7}, True),  # every member an elite
+        ({"ensemble_size": 7, "num_elites": 8}, False),
+        ({"model_hidden_layers": 2, "model_weight_decay": (1e-4, 1e-4, 1e-4)}, True),
+        ({"model_hidden_layers": 2, "model_weight_decay": (1e-4,) * 4}, False),
+        ({"rollout_schedule": (5, 5, 1, 1)}, True),  # a fixed length from epoch 5
+        ({"rollout_schedule": (6, 5, 1, 1)}, False),
+        ({"rollout_schedule": (0, 5, 0, 1)}, False),
+        ({"rollout_schedule": (0, 5, 1, 0)}, False),
+        ({"model_holdout_ratio": 0.5}, True),
+        ({"model_holdout_ratio": 0.0}, False),
+        ({"model_holdout_ratio": 1.0}, False),
+        ({"gamma": 1.5}, False),  # the off-policy loop's own checks come along
+        *[
+            ({name: 0}, False)
+            for name in (
+                "model_train_freq",
+                "rollout_batch_size",
+                "ensemble_size",
+                "num_elites",
+                "model_hidden_size",
+                "model_hidden_layers",
+                "model_batch_size",
+                "model_retain_epochs",
+                "model_patience",
+            )
+        ],
+    ],
+)
+def test_dyna_settings_are_checked_at_their_bounds(changes: dict, ok: bool) -> None:
+    assert_validation(DynaConfig(**changes), ok)
