@@ -53,6 +53,7 @@ _SEED_UPDATE = [
     _SEEDS + "test_three_seeds_as_one_update_exactly_as_three_lone_optimisers",
     _SEEDS + "test_a_seeds_checkpoint_moves_between_a_group_and_a_lone_run",
     _SEEDS + "test_a_seeds_optimiser_moments_are_shaped_as_its_saved_parameters",
+    _SEEDS + "test_an_update_returns_one_number_per_seed_and_loss",
 ]
 _SEED_FIT = _SEEDS + "test_three_seeds_fit_as_three_lone_ensembles"
 _SEED_ROLLOUT = (

@@ -132,6 +132,20 @@ def test_a_seeds_optimiser_moments_are_shaped_as_its_saved_parameters(kind: str)
             assert state["alpha_opt"]["state"][0][key].shape == torch.Size([]), key
 
 
+@pytest.mark.parametrize("kind", ["sac", "td3"])
+def test_an_update_returns_one_number_per_seed_and_loss(kind: str) -> None:
+    """Losses come back as [S] for a group and as scalars for a lone batch (the CSV writes
+    one number per seed and column)."""
+    group, lone = make(kind, generators()), make(kind, generators([0]))
+    for losses, shape in (
+        (group.update(stacked(batches())), torch.Size([len(SEEDS)])),
+        (lone.update(batches()[0]), torch.Size([])),
+    ):
+        assert {"critic_loss", "actor_loss"} <= set(losses)
+        for key, value in losses.items():
+            assert value.shape == shape, (key, value.shape)
+
+
 def test_seed_buffers_draw_each_seeds_indices_from_its_own_generator() -> None:
     """Seed s's sample is the rows a lone buffer with seed s's generator would draw."""
     buffers = SeedBuffers(50, OBS, ACT, "cpu", generators())
