@@ -161,3 +161,34 @@ def test_logged_critic_loss_is_half_the_summed_twin_mse_by_hand() -> None:
         ((q1(data.obs, data.act) - y) ** 2).mean() + ((q2(data.obs, data.act) - y) ** 2).mean()
     )
     assert losses["critic_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_actor_loss_through_a_random_critic_by_hand() -> None:
+    """With the critic at its random init, where many hidden units are negative before their
+    ReLU in every layer: actor_loss = -mean Q1(s, pi(s)) with Q1 computed here in float64 from
+    the first twin's weights (x W + b, ReLU after each hidden layer, none after the head), the
+    actor as it was before the step and the critic as the critic step left it."""
+    td3 = TD3(
+        3,
+        2,
+        LOW,
+        HIGH,
+        hidden_size=16,
+        policy_delay=1,
+        generators=[torch.Generator().manual_seed(0)],
+    )
+    data = batch()
+    with torch.no_grad():
+        actions = td3.actor(data.obs).double()
+    losses = td3.update(data)
+    x = torch.cat([data.obs.double(), actions], dim=-1)
+    layers = td3.critic.layers
+    hidden_negative = []
+    for i, layer in enumerate(layers):  # members are [seed0-twin0, seed0-twin1]: twin 0 is 0
+        x = x @ layer.weight[0].detach().double() + layer.bias[0].detach().double()
+        if i < len(layers) - 1:
+            hidden_negative.append(float((x < 0).double().mean()))
+            x = x.clamp_min(0.0)
+    assert len(layers) == 3 and all(0.1 < share < 0.9 for share in hidden_negative)
+    expected = -x.squeeze(-1).mean().item()
+    assert losses["actor_loss"].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
