@@ -18,6 +18,7 @@ import torch
 from cli_helpers import assert_validation  # tests/ is on sys.path
 
 from baselines.mbpo import MBPOAgent
+from usbpo_cli.agents.base import LoopState
 from usbpo_cli.agents.buffers import Batch, ReplayBuffer, SeedBuffers
 from usbpo_cli.agents.dyna import DynaConfig
 from usbpo_cli.envs.termination import TerminationFn
@@ -125,6 +126,7 @@ def test_rollout_resizes_the_model_buffer_when_the_length_grows() -> None:
     agent = make_agent(rollout_schedule=(0, 1, 1, 4))
     assert agent.model_buffer.capacity == 8
     agent.rollout_start_states = start_states
+    own_policy = agent.policy
     agent.policy = RowIdPolicy()
     agent.model.sample_step = counting_model_step
     agent.termination = terminate_at({})
@@ -133,6 +135,16 @@ def test_rollout_resizes_the_model_buffer_when_the_length_grows() -> None:
     assert agent.model_buffer.capacity == 32
     assert len(agent.model_buffer) == 20  # the length-1 rollout's rows were kept
     assert agent.recorded("rollout_length") == [1.0, 4.0]
+    # A checkpoint taken now resumes in a fresh agent (capacity 8 again) with the grown
+    # buffer: capacity 32, the same 20 rows in the same order, the same length.
+    fresh = make_agent(rollout_schedule=(0, 1, 1, 4))
+    assert fresh.model_buffer.capacity == 8
+    agent.policy = own_policy  # the scripted one has no state to save
+    agent.loops[0] = LoopState(obs=np.zeros(agent.obs_dim))  # as after an evaluation row
+    fresh.load_state_dict(agent.state_dict())
+    assert fresh.model_buffer.capacity == 32 and fresh.rollout_length == 4
+    for mine, theirs in zip(fresh.model_buffer.ordered(), agent.model_buffer.ordered()):
+        assert torch.equal(mine, theirs)
 
 
 # ---------------------------------------------------------------------------------------------
