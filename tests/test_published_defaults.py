@@ -83,6 +83,7 @@ PUBLISHED = [
     (DynaConfig, "updates_per_step", 20, "MBPO: G = 20 (HalfCheetah's 40 is per task)"),
     (DynaConfig, "model_train_freq", 250, "MBPO: model_train_freq 250"),
     (DynaConfig, "rollout_batch_size", 100_000, "MBPO: rollout_batch_size 100k"),
+    (DynaConfig, "rollout_schedule", (20, 150, 1, 15), "MBPO: Hopper's schedule, the default"),
     (DynaConfig, "real_ratio", 0.05, "MBPO: real_ratio 0.05"),
     (DynaConfig, "model_retain_epochs", 1, "MBPO: retain 1 epoch"),
     (DynaConfig, "ensemble_size", 7, "MBPO: 7 members"),
