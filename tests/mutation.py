@@ -82,7 +82,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             _SEED_FIT,
         ],
     ),
-    "ensemble": ("usbpo_cli/models/ensemble.py", ["test_ensemble.py", "test_pdml.py", _SEED_FIT]),
+    "ensemble": (
+        "usbpo_cli/models/ensemble.py",
+        ["test_ensemble.py", "test_pdml.py", _SEED_FIT, _SEED_ROLLOUT, _SEED_PHASE2],
+    ),
     "sac": (
         "usbpo_cli/agents/sac.py",
         [
