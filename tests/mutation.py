@@ -84,7 +84,14 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "ensemble": (
         "usbpo_cli/models/ensemble.py",
-        ["test_ensemble.py", "test_pdml.py", _SEED_FIT, _SEED_ROLLOUT, _SEED_PHASE2],
+        [
+            "test_ensemble.py",
+            "test_pdml.py",
+            _SEED_FIT,
+            _SEEDS + "test_two_seeds_minibatch_loss_and_gradients_as_two_lone_ensembles",
+            _SEED_ROLLOUT,
+            _SEED_PHASE2,
+        ],
     ),
     "sac": (
         "usbpo_cli/agents/sac.py",

@@ -382,3 +382,31 @@ def test_phase2_stops_each_seed_on_its_own_and_keeps_each_seeds_best_snapshot() 
             assert torch.equal(states[call][1][name], tensor), (call, name)
     moved = states[1][0]["net.layers.0.weight"] != states[0][0]["net.layers.0.weight"]
     assert bool(moved.any())  # the steps did move the weights
+
+
+def test_two_seeds_minibatch_loss_and_gradients_as_two_lone_ensembles() -> None:
+    """One phase-1 minibatch for two seeds as one ensemble against each seed's lone ensemble
+    (float64, weight decays large enough that each seed's own L2 term shows): the same loss per
+    seed, with only that seed's weights in its penalty, and the same gradients."""
+    from usbpo_cli.models.ensemble import GaussianEnsemble, mle_backward
+
+    shape = {"ensemble_size": 4, "num_elites": 2, "hidden_size": 16, "hidden_layers": 2}
+    members, decay = 4, (0.1, 0.2, 0.3)
+    group = GaussianEnsemble(4, 1, generators=generators((0, 1)), **shape).double()
+    lone = [GaussianEnsemble(4, 1, generator=g, **shape).double() for g in generators((0, 1))]
+    data = [seed_data(s, n=32) for s in (0, 1)]
+    batch_in = torch.cat([x.expand(members, -1, -1) for x, _ in data])  # [S E, b, in]
+    batch_tgt = torch.cat([y.expand(members, -1, -1) for _, y in data])
+    losses = mle_backward(group, batch_in, batch_tgt, decay, 0.01)
+    assert losses.shape == torch.Size([2])
+    for s, alone in enumerate(lone):
+        x, y = data[s]
+        mine = mle_backward(
+            alone, x.expand(members, -1, -1), y.expand(members, -1, -1), decay, 0.01
+        )
+        assert float(losses[s]) == pytest.approx(float(mine), rel=1e-12)
+        rows = slice(s * members, (s + 1) * members)
+        for ours, theirs in zip(group.net.layers, alone.net.layers):
+            torch.testing.assert_close(
+                ours.weight.grad[rows], theirs.weight.grad, rtol=1e-12, atol=0
+            )
