@@ -212,7 +212,9 @@ class ScriptedFit:
         return torch.tensor(row)
 
 
-def scripted_fit(monkeypatch, curve, final, patience, num_elites=2, max_epochs=None):
+def scripted_fit(monkeypatch, curve, final, patience, num_elites=2, max_epochs=100):
+    """A fit on a scripted holdout curve. `max_epochs` far above where the tests stop: a fit
+    that never stops then fails in seconds instead of hanging the suite."""
     model = make_model(ensemble_size=len(curve[0]), num_elites=num_elites)
     script = ScriptedFit(curve, final)
     monkeypatch.setattr(ensemble_module, "adam_step", lambda optimizer: script.step(model))
