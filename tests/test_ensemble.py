@@ -467,3 +467,18 @@ def test_holdout_mse_is_each_members_mean_squared_error_by_hand():
     mse = holdout_mse(model, torch.zeros(2, OBS + ACT), targets)
     expected = [((c - targets) ** 2).mean().item() for c in constants]
     assert mse.tolist() == pytest.approx(expected)
+
+
+def test_a_lone_fit_result_gains_a_seed_axis_of_one() -> None:
+    """Phase 2 reads fit results with a seed axis: a lone seed's holdout [n, in] becomes
+    [1, n, in] with the same rows, and its numbers one-element lists."""
+    from usbpo_cli.models.ensemble import FitResult
+
+    inputs, targets = torch.randn(6, 3), torch.randn(6, 2)
+    lone = FitResult(0.5, 0.25, torch.ones(4), 7, inputs, targets)
+    seeded = lone.with_seed_axis()
+    assert seeded.holdout_inputs.shape == (1, 6, 3) and seeded.holdout_targets.shape == (1, 6, 2)
+    assert torch.equal(seeded.holdout_inputs[0], inputs)
+    assert torch.equal(seeded.holdout_targets[0], targets)
+    assert (seeded.train_loss, seeded.holdout_mse, seeded.epochs) == ([0.5], [0.25], [7])
+    assert seeded.with_seed_axis() is seeded  # already seeded: unchanged

@@ -281,15 +281,18 @@ def test_three_seeds_fit_as_three_lone_ensembles() -> None:
     fit = fit_ensemble(
         group, make_adam(group.parameters(), 1e-2), inputs, targets, generator=draws, **settings
     )
+    lone_draws = [torch.Generator().manual_seed(10 + s) for s in SEEDS]
     for s, alone in enumerate(lone):
         mine = fit_ensemble(
             alone,
             make_adam(alone.parameters(), 1e-2),
             *data[s],
-            generator=torch.Generator().manual_seed(10 + s),
+            generator=lone_draws[s],
             **settings,
         )
         assert fit.epochs[s] == mine.epochs
+        # A seed that stopped drew nothing more: its stream stands where the lone run's does.
+        assert torch.equal(draws[s].get_state(), lone_draws[s].get_state())
         assert fit.train_loss[s] == pytest.approx(mine.train_loss, rel=1e-9)
         theirs = module_seed_state(alone, alone.seed_axes(), 0)
         ours = module_seed_state(group, group.seed_axes(), s)
