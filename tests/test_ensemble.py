@@ -482,3 +482,28 @@ def test_a_lone_fit_result_gains_a_seed_axis_of_one() -> None:
     assert torch.equal(seeded.holdout_targets[0], targets)
     assert (seeded.train_loss, seeded.holdout_mse, seeded.epochs) == ([0.5], [0.25], [7])
     assert seeded.with_seed_axis() is seeded  # already seeded: unchanged
+
+
+def test_a_seeds_slice_of_the_ensemble_has_the_checkpoint_layout() -> None:
+    """A checkpoint holds one seed in a lone run's layout (models/seed_axis.py): the normaliser
+    and elites without a seed axis ([in], [num_elites]), the log-variance bounds as the one row
+    of a one-member axis ([1, 1, out]), the members' weights as E rows. Both seeds' slices of a
+    two-seed ensemble, and a lone ensemble's, have exactly these shapes."""
+    from usbpo_cli.models.seed_axis import module_seed_state
+
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    group = GaussianEnsemble(4, 1, 3, 2, 8, 2, generators=gens)
+    lone = GaussianEnsemble(4, 1, 3, 2, 8, 2, generator=torch.Generator().manual_seed(0))
+    expected = {
+        "input_mean": (5,),
+        "input_std": (5,),
+        "elites": (2,),
+        "max_logvar": (1, 1, 5),
+        "min_logvar": (1, 1, 5),
+        "net.layers.0.weight": (3, 5, 8),
+        "net.layers.2.bias": (3, 1, 10),
+    }
+    for model, seed in ((group, 0), (group, 1), (lone, 0)):
+        state = module_seed_state(model, model.seed_axes(), seed)
+        for name, shape in expected.items():
+            assert tuple(state[name].shape) == shape, (name, seed)
