@@ -145,3 +145,23 @@ def assert_validation(config, ok: bool) -> None:  # noqa: ANN001 (any agent conf
     else:
         with pytest.raises(UsageError):
             config.validate()
+
+
+def assert_seeds_run_one_per_process(tmp_path, agent_cls, config, algo: str, reason: str) -> None:  # noqa: ANN001
+    """A grid of `algo` and SAC, two seeds each on InvertedPendulum-v4: `algo`'s seeds are
+    planned one unit each, with `reason` in the grid's note, where SAC's make one unit; the
+    agent itself refuses two seeds."""
+    import pytest
+
+    from usbpo_cli.experiments.grids import Variant, build_grid, plan_units
+
+    env = "InvertedPendulum-v4"
+    runs = build_grid(
+        [env], [Variant(algo, algo), Variant("sac", "sac")], 2, 100, tmp_path / "grid"
+    )
+    units, notes = plan_units(runs, "auto")
+    shapes = [[(run.variant.algo, run.seed) for run in unit] for unit in units]
+    assert shapes == [[(algo, 0)], [(algo, 1)], [("sac", 0), ("sac", 1)]]
+    assert notes == [f"{algo} on {env}: one process per seed ({reason})"]
+    with pytest.raises(ValueError, match="one seed at a time"):
+        agent_cls(env, config, seed=[0, 1], total_steps=1000)

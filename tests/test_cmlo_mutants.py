@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from cli_helpers import assert_validation  # tests/ is on sys.path
+from cli_helpers import assert_seeds_run_one_per_process, assert_validation  # tests/ is on sys.path
 
 from baselines.cmlo import CMLOAgent, CMLOConfig, EventTrigger, hull_volume
 from usbpo_cli.runs.config import resolve_config
@@ -202,26 +202,10 @@ def test_cmlo_seeds_train_one_per_process_and_the_grid_says_why(tmp_path) -> Non
     """CMLO's trigger fires at different env steps for each seed, so its seeds cannot step
     in lockstep as one agent: a grid plans one unit per seed (and says so) where SAC's three
     seeds make one unit, and the agent itself refuses two seeds."""
-    from usbpo_cli.experiments.grids import Variant, build_grid, plan_units
-
-    runs = build_grid(
-        ["InvertedPendulum-v4"],
-        [Variant("cmlo", "cmlo"), Variant("sac", "sac")],
-        3,
-        100,
-        tmp_path / "grid",
+    assert_seeds_run_one_per_process(
+        tmp_path,
+        CMLOAgent,
+        CMLOConfig(),
+        "cmlo",
+        "its model-training trigger fires at different steps for each seed",
     )
-    units, notes = plan_units(runs, "auto")
-    shapes = [[(run.variant.algo, run.seed) for run in unit] for unit in units]
-    assert shapes == [
-        [("cmlo", 0)],
-        [("cmlo", 1)],
-        [("cmlo", 2)],
-        [("sac", 0), ("sac", 1), ("sac", 2)],
-    ]
-    assert notes == [
-        "cmlo on InvertedPendulum-v4: one process per seed (its model-training trigger fires "
-        "at different steps for each seed)"
-    ]
-    with pytest.raises(ValueError, match="one seed at a time"):
-        CMLOAgent(ENV, CMLOConfig(), seed=[0, 1], total_steps=1000)

@@ -21,8 +21,8 @@ import math
 
 import pytest
 import torch
-from cli_helpers import assert_validation  # tests/ is on sys.path
-from test_pdml_agent import ENV, A, B, C, D, add_numbered, make_agent, normalised, tv_bound
+from cli_helpers import assert_seeds_run_one_per_process, assert_validation  # tests/ is on sys.path
+from test_pdml_agent import A, B, C, D, add_numbered, make_agent, normalised, tv_bound
 
 from baselines.pdml import PDMLAgent, PDMLConfig, actor_gaussian, segment_weights
 from usbpo_cli.agents.sac import TanhGaussianActor
@@ -168,19 +168,13 @@ def test_pdml_settings_are_checked_at_their_bounds(changes: dict, ok: bool) -> N
 def test_pdml_seeds_train_one_per_process_and_the_grid_says_why(tmp_path) -> None:
     """PDML keeps one policy snapshot and one set of segment weights: a grid plans one unit
     per seed (and says so) where SAC's seeds make one unit; the agent refuses two seeds."""
-    from usbpo_cli.experiments.grids import Variant, build_grid, plan_units
-
-    variants = [Variant("pdml", "pdml"), Variant("sac", "sac")]
-    runs = build_grid([ENV], variants, 2, 100, tmp_path / "grid")
-    units, notes = plan_units(runs, "auto")
-    shapes = [[(run.variant.algo, run.seed) for run in unit] for unit in units]
-    assert shapes == [[("pdml", 0)], [("pdml", 1)], [("sac", 0), ("sac", 1)]]
-    assert notes == [
-        f"pdml on {ENV}: one process per seed (its policy snapshots and data weights are "
-        "written for one seed)"
-    ]
-    with pytest.raises(ValueError, match="one seed at a time"):
-        PDMLAgent(ENV, PDMLConfig(), seed=[0, 1], total_steps=1000)
+    assert_seeds_run_one_per_process(
+        tmp_path,
+        PDMLAgent,
+        PDMLConfig(),
+        "pdml",
+        "its policy snapshots and data weights are written for one seed",
+    )
 
 
 def test_the_floor_gives_a_many_row_newest_segment_exactly_max_rate() -> None:
