@@ -318,6 +318,124 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
     assert "cpu-small" not in line, line
 
 
+def test_estimate_on_a_timed_machine_is_the_reference_estimate_times_its_slowdown() -> None:
+    """A machine timed at k reference seconds per second prices every part at k times the
+    reference (2-thread) figure; the one-thread factor is not applied again, since the timing
+    was taken at the run's own thread count."""
+    config, _ = resolve_config(USBPOConfig, "Hopper", "paper", {})
+    config = __import__("dataclasses").asdict(config)
+    reference = estimate(config, 30_000, 0, threads=2)
+    for threads in (1, 2):
+        timed = estimate(config, 30_000, 0, threads=threads, slowdown=7.5)
+        for part in ("random", "learning", "total"):
+            assert timed[part] == pytest.approx(7.5 * reference[part], rel=1e-12), part
+    # uncalibrated, one thread costs ONE_THREAD_FACTOR (1.5) times two
+    one = estimate(config, 30_000, 0, threads=1)["total"]
+    assert one == pytest.approx(1.5 * reference["total"], rel=1e-12)
+
+
+def test_calibration_is_the_median_update_over_the_reference_and_leaves_the_run_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Timed updates of 4.3, 21.5 and 8.6 ms (the reference update is 4.3 ms): median 8.6 ms,
+    slowdown 2 (their mean would give 2.67). Each update runs at the requested thread count;
+    afterwards the caller's threads and global random stream are as before."""
+    from usbpo_cli.agents.sac import SAC
+    from usbpo_cli.runs import calibration
+
+    durations = iter([4.3e-3, 21.5e-3, 8.6e-3])
+    clock = {"now": 100.0, "started": False}
+
+    def fake_clock() -> float:  # start and end of each timed update
+        if clock["started"]:
+            clock["now"] += next(durations)
+        clock["started"] = not clock["started"]
+        return clock["now"]
+
+    threads_seen = []
+    update = SAC.update
+
+    def spy(self, batch):  # noqa: ANN001, ANN202
+        threads_seen.append(torch.get_num_threads())
+        return update(self, batch)
+
+    monkeypatch.setattr(calibration.time, "perf_counter", fake_clock)
+    monkeypatch.setattr(SAC, "update", spy)
+    torch.set_num_threads(2)
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    try:
+        assert calibration.measure_slowdown(threads=1, repeats=3) == pytest.approx(2.0)
+        assert torch.equal(torch.rand(3), expected_draw)  # the global stream was not advanced
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(2)
+    assert threads_seen == [1, 1, 1, 1]  # the warm-up and the three timed updates
+
+
+def test_long_run_estimate_is_scaled_to_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine timed 10x slower than the reference, `train` prints ten times the
+    reference estimate and says it was timed here; a grid prints its planned seconds the same
+    way and hands the factor to its workers (for their ETAs until measured)."""
+    import dataclasses
+
+    from usbpo_cli.agents.base import RunSummary
+    from usbpo_cli.experiments import executors
+    from usbpo_cli.runs import calibration, runner
+    from usbpo_cli.runs.status import format_duration
+
+    def no_training(self, report=None) -> RunSummary:
+        for lock in self.locks:
+            lock.release()
+        return RunSummary(0, 0.0, 0.0, 0.0, 0)
+
+    timed_threads = []
+
+    def ten_times_slower(threads: int, repeats: int = 5) -> float:
+        timed_threads.append(threads)
+        return 10.0
+
+    monkeypatch.setattr(runner.PreparedRun, "train", no_training)
+    monkeypatch.setattr(calibration, "measure_slowdown", ten_times_slower)
+    config, _ = resolve_config(USBPOConfig, "Hopper", "paper", {})
+    reference = estimate(dataclasses.asdict(config), 100_000, 0, threads=2)["total"]
+    args = ["--env", "Hopper-v4", "--steps", "100000", "--quiet", "--threads", "1"]
+    result = usbpo_inproc("train", *args, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    assert f"takes about {format_duration(10 * reference)} on this CPU" in line, line
+    assert "timed on this CPU" in line and timed_threads == [1]
+
+    handed = []
+    monkeypatch.setattr(
+        executors, "run_one", lambda specs, threads, slowdown: handed.append(slowdown) or []
+    )
+    grid = ["compare", "--envs", "Hopper-v4", "--algos", "usbpo", "--seeds", "2"]
+    grid += ["--steps", "100000", "--workers", "1", "--threads", "1", "--vectorise", "off"]
+    result = usbpo_inproc(*grid, "--out", "grid", cwd=tmp_path)
+    # (the stubbed workers train nothing, so the summary after them finds no rows to show)
+    assert "Traceback" not in result.stderr, result.stderr
+    # two seeds on one worker, one after the other
+    expected = f"estimate about {format_duration(2 * 10 * reference)} (cost model timed on this"
+    assert expected in result.stdout, result.stdout
+    assert handed == [10.0, 10.0] and timed_threads == [1, 1]
+
+
+def test_short_runs_are_not_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run the reference prices under CALIBRATE_ABOVE_S starts without timing anything."""
+    from usbpo_cli.runs import calibration
+
+    def never(threads: int, repeats: int = 5) -> float:
+        raise AssertionError("timed a short run")
+
+    monkeypatch.setattr(calibration, "measure_slowdown", never)
+    result = usbpo_inproc(*TRAIN, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
 def test_compare_says_what_it_runs_and_keeps_status(finished: Path) -> None:
     stdout = (finished / "grid.stdout").read_text()
     header = stdout.splitlines()[0]

@@ -234,16 +234,40 @@ def _before_training(spec: Any, start: int, threads: int) -> Any:
         line = borrowed_summary(spec.env_id, borrowed)
         err_console.print(line, style="yellow", markup=False, soft_wrap=True)
     config = payload["config"]
-    seconds = estimate(config, spec.steps, start, threads, episode_limit(spec.env_id))["total"]
+    limit = episode_limit(spec.env_id)
+    slowdown = None
+    if spec.device == "cpu":
+        slowdown = _slowdown(estimate(config, spec.steps, start, threads, limit)["total"], threads)
+    seconds = estimate(config, spec.steps, start, threads, limit, slowdown)["total"]
     if spec.device == "cpu" and seconds > LONG_RUN_S:
         what = f"{spec.algo} on {spec.env_id} ({spec.steps} env steps)"
-        _print_long_run(what, seconds, [spec], threads, workers=1)
-    return stage_eta(config, spec.steps, start, threads, spec.env_id)
+        _print_long_run(what, seconds, [spec], threads, workers=1, slowdown=slowdown)
+    return stage_eta(config, spec.steps, start, threads, spec.env_id, slowdown)
 
 
-def _print_long_run(what: str, seconds: float, specs: list, threads: int, workers: int) -> None:
+def _slowdown(reference_seconds: float, threads: int) -> float | None:
+    """This machine's factor on the cost model (runs/calibration.py), timed only when the
+    reference estimate is long enough for the estimate to matter; None otherwise."""
+    from usbpo_cli.runs.status import CALIBRATE_ABOVE_S
+
+    if reference_seconds <= CALIBRATE_ABOVE_S:
+        return None
+    from usbpo_cli.runs.calibration import measure_slowdown
+
+    return measure_slowdown(threads)
+
+
+def _print_long_run(
+    what: str,
+    seconds: float,
+    specs: list,
+    threads: int,
+    workers: int,
+    slowdown: float | None = None,
+) -> None:
     """The estimate of a long CPU run or grid and the cheaper choices, each with its own
-    estimate where the cost model gives one, on one line."""
+    estimate where the cost model gives one (scaled to this machine by `slowdown`), on one
+    line."""
     import os
 
     import torch
@@ -251,7 +275,7 @@ def _print_long_run(what: str, seconds: float, specs: list, threads: int, worker
     from usbpo_cli.runs.status import LONG_RUN_S, format_duration
 
     workers = max(1, workers)
-    small = _preset_estimate(specs, "cpu-small", threads, specs[0].steps) / workers
+    small = _preset_estimate(specs, "cpu-small", threads, specs[0].steps, slowdown) / workers
     choices = []
     if small < seconds:  # not offered when it costs more (its earlier start means more updates)
         little = "; little saved: policy updates dominate" if small > 0.9 * seconds else ""
@@ -259,7 +283,7 @@ def _print_long_run(what: str, seconds: float, specs: list, threads: int, worker
     lo, hi = 0, specs[0].steps  # the most steps per run that fit in two hours, by bisection
     while hi - lo > max(1, specs[0].steps // 100):
         mid = (lo + hi) // 2
-        fits = _preset_estimate(specs, None, threads, mid) / workers <= LONG_RUN_S
+        fits = _preset_estimate(specs, None, threads, mid, slowdown) / workers <= LONG_RUN_S
         lo, hi = (mid, hi) if fits else (lo, mid)
     if lo > 0:
         choices.append(f"--steps {lo - lo % 1000 if lo >= 10_000 else lo} (fits in 2 h)")
@@ -271,8 +295,9 @@ def _print_long_run(what: str, seconds: float, specs: list, threads: int, worker
     elif workers < min(cores, len(specs)):
         choices.append(f"--workers {min(cores, len(specs))} ({cores} cores here)")
     choices.append("a cluster: --executor ray --address HOST:PORT")
+    basis = "cost model timed on this CPU" if slowdown is not None else "cost model"
     err_console.print(
-        f"estimate: {what} takes about {format_duration(seconds)} on this CPU (cost model, "
+        f"estimate: {what} takes about {format_duration(seconds)} on this CPU ({basis}, "
         f"README 'Time estimates'); cheaper: {'; '.join(choices)}",
         style="yellow",
         markup=False,
@@ -304,7 +329,9 @@ def _print_borrowed(todo: list) -> None:
             )
 
 
-def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) -> float:
+def _preset_estimate(
+    specs: list, preset: str | None, threads: int, steps: int, slowdown: float | None = None
+) -> float:
     """Seconds the same runs would take at another preset (None: their own) and `steps` env
     steps each; a run that cannot resolve there counts 0."""
     import dataclasses as dc
@@ -325,7 +352,7 @@ def _preset_estimate(specs: list, preset: str | None, threads: int, steps: int) 
         except UsageError:
             continue
         limit = episode_limit(spec.env_id)
-        total += estimate(dc.asdict(config), steps, 0, threads, limit)["total"]
+        total += estimate(dc.asdict(config), steps, 0, threads, limit, slowdown)["total"]
     return total
 
 
@@ -349,11 +376,11 @@ def _execute_grid(grid: list, execution: GridExecution) -> None:
     as one agent do, each still in its own run folder."""
     from usbpo_cli.experiments.executors import make_executor, plan_workers
     from usbpo_cli.experiments.grids import plan_units
-    from usbpo_cli.experiments.gridview import GridView, grid_header, run_name
+    from usbpo_cli.experiments.gridview import GridView, grid_header, planned_seconds, run_name
     from usbpo_cli.runs.status import format_duration
 
     executor, workers, vectorise = execution.executor, execution.workers, execution.vectorise
-    runner = make_executor(executor, workers, execution.address, execution.threads)
+    make_executor(executor, workers, execution.address, execution.threads)  # checks options
     todo = [run for run in grid if run.status != "complete"]
     todo.sort(key=lambda run: run.seed)  # stable: env and algo order kept within a seed
     units, notes = plan_units(todo, vectorise)
@@ -365,11 +392,17 @@ def _execute_grid(grid: list, execution: GridExecution) -> None:
     slots, threads = plan_workers(workers, len(units), execution.threads)
     if executor != "local":  # a Ray cluster is not capped at this machine's cores
         slots = max(1, min(workers, len(units)))
-    view = GridView(todo, slots, threads, err_console)
+    slowdown = None  # this machine's factor on the cost model; a cluster's are not this one
+    if executor == "local" and all(run.spec.device == "cpu" for run in todo):
+        specs = [run.spec for run in todo]
+        slowdown = _slowdown(planned_seconds(specs, slots, threads), threads)
+    runner = make_executor(executor, workers, execution.address, execution.threads, slowdown)
+    view = GridView(todo, slots, threads, err_console, slowdown)
+    basis = "cost model timed on this CPU" if slowdown is not None else "cost model"
     console.print(
         f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run on {slots} "
         f"worker(s); estimate about {format_duration(view.planned_seconds())} "
-        f"(cost model, README 'Time estimates')",
+        f"({basis}, README 'Time estimates')",
         highlight=False,
     )
     for unit in units:
@@ -389,7 +422,7 @@ def _execute_grid(grid: list, execution: GridExecution) -> None:
     if view.long_cpu_grid():
         what = f"this grid ({len(todo)} runs on {slots} worker(s))"
         specs = [run.spec for run in todo]
-        _print_long_run(what, view.planned_seconds(), specs, threads, slots)
+        _print_long_run(what, view.planned_seconds(), specs, threads, slots, slowdown)
     failures = []
     with view:
 

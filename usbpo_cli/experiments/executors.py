@@ -6,6 +6,7 @@ in the same folder layout either way.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import re
@@ -26,9 +27,12 @@ class RunOutcome:
     error: str | None  # one line when the run failed; the grid goes on with the others
 
 
-def run_one(specs: Sequence[RunSpec], threads: int) -> list[RunOutcome]:
+def run_one(
+    specs: Sequence[RunSpec], threads: int, slowdown: float | None = None
+) -> list[RunOutcome]:
     """Train one run, or several seeds of one configuration as one agent, in this process with
-    `threads` torch threads (workers must not fight); one outcome per run."""
+    `threads` torch threads (workers must not fight); one outcome per run. `slowdown` prices
+    the steps not yet measured in each run's ETA (status.estimate)."""
     import torch
 
     from usbpo_cli.errors import TrainingDiverged
@@ -39,7 +43,7 @@ def run_one(specs: Sequence[RunSpec], threads: int) -> list[RunOutcome]:
     # it left no readable checkpoint (killed before its first): the grid owns the folder.
     unfinished = (Path(specs[0].out) / "config.json").exists()
     # <run>/status.json for each run, read by the grid view
-    statuses = [StatusReporter(Path(spec.out), threads) for spec in specs]
+    statuses = [StatusReporter(Path(spec.out), threads, slowdown=slowdown) for spec in specs]
     try:
         summaries = run_training(specs, statuses, resume=unfinished, restart=unfinished)
     except (UsageError, TrainingDiverged) as error:
@@ -68,24 +72,26 @@ Done = Callable[[RunOutcome], None]
 
 
 class LocalExecutor:
-    """A pool of fresh (spawned) Python processes on this machine."""
+    """A pool of fresh (spawned) Python processes on this machine; `slowdown` (this machine's
+    factor on the cost model, calibration.py) prices each run's ETA until it is measured."""
 
-    def __init__(self, workers: int, threads: int = 0) -> None:
-        self.requested, self.threads = workers, threads
+    def __init__(self, workers: int, threads: int = 0, slowdown: float | None = None) -> None:
+        self.requested, self.threads, self.slowdown = workers, threads, slowdown
 
     def run(self, units: Sequence[Sequence[RunSpec]], on_done: Done) -> list[RunOutcome]:
         """Train each unit (a run, or seeds trained as one agent) in its own process."""
         workers, threads = plan_workers(self.requested, len(units), self.threads)
+        train = functools.partial(run_one, threads=threads, slowdown=self.slowdown)
         outcomes = []
         if workers == 1:  # no pool needed; keeps tracebacks and profiling simple
             for unit in units:
-                for outcome in run_one(unit, threads):
+                for outcome in train(unit):
                     outcomes.append(outcome)
                     on_done(outcome)
             return outcomes
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(run_one, unit, threads) for unit in units]
+            futures = [pool.submit(train, unit) for unit in units]
             for future in as_completed(futures):
                 for outcome in future.result():
                     outcomes.append(outcome)
@@ -168,14 +174,21 @@ def check_address(address: str) -> None:
         )
 
 
-def make_executor(kind: str, workers: int, address: str | None, threads: int = 0):
+def make_executor(
+    kind: str,
+    workers: int,
+    address: str | None,
+    threads: int = 0,
+    slowdown: float | None = None,
+):
     """The executor for `--executor`; every option is checked here, even for a grid with
-    nothing left to run."""
+    nothing left to run. `slowdown` is this machine's (local executor only: a cluster's
+    machines are not this one)."""
     plan_workers(workers, 1, threads)  # refuses --workers < 1 and --threads < 0
     if kind == "local":
         if address is not None:
             raise UsageError("--address only applies to --executor ray")
-        return LocalExecutor(workers, threads)
+        return LocalExecutor(workers, threads, slowdown)
     if kind == "ray":
         if address is not None:
             check_address(address)

@@ -79,11 +79,19 @@ def run_config(spec: Any) -> dict[str, Any] | None:
     return _CONFIGS[key]
 
 
-def run_estimate(spec: Any, start: int, threads: int) -> float:
+def run_estimate(spec: Any, start: int, threads: int, slowdown: float | None = None) -> float:
     config = run_config(spec)
     if config is None:
         return 0.0
-    return estimate(config, spec.steps, start, threads, episode_limit(spec.env_id))["total"]
+    limit = episode_limit(spec.env_id)
+    return estimate(config, spec.steps, start, threads, limit, slowdown)["total"]
+
+
+def planned_seconds(specs: list, slots: int, threads: int, slowdown: float | None = None) -> float:
+    """The cost model's wall seconds for these runs (each from where its status file says it
+    stands) on `slots` workers."""
+    seconds = [run_estimate(spec, _start_step(spec), threads, slowdown) for spec in specs]
+    return grid_eta([], seconds, slots)
 
 
 def _start_step(spec: Any) -> int:
@@ -98,12 +106,20 @@ class GridView:
     """The live display of a running grid; `poll` runs on a background thread, `finished` is
     called when a run ends."""
 
-    def __init__(self, todo: list, slots: int, threads: int, console: Console) -> None:
+    def __init__(
+        self,
+        todo: list,
+        slots: int,
+        threads: int,
+        console: Console,
+        slowdown: float | None = None,
+    ) -> None:
         self.specs = {str(run.spec.out): run.spec for run in todo}
-        self.slots, self.threads = slots, threads
+        self.slots, self.threads, self.slowdown = slots, threads, slowdown
         self.starts = {out: _start_step(spec) for out, spec in self.specs.items()}
         self.estimates = {
-            out: run_estimate(spec, self.starts[out], threads) for out, spec in self.specs.items()
+            out: run_estimate(spec, self.starts[out], threads, slowdown)
+            for out, spec in self.specs.items()
         }
         self.status: dict[str, dict[str, Any]] = {}
         self.done: set[str] = set()
@@ -200,7 +216,8 @@ class GridView:
                 continue
             running.append(float(eta))
             if status.get("eta_basis") == "measured":
-                left = run_estimate(self.specs[out], int(status.get("env_step", 0)), self.threads)
+                step = int(status.get("env_step", 0))
+                left = run_estimate(self.specs[out], step, self.threads, self.slowdown)
                 if left > 0:
                     ratios.append(float(eta) / left)
         ratio = sum(ratios) / len(ratios) if ratios else 1.0

@@ -6,7 +6,8 @@ The cost model (README, "Time estimates") adds up, per run, the per-operation co
 the reference machine (2 CPU cores, 2 torch threads, torch 2.13 CPU; benchmarks/RESULTS.md):
 env steps, G policy updates per learning step, and for model-based algos each model training
 (phase-1 epochs over the real data so far, USB-PO's phase-2 steps, the rollout), plus the
-evaluations. It is a planning figure, not a promise: once a run learns, its ETA is measured.
+evaluations, scaled for a long CPU run by this machine's measured slowdown (calibration.py).
+It is a planning figure, not a promise: once a run learns, its ETA is measured.
 
 This module never imports torch.
 """
@@ -27,6 +28,7 @@ from typing import Any
 ENV_STEP_S = 0.5e-3  # one real env step with the policy's action (IP15k run: 7 s / 15k steps)
 EVAL_STEP_S = 0.3e-3  # one evaluation env step (deterministic action)
 SAC_UPDATE_S = 5.0e-3  # one SAC update, 256x256 networks, batch 256 (4.3 ms bare, 5.0 in the loop)
+SAC_UPDATE_BARE_S = 4.3e-3  # the same update alone, Hopper's shapes: what calibration.py times
 MODEL_ROW_EPOCH_S = 42e-6  # one phase-1 epoch over one real transition, 7 x 4 x 200 ensemble
 MODEL_EPOCHS = 17  # typical phase-1 epochs per training (RESULTS: 12-21)
 PHASE2_STEP_S = 0.055  # one USB-PO phase-2 step on 1024 pairs
@@ -36,6 +38,9 @@ ALM_FACTOR = 2.0  # an ALM update also trains encoder, latent model and classifi
 PPO_STEP_S = 1.5e-3  # PPO per env step: the env, tiny networks, 10 epochs per 2048 steps
 ONE_THREAD_FACTOR = 1.5  # one torch thread instead of two (RESULTS: 1.46-1.54x)
 LONG_RUN_S = 2 * 3600  # a CPU run above this gets the cheaper choices printed first
+# Above this reference estimate, a CPU run or grid times this machine first (calibration.py):
+# a few policy updates cost a fraction of a second, against a run of minutes or more.
+CALIBRATE_ABOVE_S = 10 * 60
 
 STATUS_FILE = "status.json"
 
@@ -97,11 +102,18 @@ def estimate(
     start: int = 0,
     threads: int = 2,
     episode_steps: int = 1000,
+    slowdown: float | None = None,
 ) -> dict[str, float]:
-    """Estimated wall seconds from env step `start` to `steps` on the reference CPU: the random
-    exploration part, the learning part, and their total. `config` is the resolved config as
-    config.json holds it; `episode_steps` is the task's time limit (for evaluations)."""
-    factor = ONE_THREAD_FACTOR if threads == 1 else 1.0
+    """Estimated wall seconds from env step `start` to `steps`: the random exploration part,
+    the learning part, and their total. `config` is the resolved config as config.json holds
+    it; `episode_steps` is the task's time limit (for evaluations). `slowdown` is this
+    machine's seconds per reference-machine second at `threads` threads, as
+    calibration.measure_slowdown times it; None prices the reference CPU (2 cores, with
+    ONE_THREAD_FACTOR for one thread)."""
+    if slowdown is not None:
+        factor = slowdown
+    else:
+        factor = ONE_THREAD_FACTOR if threads == 1 else 1.0
     epoch = max(1, int(config.get("epoch_length", 1000)))
     evals = max(0, steps // epoch - start // epoch) + 1
     eval_s = evals * config.get("eval_episodes", 5) * episode_steps * EVAL_STEP_S
@@ -228,10 +240,16 @@ def eta_window(config: dict[str, Any]) -> int:
 
 
 def stage_eta(
-    config: dict[str, Any], steps: int, start: int, threads: int, env_id: str
+    config: dict[str, Any],
+    steps: int,
+    start: int,
+    threads: int,
+    env_id: str,
+    slowdown: float | None = None,
 ) -> StageEta:
-    """A StageEta for a run with this config, its learning steps priced by the cost model."""
-    parts = estimate(config, steps, start, threads, episode_limit(env_id))
+    """A StageEta for a run with this config, its learning steps priced by the cost model
+    (scaled by `slowdown`, as in `estimate`)."""
+    parts = estimate(config, steps, start, threads, episode_limit(env_id), slowdown)
     learning_steps = max(1, steps - max(start, config.get("initial_steps", 0)))
     initial = config.get("initial_steps", 0) if "ppo_num_steps" not in config else 0
     return StageEta(steps, initial, parts["learning"] / learning_steps, eta_window(config))
@@ -262,10 +280,14 @@ def read_status(out: Path) -> dict[str, Any] | None:
 class StatusReporter:
     """A run's `report` callback that keeps `<run>/status.json` current (at most every
     `every` seconds): env step, steps, phase, ETA and its basis. The run's config is read from
-    its config.json on the first report (prepare_run has written it by then)."""
+    its config.json on the first report (prepare_run has written it by then). `slowdown`
+    scales the cost model's price of the steps not yet measured (see `estimate`)."""
 
-    def __init__(self, out: Path, threads: int = 2, every: float = 2.0) -> None:
+    def __init__(
+        self, out: Path, threads: int = 2, every: float = 2.0, slowdown: float | None = None
+    ) -> None:
         self.out, self.threads, self.every = Path(out), threads, every
+        self.slowdown = slowdown
         self.eta: StageEta | None = None
         self.steps = 0
         self.phase = "starting"
@@ -278,7 +300,7 @@ class StatusReporter:
             payload = json.loads((self.out / "config.json").read_text())
             self.steps = int(payload["steps"])
             self.eta = stage_eta(
-                payload["config"], self.steps, step, self.threads, payload["env_id"]
+                payload["config"], self.steps, step, self.threads, payload["env_id"], self.slowdown
             )
         except (OSError, ValueError, KeyError, TypeError):
             self.eta = None
