@@ -1,0 +1,151 @@
+"""Every number of RESULTS.md's HalfCheetah-v4 section (issue 16), recomputed from the CSVs.
+
+Reads the grid's committed run folders (config.json and progress.csv of each seed) and the
+published curves of ../shared/reference/erl_lib, and prints, as Markdown:
+1. the summary table: per algo, seeds, final return (mean and std, IQM with its 95%
+   bootstrap CI) and AUC (IQM with its CI), and P(USB-PO > algo) with its CI, on both;
+2. our MBPO (and SAC) mean evaluation return at 10k, 15k and 20k env steps next to the
+   published mean curve at the same steps (erl_lib's MBPO: a mean curve with a band, read at
+   its nearest point and interpolated; erl_lib's SAC: 8 real seeds);
+3. wall time per run and per phase (the t_* columns summed over rows), in hours.
+Runs still going count with the rows they have; a column says how far each got.
+
+usage: python benchmarks/halfcheetah_report.py [--runs benchmarks/runs/halfcheetah-20k]
+       [--reference ../shared/reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from usbpo_cli.experiments.aggregate import (
+    bootstrap_ci,
+    final_and_auc,
+    iqm,
+    load_runs,
+    probability_of_improvement_ci,
+)
+from usbpo_cli.experiments.plots import load_reference, reference_files
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = "HalfCheetah-v4"
+CHECK_STEPS = (10_000, 15_000, 20_000)
+PHASES = ("t_env", "t_model_phase1", "t_model_phase2", "t_rollout", "t_policy", "t_eval")
+
+
+def ci_text(values: np.ndarray) -> str:
+    """IQM [95% CI] of per-seed values (the CI needs two seeds)."""
+    low, high = bootstrap_ci([values], iqm, 0.95, 2000, 0)
+    centre = float(iqm(values))
+    if np.isnan(low):
+        return f"{centre:.0f}"
+    return f"{centre:.0f} [{low:.0f}, {high:.0f}]"
+
+
+def summary(runs: pd.DataFrame) -> list[str]:
+    scores = final_and_auc(runs[runs["env"] == ENV])
+    lines = [
+        "| algo | seeds (env steps reached) | final mean ± std | final IQM [95% CI] | "
+        "AUC IQM [95% CI] | P(USB-PO > algo), final [CI] | P(USB-PO > algo), AUC [CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ours = scores[scores["label"] == "usbpo"]
+    for label, group in scores.groupby("label", sort=True):
+        final = group["final"].to_numpy(float)
+        std = f"{np.std(final, ddof=1):.0f}" if len(final) > 1 else "-"
+        reached = ", ".join(str(int(s)) for s in group["final_step"])
+        better = ["-", "-"]
+        if label != "usbpo" and len(ours):
+            for i, metric in enumerate(("final", "auc")):
+                p, low, high = probability_of_improvement_ci(
+                    [ours[metric].to_numpy(float)], [group[metric].to_numpy(float)]
+                )
+                better[i] = f"{p:.2f}" + ("" if np.isnan(low) else f" [{low:.2f}, {high:.2f}]")
+        lines.append(
+            f"| {label} | {len(final)} ({reached}) | {final.mean():.0f} ± {std} | "
+            f"{ci_text(final)} | {ci_text(group['auc'].to_numpy(float))} | "
+            f"{better[0]} | {better[1]} |"
+        )
+    return lines
+
+
+def at_step(curve: pd.DataFrame, step: int) -> tuple[float, float, float]:
+    """(nearest step, its value, the value interpolated at `step`) of a (step, reward) curve."""
+    nearest = curve.iloc[int(np.argmin(np.abs(curve["step"].to_numpy(float) - step)))]
+    interpolated = float(np.interp(step, curve["step"], curve["reward"]))
+    return float(nearest["step"]), float(nearest["reward"]), interpolated
+
+
+def published(runs: pd.DataFrame, reference: Path) -> list[str]:
+    files = {ref.algo: ref for ref in reference_files(reference, ENV)[0] if ref.source == "erl_lib"}
+    lines = [
+        "| algo | env steps | ours: mean (per seed) | published mean: nearest point (step) | "
+        "published, interpolated | published min-max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label in ("mbpo", "sac"):
+        ours = runs[(runs["env"] == ENV) & (runs["label"] == label)]
+        ref = files.get(label)
+        if ref is None or ours.empty:
+            continue
+        curve, _ = load_reference(ref)
+        raw = pd.read_csv(ref.path)
+        for step in CHECK_STEPS:
+            rows = ours[ours["env_step"] == step].sort_values("seed")
+            if rows.empty:
+                continue
+            values = rows["eval_return_mean"].to_numpy(float)
+            seeds = ", ".join(f"{v:.0f}" for v in values)
+            near_step, near, interpolated = at_step(curve, step)
+            if abs(near_step - step) > 0.1 * step:  # erl_lib's SAC: every 10k steps only
+                lines.append(f"| {label} | {step} | {values.mean():.0f} ({seeds}) | "
+                             "(not evaluated there) | - | - |")  # fmt: skip
+                continue
+            band = raw[raw["step"] == near_step]["reward"]
+            lines.append(
+                f"| {label} | {step} | {values.mean():.0f} ({seeds}) | {near:.0f} "
+                f"({near_step:.0f}) | {interpolated:.0f} | {band.min():.0f} to {band.max():.0f} |"
+            )
+    return lines
+
+
+def wall_times(runs: pd.DataFrame) -> list[str]:
+    header = " | ".join(p[2:] for p in PHASES)
+    lines = [
+        f"| run | env steps | wall h | {header} | policy share |",
+        "|---|---|---|" + "---|" * len(PHASES) + "---|",
+    ]
+    for (label, seed), run in runs[runs["env"] == ENV].groupby(["label", "seed"], sort=True):
+        run = run.sort_values("env_step")
+        last = run.iloc[-1]
+        sums = [run[p].sum() / 3600 if p in run else 0.0 for p in PHASES]
+        phases = " | ".join(f"{s:.2f}" for s in sums)
+        share = sums[PHASES.index("t_policy")] / max(1e-9, sum(sums))
+        lines.append(
+            f"| {label} seed{seed} | {int(last['env_step'])} | {last['wall_time_s'] / 3600:.2f} | "
+            f"{phases} | {share:.0%} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks/runs/halfcheetah-20k")
+    parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared/reference")
+    args = parser.parse_args()
+    runs = load_runs(args.runs)
+    for title, lines in (
+        ("Summary (final = last evaluation; AUC = mean over evaluations)", summary(runs)),
+        ("Against the published curves (erl_lib, gymnasium v4)", published(runs, args.reference)),
+        ("Wall time (hours; phases summed over the rows of progress.csv)", wall_times(runs)),
+    ):
+        print(f"### {title}\n")
+        print("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
