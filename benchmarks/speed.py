@@ -29,6 +29,8 @@ usage: python benchmarks/speed.py [--quick] [--profile] [--device cpu|cuda] [--n
        [--json FILE]
        python benchmarks/speed.py --grid [--seeds 5] [--precision fp32|bf16] [--stages early,late]
        [--device cpu|cuda] [--no-anchor] [--json FILE]
+       python benchmarks/speed.py --grid --scaling 1,5,20 --device cuda [--stages early]
+       (the seed axis alone at each S: benchmarks/gpu_check.sh, for a lent GPU)
 """
 
 from __future__ import annotations
@@ -436,6 +438,9 @@ def grid_worker(
         "block": block,
         "block_s": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_cuda_mb": (
+            torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
+        ),
     }
 
 
@@ -504,6 +509,40 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
     return figures
 
 
+def scaling_stage(args: argparse.Namespace) -> dict[str, float]:
+    """`--scaling 1,5,20`: the seed axis alone, S seeds trained as one agent for each S (one
+    fresh process each), as total env steps/s and per-seed rate against S = 1. The GPU target
+    of issue 15: at S = 20 each seed at least half as fast as one seed alone, so the grid runs
+    at least 10x the throughput of one seed per process taking turns on the device."""
+    from usbpo_cli.util.precision import check_precision
+
+    check_precision(args.precision, torch.device(args.device))
+    threads = args.threads or os.cpu_count() or 1
+    counts = [int(part) for part in args.scaling.split(",")]
+    if not counts or min(counts) < 1 or counts[0] != 1:
+        raise SystemExit("--scaling: seed counts starting with 1, e.g. 1,5,20")
+    print(f"scaling: {ENV}, paper preset, {args.precision}, device {args.device}, S = {counts}")
+    figures: dict[str, float] = {}
+    for stage in args.stages.split(","):
+        for algo in GRID_ALGOS:
+            alone = None
+            for seeds in counts:
+                result = collect(spawn_worker(algo, stage, seeds, args, threads))
+                rate = result["env_steps_per_s"]
+                alone = rate if seeds == 1 else alone
+                key = f"scaling_{stage}_{algo}_S{seeds}"
+                figures[key] = rate
+                figures[f"{key}_per_seed_vs_S1"] = rate / seeds / alone
+                print(
+                    f"{stage} {algo} S={seeds}: {rate:.2f} env steps/s in all, per seed "
+                    f"{rate / seeds / alone:.2f}x one seed alone, grid {rate / alone:.1f}x one "
+                    f"seed per process in turn; peak memory {result['peak_rss_mb']:.0f} MB "
+                    f"(CUDA {result['peak_cuda_mb']:.0f} MB)"
+                )
+                figures[f"{key}_peak_cuda_mb"] = result["peak_cuda_mb"]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="under a minute: parts, not blocks")
@@ -518,6 +557,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--grid-worker", nargs=3, metavar=("ALGO", "STAGE", "SEEDS"))
     parser.add_argument("--smoke", action="store_true", help="--grid at toy sizes (a test)")
+    parser.add_argument(
+        "--scaling", help="--grid: only the seed axis, at these seed counts (e.g. 1,5,20)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -529,7 +571,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.grid:
-        figures = grid_stage(args)
+        figures = scaling_stage(args) if args.scaling else grid_stage(args)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
