@@ -398,6 +398,9 @@ SMOKE = {
 }
 
 
+MEMORY_ONLY = {"model_max_epochs": 2, "phase2_max_steps": 2}
+
+
 def grid_worker(
     algo: str,
     stage: str,
@@ -405,18 +408,22 @@ def grid_worker(
     device: torch.device,
     precision: str,
     smoke: bool = False,
+    memory_only: bool = False,
 ) -> dict:
     """In a fresh process: one agent of `seeds` seeds (1: a lone run) in the anchor's state at
     `stage`, then one timed block; total env steps/s over its seeds and this process's peak
     memory."""
     cls, config_cls = GRID_ALGOS[algo]
     stored, schedule = GRID_STAGES[stage]
-    block = 20 if smoke else BLOCK
+    # --memory: every buffer, network and rollout at full size, but blocks of one env step
+    # and trainings of two epochs (and two phase-2 steps): the peak, not the time
+    block = 20 if smoke else 1 if memory_only else BLOCK
     stored = 400 if smoke else stored
     hopper = dict(PAPER_TASKS["Hopper"])
     if schedule is not None:
         hopper["rollout_schedule"] = schedule
     hopper.update(SMOKE if smoke else {})
+    hopper.update(MEMORY_ONLY if memory_only else {})
     known = {f.name for f in dataclasses.fields(config_cls)}
     hopper = {k: v for k, v in hopper.items() if k in known}
     config = dataclasses.replace(config_cls(), **hopper, initial_steps=0, eval_episodes=0)
@@ -448,6 +455,7 @@ def spawn_worker(algo: str, stage: str, seeds: int, args: argparse.Namespace, th
     command = [sys.executable, __file__, "--grid-worker", algo, stage, str(seeds)]
     command += ["--device", args.device, "--precision", args.precision, "--threads", str(threads)]
     command += ["--smoke"] if args.smoke else []
+    command += ["--memory"] if args.memory else []
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -509,6 +517,28 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
     return figures
 
 
+def memory_stage(args: argparse.Namespace) -> dict[str, float]:
+    """`--grid --memory`: issue 15's memory target alone. Peak resident memory per seed of S
+    seeds as one agent against one seed alone, each in a fresh process, at the grid's stages
+    (every buffer, network and rollout at the paper preset's size; trainings cut to two epochs
+    and blocks to one env step, which change the time, not the peak)."""
+    threads = args.threads or os.cpu_count() or 1
+    figures: dict[str, float] = {}
+    print(f"memory: {args.seeds} seeds of {ENV} as one agent vs one seed alone, paper preset")
+    for stage in args.stages.split(","):
+        for algo in GRID_ALGOS:
+            lone = collect(spawn_worker(algo, stage, 1, args, threads))["peak_rss_mb"]
+            grouped = collect(spawn_worker(algo, stage, args.seeds, args, threads))["peak_rss_mb"]
+            ratio = grouped / args.seeds / lone
+            figures[f"memory_{stage}_{algo}_per_seed_ratio"] = ratio
+            print(
+                f"{stage} {algo}: {grouped:.0f} MB for {args.seeds} seeds as one agent "
+                f"({grouped / args.seeds:.0f} MB per seed), {lone:.0f} MB one seed alone: "
+                f"{ratio:.2f}x per seed"
+            )
+    return figures
+
+
 def scaling_stage(args: argparse.Namespace) -> dict[str, float]:
     """`--scaling 1,5,20`: the seed axis alone, S seeds trained as one agent for each S (one
     fresh process each), as total env steps/s and per-seed rate against S = 1. The GPU target
@@ -558,6 +588,9 @@ def main() -> None:
     parser.add_argument("--grid-worker", nargs=3, metavar=("ALGO", "STAGE", "SEEDS"))
     parser.add_argument("--smoke", action="store_true", help="--grid at toy sizes (a test)")
     parser.add_argument(
+        "--memory", action="store_true", help="--grid: per-seed peak memory only (minutes)"
+    )
+    parser.add_argument(
         "--scaling", help="--grid: only the seed axis, at these seed counts (e.g. 1,5,20)"
     )
     args = parser.parse_args()
@@ -566,12 +599,21 @@ def main() -> None:
     if args.grid_worker:
         algo, stage, seeds = args.grid_worker
         result = grid_worker(
-            algo, stage, int(seeds), torch.device(args.device), args.precision, args.smoke
+            algo,
+            stage,
+            int(seeds),
+            torch.device(args.device),
+            args.precision,
+            args.smoke,
+            args.memory,
         )
         print(json.dumps(result))
         return
     if args.grid:
-        figures = scaling_stage(args) if args.scaling else grid_stage(args)
+        if args.memory:
+            figures = memory_stage(args)
+        else:
+            figures = scaling_stage(args) if args.scaling else grid_stage(args)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
