@@ -293,20 +293,24 @@ def test_cost_model_separates_long_runs_from_short_ones() -> None:
     assert seconds("InvertedPendulum", "tiny", 300) < 10
 
 
+def _no_training(self, report=None):  # noqa: ANN001, ANN202 (PreparedRun.train's stand-in)
+    """Training replaced: release the run's locks and report nothing trained (a fast test of
+    what a command prints before it trains)."""
+    from usbpo_cli.agents.base import RunSummary
+
+    for lock in self.locks:
+        lock.release()
+    return RunSummary(0, 0.0, 0.0, 0.0, 0)
+
+
 def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A paper Hopper run (hours on a CPU): the estimate and the cheaper choices come first.
     Training itself is replaced by a stub so the test stays fast."""
-    from usbpo_cli.agents.base import RunSummary
     from usbpo_cli.runs import runner
 
-    def no_training(self, report=None) -> RunSummary:
-        for lock in self.locks:
-            lock.release()
-        return RunSummary(0, 0.0, 0.0, 0.0, 0)
-
-    monkeypatch.setattr(runner.PreparedRun, "train", no_training)
+    monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
     result = usbpo_inproc("train", "--env", "Hopper-v4", "--quiet", "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
@@ -382,15 +386,9 @@ def test_long_run_estimate_is_scaled_to_this_machine(
     way and hands the factor to its workers (for their ETAs until measured)."""
     import dataclasses
 
-    from usbpo_cli.agents.base import RunSummary
     from usbpo_cli.experiments import executors
     from usbpo_cli.runs import calibration, runner
     from usbpo_cli.runs.status import format_duration
-
-    def no_training(self, report=None) -> RunSummary:
-        for lock in self.locks:
-            lock.release()
-        return RunSummary(0, 0.0, 0.0, 0.0, 0)
 
     timed_threads = []
 
@@ -398,7 +396,7 @@ def test_long_run_estimate_is_scaled_to_this_machine(
         timed_threads.append(threads)
         return 10.0
 
-    monkeypatch.setattr(runner.PreparedRun, "train", no_training)
+    monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
     monkeypatch.setattr(calibration, "measure_slowdown", ten_times_slower)
     config, _ = resolve_config(USBPOConfig, "Hopper", "paper", {})
     reference = estimate(dataclasses.asdict(config), 100_000, 0, threads=2)["total"]
