@@ -4,7 +4,7 @@ The cost model (status.py, README "Time estimates") prices each operation as mea
 reference machine of benchmarks/RESULTS.md. CPUs differ far more than a planning figure can
 absorb: the policy update, which is most of a model-based run's time (G updates per env
 step), measured 4.3 ms on the reference machine and 45 ms on a 2-core AVX2 EPYC at one thread,
-where an uncalibrated estimate promised a HalfCheetah grid in 5 hours that needed 25. So
+where an uncalibrated estimate promised a HalfCheetah grid in 5 hours that needed 30. So
 before a long CPU run the command times that update here, at the run's thread count, and
 scales the whole estimate by the ratio. The update is the same SAC update the runs make
 (Hopper's shapes, the reference figure's), drawn from a generator of its own so that timing it
