@@ -380,7 +380,6 @@ def _execute_grid(grid: list, execution: GridExecution) -> None:
     from usbpo_cli.runs.status import format_duration
 
     executor, workers, vectorise = execution.executor, execution.workers, execution.vectorise
-    make_executor(executor, workers, execution.address, execution.threads)  # checks options
     todo = [run for run in grid if run.status != "complete"]
     todo.sort(key=lambda run: run.seed)  # stable: env and algo order kept within a seed
     units, notes = plan_units(todo, vectorise)
