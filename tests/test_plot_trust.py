@@ -514,3 +514,82 @@ def test_the_users_three_commands_as_typed(tmp_path: Path) -> None:
         assert "runs/compare" in result.stderr and "runs/train" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert snapshot(tmp_path / "runs") == runs
+
+
+# ----------------------------------------------------------------------------- unfinished grids
+
+
+def stop_early(run: Path, rows: int) -> None:
+    """Keep the first `rows` evaluations of a run: a grid stopped part-way through it."""
+    progress = pd.read_csv(run / "progress.csv")
+    progress.head(rows).to_csv(run / "progress.csv", index=False)
+
+
+def test_a_mean_over_seeds_ends_where_the_shortest_seed_ends(tmp_path: Path) -> None:
+    """mbpo (rank 1) returns 20 i + seed at step 1000 i; seed 2 stopped after 2 evaluations.
+    Mean at 1k and 2k: 21 and 41, std 1; past 2k the 'mean' would be that of seeds 0-1 only
+    (60.5, 80.5) under a legend saying n=3, so the curve must end at 2k."""
+    grid = write_grid(tmp_path / "g", COMPARE)
+    stop_early(grid / "Hopper-v4" / "mbpo" / "seed2", 2)
+    notes: list[str] = []
+    fig = plots.make_figure("learning-curves", aggregate.load_runs(grid), report=notes.append)
+    (ax,) = visible_axes(fig)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    mbpo = lines["mbpo (n=3 seeds)"]
+    assert list(mbpo.get_xdata()) == [1000, 2000]
+    assert list(mbpo.get_ydata()) == pytest.approx([21.0, 41.0])
+    assert list(lines["usbpo (n=3 seeds)"].get_xdata()) == [1000, 2000, 3000, 4000]  # untouched
+    assert (
+        "plot: Hopper-v4 mbpo: mean drawn to 2k env steps, the steps all 3 seeds have "
+        "(seeds reach 0: 4k, 1: 4k, 2: 2k)" in notes
+    )
+
+
+def test_delta_mean_ends_where_the_shortest_seed_ends(tmp_path: Path) -> None:
+    """delta = 0.01 / i + 0.001 seed from the second evaluation on; with usbpo seed 1 stopped
+    after 2 evaluations, the steps all seeds have are 2k only: mean 0.005 + 0.001 = 0.006."""
+    grid = write_grid(tmp_path / "g", (("usbpo", "usbpo"),))
+    stop_early(grid / "Hopper-v4" / "usbpo" / "seed1", 2)
+    notes: list[str] = []
+    fig = plots.make_figure("delta-magnitude", aggregate.load_runs(grid), report=notes.append)
+    (delta,) = [line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "delta"]
+    assert list(delta.get_xdata()) == [2000]
+    assert list(delta.get_ydata()) == pytest.approx([0.006])
+    assert any(note.startswith("plot: Hopper-v4 usbpo delta: mean drawn to 2k") for note in notes)
+
+
+def test_a_figure_of_unfinished_runs_says_so_on_the_figure(tmp_path: Path) -> None:
+    """config.json says --steps 4000; mbpo seed 2 reached 2000, sac seed 0 3000: each figure
+    names them above everything, and the console line says the same."""
+    grid = write_grid(tmp_path / "g", (*COMPARE, ("sac", "sac")))
+    stop_early(grid / "Hopper-v4" / "mbpo" / "seed2", 2)
+    stop_early(grid / "Hopper-v4" / "sac" / "seed0", 3)
+    runs = aggregate.load_runs(grid)
+    expected = (
+        "unfinished: 2 of 12 runs (mbpo seed 2 at 2k of 4k, sac seed 0 at 3k of 4k env steps)"
+    )
+    for figure in ("learning-curves", "compute-cost"):
+        notes: list[str] = []
+        fig = plots.make_figure(figure, runs, report=notes.append)
+        assert f"plot: {expected}" in notes
+        assert fig.get_suptitle().replace("\n", " ") == expected
+    fig = plots.make_figure("delta-magnitude", runs)  # usbpo only: all finished
+    assert "unfinished" not in fig.get_suptitle()
+    result = usbpo_inproc("plot", "--figure", "learning-curves", "--runs", "g", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"plot: {expected}" in result.stderr
+
+
+def test_finished_runs_carry_no_unfinished_mark(tmp_path: Path) -> None:
+    """The same grid run to its --steps: no mark, no line; a run whose config.json names no
+    --steps is not called unfinished (unknown is not short)."""
+    grid = write_grid(tmp_path / "g", COMPARE)
+    notes: list[str] = []
+    fig = plots.make_figure("learning-curves", aggregate.load_runs(grid), report=notes.append)
+    assert fig.get_suptitle() == ""
+    assert not [note for note in notes if "unfinished" in note]
+    other = write_grid(tmp_path / "h", (("sac", "sac"),), seeds=1)
+    run = other / "Hopper-v4" / "sac" / "seed0"
+    (run / "config.json").write_text(json.dumps({"algo": "sac", "env_id": "Hopper-v4"}))
+    stop_early(run, 2)
+    assert plots.unfinished_note(plots.with_run_info(aggregate.load_runs(other))) is None

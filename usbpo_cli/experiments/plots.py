@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,12 +234,27 @@ def make_figure(
         report(f"plot: {note}")
     if reference_dir is not None and name != "learning-curves":
         report(f"reference: figure {name} overlays no published curves (learning-curves does)")
+    caveat = unfinished_note(runs)
+    if caveat:
+        report(f"plot: {caveat}")
     with matplotlib.rc_context(STYLE):
         if name in CURVE_TITLES:
-            return _curves_figure(name, runs, reference_dir, sac_asymptote, report)
-        if name == "delta-magnitude":
-            return _delta_figure(runs)
-        return _cost_figure(runs)
+            fig = _curves_figure(name, runs, reference_dir, sac_asymptote, report)
+        elif name == "delta-magnitude":
+            fig = _delta_figure(runs, report)
+        else:
+            fig = _cost_figure(runs)
+        if caveat:
+            _headline(fig, caveat)
+    return fig
+
+
+def _headline(fig: Figure, caveat: str) -> None:
+    """Put `caveat` above everything else on the figure, so a copy pasted into a paper or a
+    slide still says it (the console line does not travel with the file)."""
+    lines = textwrap.wrap(caveat, 110)
+    existing = fig.get_suptitle()
+    fig.suptitle("\n".join([*lines, existing] if existing else lines), fontsize=8)
 
 
 def _check_name(name: str) -> None:
@@ -340,10 +356,14 @@ def _have(runs: pd.DataFrame) -> str:
     return f"labels {', '.join(_sorted(runs['label'], key=_label_key))}"
 
 
+RUN_INFO: tuple[str, ...] = ("algo", "initial_steps", "truncate_obs", "planned_steps")
+
+
 def with_run_info(runs: pd.DataFrame) -> pd.DataFrame:
     """`runs` with `algo` (config.json's, else the label), `initial_steps` (the random
-    exploration steps from config.json, NaN when unknown) and `truncate_obs` per row."""
-    if {"algo", "initial_steps", "truncate_obs"} <= set(runs.columns):
+    exploration steps from config.json, NaN when unknown), `truncate_obs` and
+    `planned_steps` (the run's --steps, NaN when unknown) per row."""
+    if set(RUN_INFO) <= set(runs.columns):
         return runs
     runs = runs.copy()
     if "run" not in runs.columns:
@@ -355,25 +375,66 @@ def with_run_info(runs: pd.DataFrame) -> pd.DataFrame:
     runs["algo"] = algo.where(algo.notna(), runs["label"]).astype(str)
     runs["initial_steps"] = runs["run"].map(lambda run: info[run][1]).astype(float)
     runs["truncate_obs"] = runs["run"].map(lambda run: info[run][2]).astype(bool)
+    runs["planned_steps"] = runs["run"].map(lambda run: info[run][3]).astype(float)
     return runs
 
 
-def _config_info(run_dir: Path) -> tuple[str | None, float, bool]:
+def _config_info(run_dir: Path) -> tuple[str | None, float, bool, float]:
+    nothing = None, float("nan"), False, float("nan")
     path = run_dir / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None, float("nan"), False
+        return nothing
     if not isinstance(config, dict):
-        return None, float("nan"), False
+        return nothing
     settings = config.get("config")
     initial = settings.get("initial_steps") if isinstance(settings, dict) else None
-    algo = config.get("algo")
+    algo, steps = config.get("algo"), config.get("steps")
     return (
         str(algo) if algo else None,
         float(initial) if isinstance(initial, (int, float)) else float("nan"),
         bool(config.get("truncate_obs", False)),
+        float(steps) if isinstance(steps, (int, float)) and steps > 0 else float("nan"),
     )
+
+
+def unfinished_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row (env, label, seed, reached, planned) per run whose progress stops short of the
+    --steps its config.json names: a grid still training, or stopped part-way. A figure drawn
+    from such runs must say so, or it reads as the finished result."""
+    runs = with_run_info(runs)
+    per_run = runs.groupby("run", sort=False).agg(
+        env=("env", "first"),
+        label=("label", "first"),
+        seed=("seed", "first"),
+        reached=("env_step", "max"),
+        planned=("planned_steps", "first"),
+    )
+    short = per_run[per_run["reached"] < per_run["planned"]]  # NaN planned: unknown, not short
+    order = [
+        (_natural_key(str(e)), _label_key(str(lab)), int(s))
+        for e, lab, s in zip(short["env"], short["label"], short["seed"])
+    ]
+    rows = short.iloc[sorted(range(len(short)), key=order.__getitem__)]
+    return rows.reset_index(drop=True)
+
+
+def unfinished_note(runs: pd.DataFrame) -> str | None:
+    """`unfinished: 2 of 3 runs (mbpo seed 0 at 12k of 20k env steps, ...)` for the figure
+    and the console; None when every run reached its --steps."""
+    short = unfinished_runs(runs)
+    if short.empty:
+        return None
+    total = len(pd.unique(runs["run"])) if "run" in runs else len(short)
+    several_envs = runs["env"].nunique() > 1
+    parts = [
+        f"{f'{env} ' if several_envs else ''}{label} seed {int(seed)} at "
+        f"{_format_steps(reached)} of {_format_steps(planned)}"
+        for env, label, seed, reached, planned in short.itertuples(index=False)
+    ]
+    runs_word = "run" if total == 1 else "runs"
+    return f"unfinished: {len(short)} of {total} {runs_word} ({', '.join(parts)} env steps)"
 
 
 # ----------------------------------------------------------------------------- grids
@@ -589,14 +650,29 @@ def _colours(labels: list[str]) -> dict[str, tuple[float, ...]]:
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
-def _mean_std(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean and std (ddof 1; 0 with one seed) of `column` over seeds at each env step."""
-    values = frame[["env_step", column]].copy()
+def _mean_std(
+    frame: pd.DataFrame, column: str, report: Report = _ignore, what: str = ""
+) -> pd.DataFrame:
+    """Mean and std (ddof 1; 0 with one seed) of `column` over seeds at each env step that
+    every seed with a value in `column` has. Past the shortest seed (a grid stopped part-way,
+    runs of different --steps) the mean would be that of fewer seeds than the legend's n, and
+    its jump would read as learning; so the curve ends there and `report` hears it."""
+    values = frame[["seed", "env_step", column]].copy()
     values[column] = pd.to_numeric(values[column], errors="coerce")
     values = values.dropna()
-    summary = values.groupby("env_step")[column].agg(["mean", "std"]).reset_index()
-    summary["std"] = summary["std"].fillna(0.0)
-    return summary
+    n_seeds = values["seed"].nunique()
+    summary = values.groupby("env_step")[column].agg(["mean", "std", "count"]).reset_index()
+    common = summary[summary["count"] == n_seeds]
+    if len(common) < len(summary):
+        last = values.groupby("seed")["env_step"].max()
+        end = f"{_format_steps(common['env_step'].max())} env steps" if len(common) else "nothing"
+        report(
+            f"plot: {what or column}: mean drawn to {end}, the steps all {n_seeds} seeds "
+            f"have (seeds reach {', '.join(f'{s}: {_format_steps(v)}' for s, v in last.items())})"
+        )
+    common = common.drop(columns="count").reset_index(drop=True)
+    common["std"] = common["std"].fillna(0.0)
+    return common
 
 
 def _band(
@@ -657,7 +733,7 @@ def _curves_figure(
         for index, label in enumerate(labels):
             seeds = panel[panel["label"] == label]
             if not seeds.empty:
-                summary = _mean_std(seeds, "eval_return_mean")
+                summary = _mean_std(seeds, "eval_return_mean", report, f"{env} {label}")
                 style = LINESTYLES[index % len(LINESTYLES)]
                 label_n = _with_seeds(label, _seeds(seeds))
                 _band(ax, summary, colours[label], label_n, index, style, nested=True)
@@ -936,7 +1012,7 @@ def read_wide_reference(
 # ----------------------------------------------------------------------------- delta magnitude
 
 
-def _delta_figure(runs: pd.DataFrame) -> Figure:
+def _delta_figure(runs: pd.DataFrame, report: Report = _ignore) -> Figure:
     """Per (env, label) one row of two panels: model shift and model bias (after phase 2 solid,
     before it dashed, for USB-PO), and delta on a panel of its own (about 100x smaller)."""
     # Delta needs a model buffer from before the update, so it starts at the second model
@@ -955,12 +1031,14 @@ def _delta_figure(runs: pd.DataFrame) -> Figure:
         for index, column in enumerate(("model_shift", "model_bias")):
             words = column.replace("_", " ")
             after = f"{words}, after phase 2" if phase2 else words
-            _band(left, _mean_std(panel, column), colours[column], after, index)
+            where = f"{env} {label} {{}}"
+            summary = _mean_std(panel, column, report, where.format(column))
+            _band(left, summary, colours[column], after, index)
             before = f"{column}_before"
             if phase2 and _has_values(panel, before):
                 _band(
                     left,
-                    _mean_std(panel, before),
+                    _mean_std(panel, before, report, where.format(before)),
                     colours[column],
                     f"{words}, before phase 2",
                     index + 2,
@@ -970,7 +1048,8 @@ def _delta_figure(runs: pd.DataFrame) -> Figure:
         n = _seeds(panel)
         left.set_title(f"{env}: {who}, n={n} seed{'s' if n != 1 else ''}")
         left.set_ylabel("W2 estimate")
-        _band(right, _mean_std(panel, "delta"), colours["delta"], "delta", 4)
+        delta = _mean_std(panel, "delta", report, f"{env} {label} delta")
+        _band(right, delta, colours["delta"], "delta", 4)
         right.axhline(0.0, color="0.5", linewidth=0.5)
         right.set_title(f"delta{' (model after phase 2)' if phase2 else ''}")
         right.set_ylabel("delta (W2 estimate)")
