@@ -7,7 +7,9 @@ published curves of ../shared/reference/erl_lib, and prints, as Markdown:
 2. our MBPO (and SAC) mean evaluation return at 10k, 15k and 20k env steps next to the
    published mean curve at the same steps (erl_lib's MBPO: a mean curve with a band, read at
    its nearest point and interpolated; erl_lib's SAC: 8 real seeds);
-3. wall time per run and per phase (the t_* columns summed over rows), in hours.
+3. every evaluation of our MBPO from 10k env steps on against the published band there
+   (interpolated), and per seed how many fall below, inside and above it;
+4. wall time per run and per phase (the t_* columns summed over rows), in hours.
 Runs still going count with the rows they have; a column says how far each got.
 
 usage: python benchmarks/halfcheetah_report.py [--runs benchmarks/runs/halfcheetah-20k]
@@ -113,6 +115,57 @@ def published(runs: pd.DataFrame, reference: Path) -> list[str]:
     return lines
 
 
+def band_at(raw: pd.DataFrame, step: float) -> tuple[float, float, float]:
+    """(low, mean, high) of a published mean curve with a band (erl_lib's MBPO: per step, the
+    "seeds" are values spread around the mean), each interpolated linearly at `step`."""
+    per_step = raw.groupby("step")["reward"].agg(["min", "mean", "max"]).reset_index()
+    steps = per_step["step"].to_numpy(float)
+    return tuple(float(np.interp(step, steps, per_step[c])) for c in ("min", "mean", "max"))
+
+
+def within_band(runs: pd.DataFrame, reference: Path, label: str = "mbpo") -> list[str]:
+    """Every evaluation of our `label` from 10k env steps (before that the published MBPO
+    curve is interpolation, reference README) to the curve's last step, against the published
+    band there: each seed's value marked below (v) or above (^) the band, then per seed how
+    many of its evaluations fall below, inside and above."""
+    files = {ref.algo: ref for ref in reference_files(reference, ENV)[0] if ref.source == "erl_lib"}
+    ours = runs[(runs["env"] == ENV) & (runs["label"] == label)]
+    if label not in files or ours.empty:
+        return []
+    raw = pd.read_csv(files[label].path)
+    last = float(raw["step"].max())
+    ours = ours[(ours["env_step"] >= 10_000) & (ours["env_step"] <= last)]
+    seeds = sorted(int(s) for s in ours["seed"].unique())
+    lines = [
+        f"| env steps | published band (mean) | {' | '.join(f'seed {s}' for s in seeds)} |",
+        "|---|---|" + "---|" * len(seeds),
+    ]
+    counts = {s: [0, 0, 0] for s in seeds}  # below, inside, above
+    for step, at in ours.groupby("env_step", sort=True):
+        low, mean, high = band_at(raw, float(step))
+        cells = []
+        for seed in seeds:
+            value = at.loc[at["seed"] == seed, "eval_return_mean"]
+            if value.empty:
+                cells.append("")
+                continue
+            v = float(value.iloc[0])
+            where = 0 if v < low else 2 if v > high else 1
+            counts[seed][where] += 1
+            cells.append(f"{v:.0f}{' v' if where == 0 else ' ^' if where == 2 else ''}")
+        lines.append(
+            f"| {int(step)} | {low:.0f} to {high:.0f} ({mean:.0f}) | {' | '.join(cells)} |"
+        )
+    lines.append("")
+    for seed, (below, inside, above) in counts.items():
+        total = below + inside + above
+        lines.append(
+            f"- seed {seed}: {inside} of {total} evaluations inside the band, {below} below, "
+            f"{above} above"
+        )
+    return lines
+
+
 def wall_times(runs: pd.DataFrame) -> list[str]:
     header = " | ".join(p[2:] for p in PHASES)
     lines = [
@@ -141,6 +194,10 @@ def main() -> None:
     for title, lines in (
         ("Summary (final = last evaluation; AUC = mean over evaluations)", summary(runs)),
         ("Against the published curves (erl_lib, gymnasium v4)", published(runs, args.reference)),
+        (
+            "Our MBPO at each evaluation against the published MBPO band (v below, ^ above)",
+            within_band(runs, args.reference),
+        ),
         ("Wall time (hours; phases summed over the rows of progress.csv)", wall_times(runs)),
     ):
         print(f"### {title}\n")

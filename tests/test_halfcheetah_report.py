@@ -113,3 +113,18 @@ def test_wall_time_is_the_last_row_and_each_phase_the_sum_of_its_rows(
     assert cells[1:3] == ["20000", "2.40"]
     assert cells[3:9] == ["0.00", "0.40", "0.00", "0.00", "2.00", "0.00"]
     assert cells[9] == "83%"  # 2.00 / 2.40
+
+
+def test_each_mbpo_evaluation_is_placed_below_inside_or_above_the_published_band(
+    report, folders: tuple[Path, Path]
+) -> None:
+    runs, reference = folders
+    lines = report.within_band(report.load_runs(runs), reference)
+    # Only 10000 lies in [10k, the curve's last step 10500]. The band there, interpolated
+    # between 9800 (1000 to 2000) and 10500 (3000 to 4000), 200/700 of the way: 1571 to 2571,
+    # mean 2071. The seeds' 1000, 2000, 3000 are below, inside, above.
+    assert row(lines, "| 10000 |")[1:] == ["1571 to 2571 (2071)", "1000 v", "2000", "3000 ^"]
+    assert not [line for line in lines if line.startswith(("| 5000 |", "| 15000 |"))]
+    assert "- seed 0: 0 of 1 evaluations inside the band, 1 below, 0 above" in lines
+    assert "- seed 1: 1 of 1 evaluations inside the band, 0 below, 0 above" in lines
+    assert "- seed 2: 0 of 1 evaluations inside the band, 0 below, 1 above" in lines
