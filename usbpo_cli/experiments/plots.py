@@ -421,12 +421,13 @@ def unfinished_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def unfinished_note(runs: pd.DataFrame) -> str | None:
-    """`unfinished: 2 of 3 runs (mbpo seed 0 at 12k of 20k env steps, ...)` for the figure
-    and the console; None when every run reached its --steps."""
+    """`unfinished: 2 of 3 runs (usbpo seed 0 at 9k of 20k, mbpo seed 0 at 12k of 20k env
+    steps)` for the figure and the console; None when every run reached its --steps."""
+    runs = with_run_info(runs)
     short = unfinished_runs(runs)
     if short.empty:
         return None
-    total = len(pd.unique(runs["run"])) if "run" in runs else len(short)
+    total = len(pd.unique(runs["run"]))
     several_envs = runs["env"].nunique() > 1
     parts = [
         f"{f'{env} ' if several_envs else ''}{label} seed {int(seed)} at "
