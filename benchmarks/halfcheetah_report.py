@@ -82,8 +82,13 @@ def at_step(curve: pd.DataFrame, step: int) -> tuple[float, float, float]:
     return float(nearest["step"]), float(nearest["reward"]), interpolated
 
 
+def erl_lib_files(reference: Path) -> dict:
+    """{algo: ReferenceFile} of erl_lib's published HalfCheetah curves under `reference`."""
+    return {ref.algo: ref for ref in reference_files(reference, ENV)[0] if ref.source == "erl_lib"}
+
+
 def published(runs: pd.DataFrame, reference: Path) -> list[str]:
-    files = {ref.algo: ref for ref in reference_files(reference, ENV)[0] if ref.source == "erl_lib"}
+    files = erl_lib_files(reference)
     lines = [
         "| algo | env steps | ours: mean (per seed) | published mean: nearest point (step) | "
         "published, interpolated | published min-max |",
@@ -115,10 +120,10 @@ def published(runs: pd.DataFrame, reference: Path) -> list[str]:
     return lines
 
 
-def band_at(raw: pd.DataFrame, step: float) -> tuple[float, float, float]:
+def band_at(per_step: pd.DataFrame, step: float) -> tuple[float, float, float]:
     """(low, mean, high) of a published mean curve with a band (erl_lib's MBPO: per step, the
-    "seeds" are values spread around the mean), each interpolated linearly at `step`."""
-    per_step = raw.groupby("step")["reward"].agg(["min", "mean", "max"]).reset_index()
+    "seeds" are values spread around the mean), each interpolated linearly at `step`;
+    `per_step` has the columns step, min, mean and max."""
     steps = per_step["step"].to_numpy(float)
     return tuple(float(np.interp(step, steps, per_step[c])) for c in ("min", "mean", "max"))
 
@@ -128,11 +133,12 @@ def within_band(runs: pd.DataFrame, reference: Path, label: str = "mbpo") -> lis
     curve is interpolation, reference README) to the curve's last step, against the published
     band there: each seed's value marked below (v) or above (^) the band, then per seed how
     many of its evaluations fall below, inside and above."""
-    files = {ref.algo: ref for ref in reference_files(reference, ENV)[0] if ref.source == "erl_lib"}
+    files = erl_lib_files(reference)
     ours = runs[(runs["env"] == ENV) & (runs["label"] == label)]
     if label not in files or ours.empty:
         return []
     raw = pd.read_csv(files[label].path)
+    per_step = raw.groupby("step")["reward"].agg(["min", "mean", "max"]).reset_index()
     last = float(raw["step"].max())
     ours = ours[(ours["env_step"] >= 10_000) & (ours["env_step"] <= last)]
     seeds = sorted(int(s) for s in ours["seed"].unique())
@@ -142,7 +148,7 @@ def within_band(runs: pd.DataFrame, reference: Path, label: str = "mbpo") -> lis
     ]
     counts = {s: [0, 0, 0] for s in seeds}  # below, inside, above
     for step, at in ours.groupby("env_step", sort=True):
-        low, mean, high = band_at(raw, float(step))
+        low, mean, high = band_at(per_step, float(step))
         cells = []
         for seed in seeds:
             value = at.loc[at["seed"] == seed, "eval_return_mean"]

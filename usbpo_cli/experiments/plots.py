@@ -1029,10 +1029,10 @@ def _delta_figure(runs: pd.DataFrame, report: Report = _ignore) -> Figure:
         algo = str(panel["algo"].iloc[0]) if "algo" in panel else str(label)
         phase2 = algo == "usbpo"
         any_phase2 |= phase2
+        where = f"{env} {label} {{}}"  # names a curve in what _mean_std reports
         for index, column in enumerate(("model_shift", "model_bias")):
             words = column.replace("_", " ")
             after = f"{words}, after phase 2" if phase2 else words
-            where = f"{env} {label} {{}}"
             summary = _mean_std(panel, column, report, where.format(column))
             _band(left, summary, colours[column], after, index)
             before = f"{column}_before"
@@ -1049,7 +1049,7 @@ def _delta_figure(runs: pd.DataFrame, report: Report = _ignore) -> Figure:
         n = _seeds(panel)
         left.set_title(f"{env}: {who}, n={n} seed{'s' if n != 1 else ''}")
         left.set_ylabel("W2 estimate")
-        delta = _mean_std(panel, "delta", report, f"{env} {label} delta")
+        delta = _mean_std(panel, "delta", report, where.format("delta"))
         _band(right, delta, colours["delta"], "delta", 4)
         right.axhline(0.0, color="0.5", linewidth=0.5)
         right.set_title(f"delta{' (model after phase 2)' if phase2 else ''}")
