@@ -23,12 +23,14 @@ alone; per-seed peak memory of (a) against (c); and mbrl-lib's single-run rate, 
 the same run. Each configuration runs in a fresh process of its own (`--grid-worker`), which
 conditions its agent the anchor's way (the stored random transitions, then one whole untimed
 block of the loop) and times the next block. `--precision bf16` times the grid under bf16
-(refused, as `usbpo` refuses it, on a CPU without native bf16).
+(refused, as `usbpo` refuses it, on a CPU without native bf16); `--precision fp32,bf16` times
+both, one after the other, against the one mbrl-lib figure (the grid stage only: `--scaling`
+and `--memory` take one precision).
 
 usage: python benchmarks/speed.py [--quick] [--profile] [--device cpu|cuda] [--no-anchor]
        [--json FILE]
-       python benchmarks/speed.py --grid [--seeds 5] [--precision fp32|bf16] [--stages early,late]
-       [--device cpu|cuda] [--no-anchor] [--json FILE]
+       python benchmarks/speed.py --grid [--seeds 5] [--precision fp32|bf16|fp32,bf16]
+       [--stages early,late] [--device cpu|cuda] [--no-anchor] [--json FILE]
        python benchmarks/speed.py --grid --scaling 1,5,20 --device cuda [--stages early]
        (the seed axis alone at each S: benchmarks/gpu_check.sh, for a lent GPU)
 """
@@ -593,7 +595,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="--grid: seeds of the grid")
     parser.add_argument("--stages", default="early,late", help="--grid: early, late or both")
     parser.add_argument(
-        "--precision", default="fp32", help="--grid: fp32, bf16, or fp32,bf16 side by side"
+        "--precision",
+        default="fp32",
+        help="--grid: fp32, bf16, or fp32,bf16 side by side (not with --scaling, --memory)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--grid-worker", nargs=3, metavar=("ALGO", "STAGE", "SEEDS"))
@@ -621,6 +625,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.grid:
+        if (args.memory or args.scaling) and "," in args.precision:
+            parser.error("--scaling and --memory take one --precision: fp32 or bf16")
         if args.memory:
             figures = memory_stage(args)
         else:
