@@ -9,7 +9,10 @@ published curves of ../shared/reference/erl_lib, and prints, as Markdown:
    its nearest point and interpolated; erl_lib's SAC: 8 real seeds);
 3. every evaluation of our MBPO from 10k env steps on against the published band there
    (interpolated), and per seed how many fall below, inside and above it;
-4. wall time per run and per phase (the t_* columns summed over rows), in hours.
+4. USB-PO against MBPO at every evaluation both have: each seed's return, the means and the
+   difference of the means;
+5. wall time per run and per phase (the t_* columns summed over rows), in hours, and the
+   run's seconds per 1000 env steps after its random exploration.
 Runs still going count with the rows they have; a column says how far each got.
 
 usage: python benchmarks/halfcheetah_report.py [--runs benchmarks/runs/halfcheetah-20k]
@@ -19,6 +22,7 @@ usage: python benchmarks/halfcheetah_report.py [--runs benchmarks/runs/halfcheet
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +145,8 @@ def within_band(runs: pd.DataFrame, reference: Path, label: str = "mbpo") -> lis
     per_step = raw.groupby("step")["reward"].agg(["min", "mean", "max"]).reset_index()
     last = float(raw["step"].max())
     ours = ours[(ours["env_step"] >= 10_000) & (ours["env_step"] <= last)]
+    if ours.empty:
+        return []
     seeds = sorted(int(s) for s in ours["seed"].unique())
     lines = [
         f"| env steps | published band (mean) | {' | '.join(f'seed {s}' for s in seeds)} |",
@@ -172,11 +178,41 @@ def within_band(runs: pd.DataFrame, reference: Path, label: str = "mbpo") -> lis
     return lines
 
 
+def exploration_steps(run: Path) -> int:
+    """The run's random-exploration env steps (`initial_steps` of its config.json)."""
+    return int(json.loads((run / "config.json").read_text())["config"]["initial_steps"])
+
+
+def head_to_head(runs: pd.DataFrame, ours: str = "usbpo", other: str = "mbpo") -> list[str]:
+    """`ours` against `other` at every evaluation step both have from the first learning step
+    on: each seed's return, the mean over the seeds present at that step, and ours minus other
+    (so that the reading's per-step numbers come from the CSVs, not from a hand copy)."""
+    runs = runs[runs["env"] == ENV]
+    a, b = runs[runs["label"] == ours], runs[runs["label"] == other]
+    if a.empty or b.empty:
+        return []
+    start = max(exploration_steps(Path(run)) for run in pd.concat([a, b])["run"].unique())
+    steps = sorted(set(a["env_step"]) & set(b["env_step"]))
+    lines = [
+        f"| env steps | {ours}: mean (per seed) | {other}: mean (per seed) | {ours} - {other} |",
+        "|---|---|---|---|",
+    ]
+    for step in (s for s in steps if s > start):
+        cells, means = [], []
+        for frame in (a, b):
+            at = frame[frame["env_step"] == step].sort_values("seed")["eval_return_mean"]
+            values = at.to_numpy(float)
+            means.append(values.mean())
+            cells.append(f"{values.mean():.0f} ({', '.join(f'{v:.0f}' for v in values)})")
+        lines.append(f"| {int(step)} | {cells[0]} | {cells[1]} | {means[0] - means[1]:+.0f} |")
+    return lines
+
+
 def wall_times(runs: pd.DataFrame) -> list[str]:
     header = " | ".join(p[2:] for p in PHASES)
     lines = [
-        f"| run | env steps | wall h | {header} | policy share |",
-        "|---|---|---|" + "---|" * len(PHASES) + "---|",
+        f"| run | env steps | wall h | {header} | policy share | s per 1000 learning steps |",
+        "|---|---|---|" + "---|" * len(PHASES) + "---|---|",
     ]
     for (label, seed), run in runs[runs["env"] == ENV].groupby(["label", "seed"], sort=True):
         run = run.sort_values("env_step")
@@ -184,9 +220,17 @@ def wall_times(runs: pd.DataFrame) -> list[str]:
         sums = [run[p].sum() / 3600 if p in run else 0.0 for p in PHASES]
         phases = " | ".join(f"{s:.2f}" for s in sums)
         share = sums[PHASES.index("t_policy")] / max(1e-9, sum(sums))
+        # Seconds per 1000 env steps once learning runs: from the row at the end of the random
+        # exploration to the last row (the machine's rate; the exploration costs next to nothing).
+        start = exploration_steps(Path(run["run"].iloc[0]))
+        begin = run[run["env_step"] <= start]
+        rate = "-"
+        if not begin.empty and last["env_step"] > begin.iloc[-1]["env_step"]:
+            span = last["env_step"] - begin.iloc[-1]["env_step"]
+            rate = f"{(last['wall_time_s'] - begin.iloc[-1]['wall_time_s']) / span * 1000:.0f}"
         lines.append(
             f"| {label} seed{seed} | {int(last['env_step'])} | {last['wall_time_s'] / 3600:.2f} | "
-            f"{phases} | {share:.0%} |"
+            f"{phases} | {share:.0%} | {rate} |"
         )
     return lines
 
@@ -204,6 +248,7 @@ def main() -> None:
             "Our MBPO at each evaluation against the published MBPO band (v below, ^ above)",
             within_band(runs, args.reference),
         ),
+        ("USB-PO against MBPO at each evaluation after the random exploration", head_to_head(runs)),
         ("Wall time (hours; phases summed over the rows of progress.csv)", wall_times(runs)),
     ):
         print(f"### {title}\n")
