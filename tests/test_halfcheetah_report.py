@@ -27,11 +27,12 @@ def report():  # noqa: ANN201 (a module)
 
 
 def write_run(root: Path, algo: str, seed: int, returns: list[float]) -> None:
-    """A run evaluated every 5000 steps, each row 1800 s of policy updates and 360 s of phase
-    1; its wall time is the sum of the rows' 2160 s."""
+    """A run evaluated every 5000 steps after 5000 random ones, each row 1800 s of policy
+    updates and 360 s of phase 1; its wall time is the sum of the rows' 2160 s."""
     out = root / ENV / algo / f"seed{seed}"
     out.mkdir(parents=True)
-    (out / "config.json").write_text(json.dumps({"algo": algo, "env_id": ENV, "seed": seed}))
+    config = {"algo": algo, "env_id": ENV, "seed": seed, "config": {"initial_steps": 5000}}
+    (out / "config.json").write_text(json.dumps(config))
     steps = [5000 * (i + 1) for i in range(len(returns))]
     pd.DataFrame(
         {
@@ -113,6 +114,26 @@ def test_wall_time_is_the_last_row_and_each_phase_the_sum_of_its_rows(
     assert cells[1:3] == ["20000", "2.40"]
     assert cells[3:9] == ["0.00", "0.40", "0.00", "0.00", "2.00", "0.00"]
     assert cells[9] == "83%"  # 2.00 / 2.40
+    # after the 5000 random steps (row at 5000: 2160 s) to the last row (20000: 8640 s):
+    # 6480 s over 15000 env steps = 432 s per 1000
+    assert cells[10] == "432"
+
+
+def test_usbpo_is_set_against_mbpo_at_each_learning_step_both_have(
+    report, folders: tuple[Path, Path]
+) -> None:
+    runs, _ = folders
+    lines = report.head_to_head(report.load_runs(runs))
+    # 5000 is the end of the random exploration: not a learning step
+    assert not [line for line in lines if line.startswith("| 5000 |")]
+    # 10000: usbpo 1000, 2000, 3000 (mean 2000) against mbpo 1000, 2000, 3000 (mean 2000)
+    assert row(lines, "| 10000 |")[1:] == [
+        "2000 (1000, 2000, 3000)",
+        "2000 (1000, 2000, 3000)",
+        "+0",
+    ]
+    # 20000: usbpo 10, 20, 30 (mean 20) against mbpo 0, 5, 40 (mean 15)
+    assert row(lines, "| 20000 |")[1:] == ["20 (10, 20, 30)", "15 (0, 5, 40)", "+5"]
 
 
 def test_each_mbpo_evaluation_is_placed_below_inside_or_above_the_published_band(
