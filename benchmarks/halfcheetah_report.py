@@ -22,7 +22,6 @@ usage: python benchmarks/halfcheetah_report.py [--runs benchmarks/runs/halfcheet
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from usbpo_cli.experiments.aggregate import (
     load_runs,
     probability_of_improvement_ci,
 )
-from usbpo_cli.experiments.plots import load_reference, reference_files
+from usbpo_cli.experiments.plots import load_reference, reference_files, with_run_info
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "HalfCheetah-v4"
@@ -178,20 +177,15 @@ def within_band(runs: pd.DataFrame, reference: Path, label: str = "mbpo") -> lis
     return lines
 
 
-def exploration_steps(run: Path) -> int:
-    """The run's random-exploration env steps (`initial_steps` of its config.json)."""
-    return int(json.loads((run / "config.json").read_text())["config"]["initial_steps"])
-
-
 def head_to_head(runs: pd.DataFrame, ours: str = "usbpo", other: str = "mbpo") -> list[str]:
     """`ours` against `other` at every evaluation step both have from the first learning step
     on: each seed's return, the mean over the seeds present at that step, and ours minus other
     (so that the reading's per-step numbers come from the CSVs, not from a hand copy)."""
-    runs = runs[runs["env"] == ENV]
+    runs = with_run_info(runs[runs["env"] == ENV])  # initial_steps from each config.json
     a, b = runs[runs["label"] == ours], runs[runs["label"] == other]
     if a.empty or b.empty:
         return []
-    start = max(exploration_steps(Path(run)) for run in pd.concat([a, b])["run"].unique())
+    start = pd.concat([a, b])["initial_steps"].max()
     steps = sorted(set(a["env_step"]) & set(b["env_step"]))
     lines = [
         f"| env steps | {ours}: mean (per seed) | {other}: mean (per seed) | {ours} - {other} |",
@@ -214,7 +208,8 @@ def wall_times(runs: pd.DataFrame) -> list[str]:
         f"| run | env steps | wall h | {header} | policy share | s per 1000 learning steps |",
         "|---|---|---|" + "---|" * len(PHASES) + "---|---|",
     ]
-    for (label, seed), run in runs[runs["env"] == ENV].groupby(["label", "seed"], sort=True):
+    runs = with_run_info(runs[runs["env"] == ENV])  # initial_steps from each config.json
+    for (label, seed), run in runs.groupby(["label", "seed"], sort=True):
         run = run.sort_values("env_step")
         last = run.iloc[-1]
         sums = [run[p].sum() / 3600 if p in run else 0.0 for p in PHASES]
@@ -222,8 +217,7 @@ def wall_times(runs: pd.DataFrame) -> list[str]:
         share = sums[PHASES.index("t_policy")] / max(1e-9, sum(sums))
         # Seconds per 1000 env steps once learning runs: from the row at the end of the random
         # exploration to the last row (the machine's rate; the exploration costs next to nothing).
-        start = exploration_steps(Path(run["run"].iloc[0]))
-        begin = run[run["env_step"] <= start]
+        begin = run[run["env_step"] <= run["initial_steps"].iloc[0]]
         rate = "-"
         if not begin.empty and last["env_step"] > begin.iloc[-1]["env_step"]:
             span = last["env_step"] - begin.iloc[-1]["env_step"]
