@@ -234,7 +234,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks/runs/halfcheetah-20k")
     parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared/reference")
     args = parser.parse_args()
-    runs = load_runs(args.runs)
+    # config.json read once here; head_to_head and wall_times find the columns and reuse them
+    runs = with_run_info(load_runs(args.runs))
     for title, lines in (
         ("Summary (final = last evaluation; AUC = mean over evaluations)", summary(runs)),
         ("Against the published curves (erl_lib, gymnasium v4)", published(runs, args.reference)),
