@@ -25,12 +25,19 @@ conditions its agent the anchor's way (the stored random transitions, then one w
 block of the loop) and times the next block. `--precision bf16` times the grid under bf16
 (refused, as `usbpo` refuses it, on a CPU without native bf16); `--precision fp32,bf16` times
 both, one after the other, against the one mbrl-lib figure (the grid stage only: `--scaling`
-and `--memory` take one precision).
+and `--memory` take one precision). `--states DIR` conditions each (stage, algorithm) once, as
+S seeds in one agent, saves every seed's state there (reused when present) and starts every
+timed configuration from those states instead (lone: seed 0; S processes: seed k each): the
+late stage's from-scratch training on 50k transitions would otherwise be repeated for 11 seeds
+per algorithm and precision. The states are made in the first precision asked for and timed in
+each. `--condition-only` makes them and times nothing (it can run beside other work: nothing
+it does is timed); `--algos` limits the grid to MBPO or USB-PO.
 
 usage: python benchmarks/speed.py [--quick] [--profile] [--device cpu|cuda] [--no-anchor]
        [--json FILE]
        python benchmarks/speed.py --grid [--seeds 5] [--precision fp32|bf16|fp32,bf16]
-       [--stages early,late] [--device cpu|cuda] [--no-anchor] [--json FILE]
+       [--stages early,late] [--algos MBPO,USB-PO] [--states DIR [--condition-only]]
+       [--device cpu|cuda] [--no-anchor] [--json FILE]
        python benchmarks/speed.py --grid --scaling 1,5,20 --device cuda [--stages early]
        (the seed axis alone at each S: benchmarks/gpu_check.sh, for a lent GPU)
 """
@@ -63,6 +70,7 @@ from usbpo_cli.agents.sac import SAC
 from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
 from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
 from usbpo_cli.models.optim import make_adam
+from usbpo_cli.runs.checkpoint import load_checkpoint
 from usbpo_cli.runs.config import PAPER_TASKS
 from usbpo_cli.runs.csvlog import TIMING_COLUMNS, CsvLogger
 
@@ -404,6 +412,11 @@ SMOKE = {
 MEMORY_ONLY = {"model_max_epochs": 2, "phase2_max_steps": 2}
 
 
+def state_path(states: Path, stage: str, algo: str, seed: int) -> Path:
+    """Where `--states` keeps seed `seed`'s conditioned state for (`stage`, `algo`)."""
+    return states / f"{stage}_{algo}_seed{seed}.pt"
+
+
 def grid_worker(
     algo: str,
     stage: str,
@@ -412,10 +425,15 @@ def grid_worker(
     precision: str,
     smoke: bool = False,
     memory_only: bool = False,
+    states: Path | None = None,
+    first_seed: int = 0,
+    condition: bool = False,
 ) -> dict:
     """In a fresh process: one agent of `seeds` seeds (1: a lone run) in the anchor's state at
     `stage`, then one timed block; total env steps/s over its seeds and this process's peak
-    memory."""
+    memory. Seeds are numbered from `first_seed`. With `states` it loads each seed's state
+    from there (written by a `condition` call, which conditions, saves and times nothing)
+    instead of conditioning the agent itself."""
     cls, config_cls = GRID_ALGOS[algo]
     stored, schedule = GRID_STAGES[stage]
     # --memory: every buffer, network and rollout at full size, but blocks of one env step
@@ -433,14 +451,25 @@ def grid_worker(
     agent = cls(
         ENV,
         config,
-        seed=list(range(seeds)),
+        seed=list(range(first_seed, first_seed + seeds)),
         total_steps=stored + 2 * block,
         device=device,
         precision=precision,
     )
-    store(agent.real_buffers.buffers, random_dataset(stored))
-    same_random_stream()
-    run_block(agent, block)  # untimed: the first training, from scratch
+    if states is not None and not condition:
+        for index in range(seeds):
+            path = state_path(states, stage, algo, first_seed + index)
+            agent.load_state_dict(load_checkpoint(path), index)
+    else:
+        store(agent.real_buffers.buffers, random_dataset(stored))
+        same_random_stream()
+        began = time.perf_counter()
+        run_block(agent, block)  # untimed: the first training, from scratch
+        if condition:
+            assert states is not None
+            for index in range(seeds):
+                torch.save(agent.state_dict(index), state_path(states, stage, algo, index))
+            return {"conditioned": seeds, "seconds": time.perf_counter() - began}
     same_random_stream(2)
     seconds, _ = run_block(agent, block)
     return {
@@ -454,11 +483,22 @@ def grid_worker(
     }
 
 
-def spawn_worker(algo: str, stage: str, seeds: int, args: argparse.Namespace, threads: int):
+def spawn_worker(
+    algo: str,
+    stage: str,
+    seeds: int,
+    args: argparse.Namespace,
+    threads: int,
+    first_seed: int = 0,
+    condition: bool = False,
+):
     command = [sys.executable, __file__, "--grid-worker", algo, stage, str(seeds)]
     command += ["--device", args.device, "--precision", args.precision, "--threads", str(threads)]
+    command += ["--first-seed", str(first_seed)]
     command += ["--smoke"] if args.smoke else []
     command += ["--memory"] if args.memory else []
+    command += ["--states", str(args.states)] if args.states else []
+    command += ["--condition"] if condition else []
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -469,6 +509,47 @@ def collect(process: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (all of them unless pinned, e.g. by `taskset`)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def condition_states(args: argparse.Namespace, threads: int) -> None:
+    """`--states DIR`: make sure DIR holds every seed's conditioned state for each stage and
+    algorithm (one untimed block of all S seeds as one agent, in the first precision asked
+    for), so that every timed configuration starts from the same states and none trains its
+    models from scratch again. At the late stage that training (50k transitions, to
+    convergence) is most of a configuration's time: the grid's three configurations would
+    repeat it for 11 seeds per algorithm and precision, where this does it for S, once."""
+    args.states.mkdir(parents=True, exist_ok=True)
+    precision = args.precision.split(",")[0]
+    for stage in args.stages.split(","):
+        for algo in args.algos.split(","):
+            record = args.states / f"{stage}_{algo}.json"
+            if record.exists():
+                made = json.loads(record.read_text())
+                if made["seeds"] >= args.seeds and made["smoke"] == args.smoke:
+                    print(
+                        f"{stage} {algo}: states of {made['seeds']} seeds from {record} "
+                        f"(conditioned in {made['precision']}, {made['made']})"
+                    )
+                    continue
+            run = argparse.Namespace(**{**vars(args), "precision": precision})
+            result = collect(spawn_worker(algo, stage, args.seeds, run, threads, condition=True))
+            made = {
+                "seeds": args.seeds,
+                "smoke": args.smoke,
+                "precision": precision,
+                "made": time.strftime("%Y-%m-%d %H:%M"),
+                "minutes": round(result["seconds"] / 60, 1),
+            }
+            record.write_text(json.dumps(made) + "\n")
+            print(
+                f"{stage} {algo}: conditioned {args.seeds} seeds as one agent in {precision} "
+                f"({made['minutes']} min, untimed) into {args.states}"
+            )
+
+
 def grid_stage(args: argparse.Namespace) -> dict[str, float]:
     """The grid figures (see the module docstring), printed and returned."""
     from usbpo_cli.util.precision import check_precision
@@ -476,21 +557,26 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
     precisions = args.precision.split(",")
     for precision in precisions:
         check_precision(precision, torch.device(args.device))
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     figures: dict[str, float] = {}
     seeds = args.seeds
     print(f"grid stage: {seeds} seeds of {ENV}, paper preset, {args.precision}, {cores} cores")
+    if args.states:
+        condition_states(args, cores)
+        if args.condition_only:
+            return figures
     anchor = None if args.no_anchor else run_anchor(2 * BLOCK)
     if anchor:  # first, so that a grid cut short still has its yardstick
         figures["anchor_steps_per_s"] = anchor["steps_per_s"]
         print(f"mbrl-lib MBPO, one run (measured in this run): {anchor['steps_per_s']:.2f}")
-    for precision, stage, algo in itertools.product(precisions, args.stages.split(","), GRID_ALGOS):
+    stages, algos = args.stages.split(","), args.algos.split(",")
+    for precision, stage, algo in itertools.product(precisions, stages, algos):
         run = argparse.Namespace(**{**vars(args), "precision": precision})
         lone = collect(spawn_worker(algo, stage, 1, run, cores))
         grouped = collect(spawn_worker(algo, stage, seeds, run, cores))
         began = time.perf_counter()
         per_process = max(1, cores // seeds)
-        processes = [spawn_worker(algo, stage, 1, run, per_process) for _ in range(seeds)]
+        processes = [spawn_worker(algo, stage, 1, run, per_process, seed) for seed in range(seeds)]
         results = [collect(process) for process in processes]
         wall = time.perf_counter() - began
         # the S processes' grid rate: every seed's timed block, over the span they shared
@@ -533,7 +619,7 @@ def memory_stage(args: argparse.Namespace) -> dict[str, float]:
     seeds as one agent against one seed alone, each in a fresh process, at the grid's stages
     (every buffer, network and rollout at the paper preset's size; trainings cut to two epochs
     and blocks to one env step, which change the time, not the peak)."""
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or usable_cores()
     figures: dict[str, float] = {}
     print(f"memory: {args.seeds} seeds of {ENV} as one agent vs one seed alone, paper preset")
     for stage in args.stages.split(","):
@@ -558,7 +644,7 @@ def scaling_stage(args: argparse.Namespace) -> dict[str, float]:
     from usbpo_cli.util.precision import check_precision
 
     check_precision(args.precision, torch.device(args.device))
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or usable_cores()
     counts = [int(part) for part in args.scaling.split(",")]
     if not counts or min(counts) < 1 or counts[0] != 1:
         raise SystemExit("--scaling: seed counts starting with 1, e.g. 1,5,20")
@@ -600,7 +686,19 @@ def main() -> None:
         help="--grid: fp32, bf16, or fp32,bf16 side by side (not with --scaling, --memory)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--algos", default="MBPO,USB-PO", help="--grid: MBPO, USB-PO or both")
     parser.add_argument("--grid-worker", nargs=3, metavar=("ALGO", "STAGE", "SEEDS"))
+    parser.add_argument("--first-seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--condition", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--states",
+        type=Path,
+        help="--grid: condition each seed once into this folder (reused when there) and "
+        "start every timed configuration from those states",
+    )
+    parser.add_argument(
+        "--condition-only", action="store_true", help="--grid --states: condition, time nothing"
+    )
     parser.add_argument("--smoke", action="store_true", help="--grid at toy sizes (a test)")
     parser.add_argument(
         "--memory", action="store_true", help="--grid: per-seed peak memory only (minutes)"
@@ -621,12 +719,21 @@ def main() -> None:
             args.precision,
             args.smoke,
             args.memory,
+            args.states,
+            args.first_seed,
+            args.condition,
         )
         print(json.dumps(result))
         return
     if args.grid:
         if (args.memory or args.scaling) and "," in args.precision:
             parser.error("--scaling and --memory take one --precision: fp32 or bf16")
+        if (args.memory or args.scaling) and args.states:
+            parser.error("--states is for the grid figures, not --scaling or --memory")
+        if set(args.algos.split(",")) - set(GRID_ALGOS):
+            parser.error(f"--algos: a comma-separated list of {', '.join(GRID_ALGOS)}")
+        if args.condition_only and not args.states:
+            parser.error("--condition-only needs --states DIR")
         if args.memory:
             figures = memory_stage(args)
         else:
