@@ -287,10 +287,13 @@ def run_block(agent, steps: int) -> tuple[float, dict[str, float]]:
         seconds = time.perf_counter() - start
         for logger in loggers:
             logger.close()
-        row = pd.read_csv(Path(folder) / "seed0.csv").iloc[-1]
+        rows = [pd.read_csv(Path(folder) / f"seed{s}.csv").iloc[-1] for s in range(seeds)]
+    row = rows[0]
     phases = {c[2:]: float(row[c]) for c in TIMING_COLUMNS if c in row and pd.notna(row[c])}
     if "model_epochs" in row and pd.notna(row["model_epochs"]):
         phases["phase1_epochs"] = float(row["model_epochs"])
+        # a group's phase 1 runs until its last seed stops: its longest training sets the cost
+        phases["phase1_epochs_max"] = max(float(r["model_epochs"]) for r in rows)
     return seconds, phases
 
 
@@ -471,9 +474,13 @@ def grid_worker(
                 torch.save(agent.state_dict(index), state_path(states, stage, algo, index))
             return {"conditioned": seeds, "seconds": time.perf_counter() - began}
     same_random_stream(2)
-    seconds, _ = run_block(agent, block)
+    seconds, phases = run_block(agent, block)
+    epochs = {k: v for k, v in phases.items() if k.startswith("phase1_epochs")}
     return {
         "env_steps_per_s": seeds * block / seconds,
+        # each row holds its seed's share of the process's phase times: S shares make the whole
+        "phase_s": {k: v * seeds for k, v in phases.items() if k not in epochs},
+        **epochs,
         "block": block,
         "block_s": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -602,6 +609,20 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
             f"{grouped['peak_rss_mb'] / seeds:.0f} MB vs {lone['peak_rss_mb']:.0f} MB alone "
             f"({figures[f'{key}_memory_per_seed_ratio']:.2f}x)"
         )
+        for name, result in (
+            ("one agent", grouped),
+            ("one seed alone", lone),
+            ("process 0", results[0]),
+        ):
+            if "phase_s" in result:
+                parts = ", ".join(f"{k} {v:.1f}" for k, v in result["phase_s"].items())
+                epochs = result.get("phase1_epochs_max", float("nan"))
+                print(
+                    f"  {name}: block {result['block_s']:.1f} s = {parts}; "
+                    f"phase-1 epochs {epochs:.0f} (max over seeds)"
+                )
+                for k, v in result["phase_s"].items():
+                    figures[f"{key}_{name.replace(' ', '_')}_{k}_s"] = v
         if anchor:
             ratio = figures[f"{key}_over_anchor"] = (
                 grouped["env_steps_per_s"] / anchor["steps_per_s"]
