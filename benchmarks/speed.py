@@ -471,7 +471,8 @@ def grid_worker(
         if condition:
             assert states is not None
             for index in range(seeds):
-                torch.save(agent.state_dict(index), state_path(states, stage, algo, index))
+                path = state_path(states, stage, algo, first_seed + index)
+                torch.save(agent.state_dict(index), path)
             return {"conditioned": seeds, "seconds": time.perf_counter() - began}
     same_random_stream(2)
     seconds, phases = run_block(agent, block)
@@ -614,15 +615,14 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
             ("one seed alone", lone),
             ("process 0", results[0]),
         ):
-            if "phase_s" in result:
-                parts = ", ".join(f"{k} {v:.1f}" for k, v in result["phase_s"].items())
-                epochs = result.get("phase1_epochs_max", float("nan"))
-                print(
-                    f"  {name}: block {result['block_s']:.1f} s = {parts}; "
-                    f"phase-1 epochs {epochs:.0f} (max over seeds)"
-                )
-                for k, v in result["phase_s"].items():
-                    figures[f"{key}_{name.replace(' ', '_')}_{k}_s"] = v
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in result["phase_s"].items())
+            epochs = result.get("phase1_epochs_max", float("nan"))
+            print(
+                f"  {name}: block {result['block_s']:.1f} s = {parts}; "
+                f"phase-1 epochs {epochs:.0f} (max over seeds)"
+            )
+            for k, v in result["phase_s"].items():
+                figures[f"{key}_{name.replace(' ', '_')}_{k}_s"] = v
         if anchor:
             ratio = figures[f"{key}_over_anchor"] = (
                 grouped["env_steps_per_s"] / anchor["steps_per_s"]
@@ -644,7 +644,7 @@ def memory_stage(args: argparse.Namespace) -> dict[str, float]:
     figures: dict[str, float] = {}
     print(f"memory: {args.seeds} seeds of {ENV} as one agent vs one seed alone, paper preset")
     for stage in args.stages.split(","):
-        for algo in GRID_ALGOS:
+        for algo in args.algos.split(","):
             lone = collect(spawn_worker(algo, stage, 1, args, threads))["peak_rss_mb"]
             grouped = collect(spawn_worker(algo, stage, args.seeds, args, threads))["peak_rss_mb"]
             ratio = grouped / args.seeds / lone
@@ -672,7 +672,7 @@ def scaling_stage(args: argparse.Namespace) -> dict[str, float]:
     print(f"scaling: {ENV}, paper preset, {args.precision}, device {args.device}, S = {counts}")
     figures: dict[str, float] = {}
     for stage in args.stages.split(","):
-        for algo in GRID_ALGOS:
+        for algo in args.algos.split(","):
             alone = None
             for seeds in counts:
                 result = collect(spawn_worker(algo, stage, seeds, args, threads))
