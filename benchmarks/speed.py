@@ -49,7 +49,6 @@ import copy
 import dataclasses
 import itertools
 import json
-import os
 import re
 import resource
 import subprocess
@@ -73,6 +72,7 @@ from usbpo_cli.models.optim import make_adam
 from usbpo_cli.runs.checkpoint import load_checkpoint
 from usbpo_cli.runs.config import PAPER_TASKS
 from usbpo_cli.runs.csvlog import TIMING_COLUMNS, CsvLogger
+from usbpo_cli.util.cores import usable_cores
 
 ENV = "Hopper-v4"
 OBS, ACT = 11, 3
@@ -515,11 +515,6 @@ def collect(process: subprocess.Popen) -> dict:
     if process.returncode != 0:
         raise SystemExit(f"grid worker failed: {err.strip()[-500:]}")
     return json.loads(out.strip().splitlines()[-1])
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (all of them unless pinned, e.g. by `taskset`)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def condition_states(args: argparse.Namespace, threads: int) -> None:

@@ -89,6 +89,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "test_pdml.py",
             _SEED_FIT,
             _SEEDS + "test_two_seeds_minibatch_loss_and_gradients_as_two_lone_ensembles",
+            _SEEDS + "test_a_seed_that_has_stopped_leaves_phase_1s_minibatches",
             _SEED_ROLLOUT,
             _SEED_PHASE2,
         ],

@@ -192,3 +192,17 @@ def test_ablate_runs_the_cmlo_threshold_study(tmp_path: Path) -> None:
         run = out / ENV / f"cmlo-alpha{alpha}" / "seed0"
         config = json.loads((run / "config.json").read_text())
         assert config["algo"] == "cmlo" and config["config"]["cmlo_alpha"] == alpha
+
+
+def test_workers_and_threads_are_sized_for_the_cores_the_process_may_use(monkeypatch) -> None:
+    """A process pinned to some cores (`taskset`, a cpuset) sizes its workers and threads for
+    those cores, not for the whole machine that `os.cpu_count()` counts."""
+    from usbpo_cli.experiments.executors import plan_workers
+    from usbpo_cli.util import cores
+
+    monkeypatch.setattr(cores.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert plan_workers(4, 10) == (1, 1)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {0, 1, 2, 5}, raising=False)
+    assert plan_workers(2, 10) == (2, 2)  # four usable cores shared by two workers
+    assert plan_workers(8, 3) == (3, 1)  # no more workers than runs

@@ -301,6 +301,64 @@ def test_three_seeds_fit_as_three_lone_ensembles() -> None:
     assert len(set(fit.epochs)) == 3, fit.epochs  # the seeds did stop at different epochs
 
 
+def test_a_seed_that_has_stopped_leaves_phase_1s_minibatches(monkeypatch) -> None:
+    """Once a seed's phase 1 has stopped, only the seeds still training are computed: epoch e's
+    minibatches hold the E members of each seed whose training lasted more than e epochs, each
+    block fed rows of its own seed only, and epoch e's holdout check scores those members only.
+    (The test above shows the results equal lone runs'; this is what makes a group's phase 1
+    cost the sum of its seeds' epochs rather than S times its longest seed's.)"""
+    from usbpo_cli.models import ensemble as ensemble_module
+    from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
+    from usbpo_cli.models.optim import make_adam
+
+    members = 4
+    shape = {"ensemble_size": members, "num_elites": 2, "hidden_size": 16, "hidden_layers": 2}
+    group = GaussianEnsemble(4, 1, generators=generators(), **shape).double()
+    data = [seed_data(s, n=640) for s in SEEDS]  # 512 training rows: 2 minibatches per epoch
+    fed: list[list[int]] = []  # per minibatch, the seed whose rows each member block holds
+    scored: list[int] = []  # per holdout check, how many members it scored
+
+    def seed_of_rows(rows: torch.Tensor) -> int:
+        owners = [s for s, (x, _) in enumerate(data) if bool(torch.isin(rows[:, 0], x[:, 0]).all())]
+        assert len(owners) == 1, owners
+        return owners[0]
+
+    real_backward, real_holdout = ensemble_module.mle_backward, ensemble_module.holdout_mse
+
+    def spy_backward(model, batch_in, *args, **kwargs):
+        fed.append([seed_of_rows(block) for block in batch_in[::members]])
+        return real_backward(model, batch_in, *args, **kwargs)
+
+    def spy_holdout(*args, **kwargs):
+        mse = real_holdout(*args, **kwargs)
+        scored.append(len(mse))
+        return mse
+
+    monkeypatch.setattr(ensemble_module, "mle_backward", spy_backward)
+    monkeypatch.setattr(ensemble_module, "holdout_mse", spy_holdout)
+    fit = fit_ensemble(
+        group,
+        make_adam(group.parameters(), 1e-2),
+        torch.stack([x for x, _ in data]),
+        torch.stack([y for _, y in data]),
+        generator=[torch.Generator().manual_seed(10 + s) for s in SEEDS],
+        batch_size=256,
+        weight_decay=(2.5e-5, 5e-5, 1e-4),
+        logvar_penalty=0.01,
+        holdout_ratio=0.2,
+        max_holdout=5000,
+        patience=2,
+        max_epochs=None,
+    )
+    assert len(set(fit.epochs)) == 3, fit.epochs  # the seeds did stop at different epochs
+    assert len(fed) == 2 * max(fit.epochs)
+    for call, seeds_fed in enumerate(fed):
+        epoch = call // 2
+        assert seeds_fed == [s for s in SEEDS if fit.epochs[s] > epoch], (epoch, seeds_fed)
+    expected = [members * sum(e > epoch for e in fit.epochs) for epoch in range(max(fit.epochs))]
+    assert scored == [*expected, members * len(SEEDS)]  # the last: the elites, every seed's
+
+
 def test_rollouts_of_three_seeds_follow_each_seeds_policy_model_and_termination() -> None:
     """One rollout pass for three seeds: each seed's model buffer holds exactly what a lone
     agent of that seed, with the same networks and data, rolls out."""

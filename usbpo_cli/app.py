@@ -268,11 +268,10 @@ def _print_long_run(
     """The estimate of a long CPU run or grid and the cheaper choices, each with its own
     estimate where the cost model gives one (scaled to this machine by `slowdown`), on one
     line."""
-    import os
-
     import torch
 
     from usbpo_cli.runs.status import LONG_RUN_S, format_duration
+    from usbpo_cli.util.cores import usable_cores
 
     workers = max(1, workers)
     small = _preset_estimate(specs, "cpu-small", threads, specs[0].steps, slowdown) / workers
@@ -289,7 +288,7 @@ def _print_long_run(
         choices.append(f"--steps {lo - lo % 1000 if lo >= 10_000 else lo} (fits in 2 h)")
     visible = "a CUDA device is visible" if torch.cuda.is_available() else "none visible here"
     choices.append(f"--device cuda ({visible})")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if len(specs) == 1:
         choices.append(f"seeds side by side: usbpo compare --workers {min(2, cores)}")
     elif workers < min(cores, len(specs)):

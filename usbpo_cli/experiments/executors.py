@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -18,6 +17,7 @@ from pathlib import Path
 from usbpo_cli.errors import UsageError
 from usbpo_cli.runs.runner import RunSpec
 from usbpo_cli.runs.status import StatusReporter
+from usbpo_cli.util.cores import usable_cores
 
 
 @dataclass
@@ -59,7 +59,7 @@ def run_one(
 def plan_workers(requested: int, pending: int, threads: int = 0) -> tuple[int, int]:
     """Workers (at most the cores and the pending runs) and torch threads per worker: `threads`
     when given (to leave cores free for other work), else the cores shared out among them."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if requested < 1:
         raise UsageError(f"--workers must be >= 1, got {requested}")
     if threads < 0:

@@ -250,22 +250,35 @@ def mle_backward(
     targets: torch.Tensor,
     weight_decay: tuple[float, ...],
     logvar_penalty: float,
+    members: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Backpropagate phase 1's minibatch loss into the parameters' gradients and return its
     value per seed ([S]; a scalar for a lone seed): the members' NLLs, the log-variance bound
     penalty and an L2 penalty of `weight_decay[i] / 2 * ||W_i||^2` on each layer's weights.
     Seeds share no parameter, so the sum over seeds gives each seed its own gradient.
 
+    `members` (whole seeds' members, numbers over all seeds; `inputs` then holds their rows
+    only) computes the NLL of those seeds alone, so seeds whose training has stopped cost no
+    products; the other seeds' NLL counts as 0 in the returned values and their weights get
+    only the penalties' gradients (the caller puts them back, see `FrozenSeeds`).
+
     The L2 term's gradient, `weight_decay[i] * W_i`, is added to the gradients directly rather
     than built into the autograd graph (about a tenth of a minibatch on a CPU); its value still
     counts in the returned loss. Same gradient as autograd through the whole sum (tested).
     """
     seeds = model.seeds
-    mean, logvar = model(inputs)
-    nll = gaussian_nll(mean, logvar, targets).view(seeds, -1).sum(1)
+    mean, logvar = model(inputs, members)
+    nll = gaussian_nll(mean, logvar, targets)
     bounds = model.max_logvar.view(seeds, -1).sum(1) - model.min_logvar.view(seeds, -1).sum(1)
-    loss = nll + logvar_penalty * bounds
-    loss.sum().backward()
+    if members is None:
+        loss = nll.view(seeds, -1).sum(1) + logvar_penalty * bounds
+        loss.sum().backward()
+    else:
+        (nll.sum() + logvar_penalty * bounds.sum()).backward()
+        per_seed = torch.zeros(seeds, dtype=nll.dtype, device=nll.device)
+        seed = model.seed_of(members[:: model.ensemble_size])
+        per_seed[seed] = nll.detach().view(len(seed), -1).sum(1)
+        loss = per_seed + logvar_penalty * bounds
     with torch.no_grad():
         weights = [layer.weight for layer in model.net.layers]
         for decay, weight in zip(weight_decay, weights):
@@ -284,13 +297,19 @@ def mle_backward(
 
 @torch.no_grad()
 def holdout_mse(
-    model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor
+    model: GaussianEnsemble,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    members: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each member's mean squared error of its mean prediction: [members] (inputs [N, in] of a
-    lone seed, or [S, N, in] with each seed's rows for its members)."""
+    lone seed, or [S, N, in] with each seed's rows for its members); of the `members` only
+    (numbers over all seeds) when given."""
     if inputs.dim() == 3:
         inputs, targets = model.seed_rows(inputs), model.seed_rows(targets)
-    mean, _ = model(inputs)
+        if members is not None:
+            inputs, targets = inputs[members], targets[members]
+    mean, _ = model(inputs, members)
     return ((mean - targets) ** 2).mean(dim=(1, 2))
 
 
@@ -405,34 +424,44 @@ def fit_ensemble(
     active = list(range(seeds))
     last_loss: list[torch.Tensor | None] = [None] * seeds  # each seed's last epoch's loss
     frozen = FrozenSeeds(model, optimizer)
-    seed_rows = rows.unsqueeze(2)  # [S, 1, 1]
-    last_order = None
     while active and (max_epochs is None or epochs[active[0]] < max_epochs):
+        # Only the seeds still training are computed: a stopped seed draws no more rows, and
+        # its members leave the minibatches (all seeds: None, the whole network unindexed).
+        training = torch.tensor(active, device=device)
+        training_members = None
+        if len(active) < seeds:
+            within = torch.arange(members, device=device)
+            training_members = (training.unsqueeze(1) * members + within).flatten()
         orders = []
-        for s, g in enumerate(generators):
-            if s not in active and last_order is not None:  # a stopped seed draws no more
-                orders.append(last_order[s])
-            elif train_weights is None:  # each member its own order of its rows
+        for s in active:
+            g = generators[s]
+            if train_weights is None:  # each member its own order of its rows
                 noise = torch.rand(members, n_train, device=device, generator=g)
                 order = torch.argsort(noise, dim=1)
                 orders.append(order if resample is None else resample[s].gather(1, order))
             else:
                 weights = train_weights[s].expand(members, -1)
                 orders.append(torch.multinomial(weights, n_train, replacement=True, generator=g))
-        order = torch.stack(orders)  # [S, members, n_train]
-        last_order = order
+        order = torch.stack(orders)  # [training seeds, members, n_train]
+        seed_rows = training.view(-1, 1, 1)
         batch_losses = []
         for start in range(0, n_train, batch_size):
             idx = order[:, :, start : start + batch_size]
-            batch_in = train_in[seed_rows, idx].flatten(0, 1)  # [S members, b, in]
+            batch_in = train_in[seed_rows, idx].flatten(0, 1)  # [training members, b, in]
             batch_tgt = train_tgt[seed_rows, idx].flatten(0, 1)
             optimizer.zero_grad(set_to_none=True)
-            loss = mle_backward(model, batch_in, batch_tgt, weight_decay, logvar_penalty)
+            loss = mle_backward(
+                model, batch_in, batch_tgt, weight_decay, logvar_penalty, training_members
+            )
             adam_step(optimizer)
             frozen.restore()
             batch_losses.append(loss.reshape(seeds))
         mean_loss = torch.stack(batch_losses).mean(0) / members
-        mse = holdout_mse(model, hold_in, hold_tgt)
+        if training_members is None:
+            mse = holdout_mse(model, hold_in, hold_tgt)
+        else:  # a stopped seed's members cannot improve: their MSE is not needed
+            mse = torch.full_like(best_mse, math.inf)
+            mse[training_members] = holdout_mse(model, hold_in, hold_tgt, training_members)
         improved = mse < 0.99 * best_mse  # a relative gain above 1%
         moving = torch.zeros(seeds, dtype=torch.bool, device=device)
         moving[active] = True
