@@ -292,8 +292,10 @@ def run_block(agent, steps: int) -> tuple[float, dict[str, float]]:
     phases = {c[2:]: float(row[c]) for c in TIMING_COLUMNS if c in row and pd.notna(row[c])}
     if "model_epochs" in row and pd.notna(row["model_epochs"]):
         phases["phase1_epochs"] = float(row["model_epochs"])
-        # a group's phase 1 runs until its last seed stops: its longest training sets the cost
+        # a group's phase 1 runs until its last seed stops, computing only the seeds still
+        # training: the longest training sets its length, the sum over seeds its work
         phases["phase1_epochs_max"] = max(float(r["model_epochs"]) for r in rows)
+        phases["phase1_epochs_sum"] = sum(float(r["model_epochs"]) for r in rows)
     return seconds, phases
 
 
@@ -611,13 +613,16 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
             ("process 0", results[0]),
         ):
             parts = ", ".join(f"{k} {v:.1f}" for k, v in result["phase_s"].items())
-            epochs = result.get("phase1_epochs_max", float("nan"))
+            longest = result.get("phase1_epochs_max", float("nan"))
+            summed = result.get("phase1_epochs_sum", float("nan"))
             print(
                 f"  {name}: block {result['block_s']:.1f} s = {parts}; "
-                f"phase-1 epochs {epochs:.0f} (max over seeds)"
+                f"phase-1 epochs {longest:.0f} (max over seeds), {summed:.0f} (sum)"
             )
             for k, v in result["phase_s"].items():
                 figures[f"{key}_{name.replace(' ', '_')}_{k}_s"] = v
+        summed = sum(r.get("phase1_epochs_sum", float("nan")) for r in results)
+        print(f"  {seeds} processes: phase-1 epochs {summed:.0f} (sum over processes)")
         if anchor:
             ratio = figures[f"{key}_over_anchor"] = (
                 grouped["env_steps_per_s"] / anchor["steps_per_s"]
