@@ -521,12 +521,28 @@ def main() -> None:
         default=0,
         help="run only every k-th mutant so that about this many run per module (0: all)",
     )
+    parser.add_argument(
+        "--lines",
+        help="FROM-TO[,FROM-TO]: judge only the mutants on these lines (whole functions that "
+        "changed); the others keep their verdict from the last run's <module>.json where their "
+        "code is unchanged, and are judged where it has none (one module)",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "mutation"))
     args = parser.parse_args()
     names = [n.strip() for n in args.modules.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)} (choose: {', '.join(MODULES)})")
+    spans: list[tuple[int, int]] = []
+    if args.lines:
+        if len(names) != 1:
+            parser.error("--lines needs exactly one module in --modules")
+        try:
+            spans = [
+                (int(a), int(b)) for a, b in (span.split("-") for span in args.lines.split(","))
+            ]
+        except ValueError:
+            parser.error(f"--lines {args.lines!r}: expected FROM-TO[,FROM-TO], e.g. 240-480")
     equivalent = load_equivalent()
     if not args.list:
         # Heavy imports once, in the parent, before forking; nothing of the package itself.
@@ -554,6 +570,15 @@ def main() -> None:
                 old = status[_identity(asdict(m))]
                 if old["status"] in ("killed", "timeout"):
                     m.status, m.seconds = old["status"], old["seconds"]
+        if spans and previous.exists():  # outside the spans: the last run's verdicts stand
+            recorded = json.loads(previous.read_text())["mutants_detail"]
+            status = {_identity(m): m for m in recorded}
+            for m in mutants:
+                old = status.get(_identity(asdict(m)))
+                inside = any(a <= m.line <= b for a, b in spans)
+                if not inside and old is not None and old["status"] in ("killed", "timeout"):
+                    m.status, m.seconds = old["status"], old["seconds"]
+                    m.killed_by = old.get("killed_by", "")
         partial = out / f"{name}.partial.json"
         if partial.exists():  # a run cut short: keep its verdicts, judge only the rest
             judged = json.loads(partial.read_text())["mutants_detail"]
