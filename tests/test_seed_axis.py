@@ -241,6 +241,19 @@ def fill_seed(agent, seed_index: int, seed: int, n: int = 1500) -> None:
     model.add_batch(obs, act, torch.zeros(200), obs + 0.1, torch.zeros(200))
 
 
+# A small ensemble and phase-1 settings under which the three seeds' trainings stop apart.
+FIT_SHAPE = {"ensemble_size": 4, "num_elites": 2, "hidden_size": 16, "hidden_layers": 2}
+FIT_SETTINGS = {
+    "batch_size": 256,
+    "weight_decay": (2.5e-5, 5e-5, 1e-4),
+    "logvar_penalty": 0.01,
+    "holdout_ratio": 0.2,
+    "max_holdout": 5000,
+    "patience": 2,
+    "max_epochs": None,
+}
+
+
 def seed_data(seed: int, n: int = 1500) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs and targets of different dynamics per seed (so seeds stop apart), float64."""
     gen = torch.Generator().manual_seed(100 + seed)
@@ -262,24 +275,14 @@ def test_three_seeds_fit_as_three_lone_ensembles() -> None:
     from usbpo_cli.models.optim import make_adam
     from usbpo_cli.models.seed_axis import module_seed_state
 
-    shape = {"ensemble_size": 4, "num_elites": 2, "hidden_size": 16, "hidden_layers": 2}
-    settings = {
-        "batch_size": 256,
-        "weight_decay": (2.5e-5, 5e-5, 1e-4),
-        "logvar_penalty": 0.01,
-        "holdout_ratio": 0.2,
-        "max_holdout": 5000,
-        "patience": 2,
-        "max_epochs": None,
-    }
-    group = GaussianEnsemble(4, 1, generators=generators(), **shape).double()
-    lone = [GaussianEnsemble(4, 1, generator=g, **shape).double() for g in generators()]
+    group = GaussianEnsemble(4, 1, generators=generators(), **FIT_SHAPE).double()
+    lone = [GaussianEnsemble(4, 1, generator=g, **FIT_SHAPE).double() for g in generators()]
     data = [seed_data(s) for s in SEEDS]
     inputs = torch.stack([x for x, _ in data])
     targets = torch.stack([y for _, y in data])
     draws = [torch.Generator().manual_seed(10 + s) for s in SEEDS]
     fit = fit_ensemble(
-        group, make_adam(group.parameters(), 1e-2), inputs, targets, generator=draws, **settings
+        group, make_adam(group.parameters(), 1e-2), inputs, targets, generator=draws, **FIT_SETTINGS
     )
     lone_draws = [torch.Generator().manual_seed(10 + s) for s in SEEDS]
     for s, alone in enumerate(lone):
@@ -288,7 +291,7 @@ def test_three_seeds_fit_as_three_lone_ensembles() -> None:
             make_adam(alone.parameters(), 1e-2),
             *data[s],
             generator=lone_draws[s],
-            **settings,
+            **FIT_SETTINGS,
         )
         assert fit.epochs[s] == mine.epochs
         # A seed that stopped drew nothing more: its stream stands where the lone run's does.
@@ -311,9 +314,8 @@ def test_a_seed_that_has_stopped_leaves_phase_1s_minibatches(monkeypatch) -> Non
     from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
     from usbpo_cli.models.optim import make_adam
 
-    members = 4
-    shape = {"ensemble_size": members, "num_elites": 2, "hidden_size": 16, "hidden_layers": 2}
-    group = GaussianEnsemble(4, 1, generators=generators(), **shape).double()
+    members = FIT_SHAPE["ensemble_size"]
+    group = GaussianEnsemble(4, 1, generators=generators(), **FIT_SHAPE).double()
     data = [seed_data(s, n=640) for s in SEEDS]  # 512 training rows: 2 minibatches per epoch
     fed: list[list[int]] = []  # per minibatch, the seed whose rows each member block holds
     scored: list[int] = []  # per holdout check, how many members it scored
@@ -342,13 +344,7 @@ def test_a_seed_that_has_stopped_leaves_phase_1s_minibatches(monkeypatch) -> Non
         torch.stack([x for x, _ in data]),
         torch.stack([y for _, y in data]),
         generator=[torch.Generator().manual_seed(10 + s) for s in SEEDS],
-        batch_size=256,
-        weight_decay=(2.5e-5, 5e-5, 1e-4),
-        logvar_penalty=0.01,
-        holdout_ratio=0.2,
-        max_holdout=5000,
-        patience=2,
-        max_epochs=None,
+        **FIT_SETTINGS,
     )
     assert len(set(fit.epochs)) == 3, fit.epochs  # the seeds did stop at different epochs
     assert len(fed) == 2 * max(fit.epochs)
@@ -451,10 +447,9 @@ def test_two_seeds_minibatch_loss_and_gradients_as_two_lone_ensembles() -> None:
     seed, with only that seed's weights in its penalty, and the same gradients."""
     from usbpo_cli.models.ensemble import GaussianEnsemble, mle_backward
 
-    shape = {"ensemble_size": 4, "num_elites": 2, "hidden_size": 16, "hidden_layers": 2}
-    members, decay = 4, (0.1, 0.2, 0.3)
-    group = GaussianEnsemble(4, 1, generators=generators((0, 1)), **shape).double()
-    lone = [GaussianEnsemble(4, 1, generator=g, **shape).double() for g in generators((0, 1))]
+    members, decay = FIT_SHAPE["ensemble_size"], (0.1, 0.2, 0.3)
+    group = GaussianEnsemble(4, 1, generators=generators((0, 1)), **FIT_SHAPE).double()
+    lone = [GaussianEnsemble(4, 1, generator=g, **FIT_SHAPE).double() for g in generators((0, 1))]
     data = [seed_data(s, n=32) for s in (0, 1)]
     batch_in = torch.cat([x.expand(members, -1, -1) for x, _ in data])  # [S E, b, in]
     batch_tgt = torch.cat([y.expand(members, -1, -1) for _, y in data])

@@ -462,10 +462,7 @@ def fit_ensemble(
         else:  # a stopped seed's members cannot improve: their MSE is not needed
             mse = torch.full_like(best_mse, math.inf)
             mse[training_members] = holdout_mse(model, hold_in, hold_tgt, training_members)
-        improved = mse < 0.99 * best_mse  # a relative gain above 1%
-        moving = torch.zeros(seeds, dtype=torch.bool, device=device)
-        moving[active] = True
-        improved &= moving.repeat_interleave(members)
+        improved = mse < 0.99 * best_mse  # a relative gain above 1% (never a stopped seed's)
         if bool(improved.any()):
             best_mse = torch.where(improved, mse, best_mse)
             with torch.no_grad():
