@@ -1,13 +1,13 @@
 """One phase-1 minibatch step of the Hopper-v4 ensemble (paper preset: 7 members, 4 x 200
-SiLU, batch 256), timed for a lone seed and for a group of S seeds with some of them still
-training, so the cost of a group's stopped seeds can be seen apart from the rest of the loop.
+SiLU, batch 256), timed for groups of 1, 2 and S seeds, per training seed.
 
     python benchmarks/phase1_step.py [--seeds 5] [--threads 2] [--steps 60]
 
-Prints ms per step (forward, backward, Adam and the put-back of stopped seeds) and, of it, the
-Adam step and the put-back (`FrozenSeeds.restore`), in fp32 and, where the CPU has native bf16
-matrix products, bf16. Why it exists: issue 15's late grid stage showed a group's phase 1
-costing more per seed-epoch than a lone seed's; this splits that cost.
+Since the eleventh session a group whose other seeds have stopped trains a compact group of the
+seeds still training, so a step with k seeds left costs what a k-seed group's step costs: these
+figures. (At 598af56 this script timed the earlier design, which computed stopped seeds'
+parameters in Adam and put them back every step; RESULTS keeps those figures.) fp32 and, where
+the CPU has native bf16 matrix products, bf16.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from usbpo_cli.models.ensemble import FrozenSeeds, GaussianEnsemble, mle_backward
+from usbpo_cli.models.ensemble import GaussianEnsemble, mle_backward
 from usbpo_cli.models.optim import adam_step, make_adam
 from usbpo_cli.util.precision import bf16_refusal, mixed
 
@@ -25,38 +25,28 @@ OBS, ACT, MEMBERS, BATCH = 11, 3, 7, 256
 WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 
 
-def time_step(seeds: int, training: int, precision: str, steps: int) -> tuple[float, float, float]:
-    """ms per step, of which Adam and the put-back, with seeds [0, training) still training."""
+def time_step(seeds: int, precision: str, steps: int) -> tuple[float, float]:
+    """ms per step of a group of `seeds` seeds, all training, and of it the Adam step."""
     device = torch.device("cpu")
     gens = [torch.Generator().manual_seed(s) for s in range(seeds)]
     model = GaussianEnsemble(OBS, ACT, MEMBERS, generators=gens)
     optimizer = make_adam(model.parameters(), 1e-3)
-    frozen = FrozenSeeds(model, optimizer)
-    members = None if training == seeds else torch.arange(training * MEMBERS)
-    inputs = torch.randn(training * MEMBERS, BATCH, OBS + ACT)
-    targets = torch.randn(training * MEMBERS, BATCH, OBS + 1)
+    inputs = torch.randn(seeds * MEMBERS, BATCH, OBS + ACT)
+    targets = torch.randn(seeds * MEMBERS, BATCH, OBS + 1)
 
-    def step() -> tuple[float, float]:
+    def step() -> float:
         optimizer.zero_grad(set_to_none=True)
         with mixed(precision, device):
-            mle_backward(model, inputs, targets, WEIGHT_DECAY, 0.01, members)
+            mle_backward(model, inputs, targets, WEIGHT_DECAY, 0.01)
         began = time.perf_counter()
         adam_step(optimizer)
-        stepped = time.perf_counter()
-        frozen.restore()
-        return stepped - began, time.perf_counter() - stepped
+        return time.perf_counter() - began
 
     for _ in range(5):  # Adam's state, warm caches
         step()
-    for seed in range(training, seeds):
-        frozen.freeze(seed)
-    adam = put_back = 0.0
     began = time.perf_counter()
-    for _ in range(steps):
-        a, p = step()
-        adam, put_back = adam + a, put_back + p
-    total = time.perf_counter() - began
-    return 1e3 * total / steps, 1e3 * adam / steps, 1e3 * put_back / steps
+    adam = sum(step() for _ in range(steps))
+    return 1e3 * (time.perf_counter() - began) / steps, 1e3 * adam / steps
 
 
 def main() -> None:
@@ -69,13 +59,11 @@ def main() -> None:
     precisions = ["fp32"] + ([] if bf16_refusal(torch.device("cpu")) else ["bf16"])
     print(f"phase-1 step, Hopper-v4 ensemble, {args.threads} threads, {args.steps} steps")
     for precision in precisions:
-        configs = [(1, 1)] + [(args.seeds, k) for k in (args.seeds, 2, 1)]
-        for seeds, training in configs:
-            total, adam, put_back = time_step(seeds, training, precision, args.steps)
+        for seeds in sorted({1, 2, args.seeds}):
+            total, adam = time_step(seeds, precision, args.steps)
             print(
-                f"{precision} S={seeds}, {training} training: {total:.1f} ms/step "
-                f"(Adam {adam:.1f}, put-back {put_back:.1f}; "
-                f"{total / training:.1f} ms per training seed)"
+                f"{precision} {seeds} seeds training: {total:.1f} ms/step (Adam {adam:.1f}; "
+                f"{total / seeds:.1f} ms per seed)"
             )
 
 

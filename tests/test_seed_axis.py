@@ -273,7 +273,7 @@ def test_three_seeds_fit_as_three_lone_ensembles() -> None:
     fed another's rows or normalised with another's statistics, would show."""
     from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
     from usbpo_cli.models.optim import make_adam
-    from usbpo_cli.models.seed_axis import module_seed_state
+    from usbpo_cli.models.seed_axis import adam_seed_state, module_seed_state, parameter_axes
 
     group = GaussianEnsemble(4, 1, generators=generators(), **FIT_SHAPE).double()
     lone = [GaussianEnsemble(4, 1, generator=g, **FIT_SHAPE).double() for g in generators()]
@@ -281,18 +281,13 @@ def test_three_seeds_fit_as_three_lone_ensembles() -> None:
     inputs = torch.stack([x for x, _ in data])
     targets = torch.stack([y for _, y in data])
     draws = [torch.Generator().manual_seed(10 + s) for s in SEEDS]
-    fit = fit_ensemble(
-        group, make_adam(group.parameters(), 1e-2), inputs, targets, generator=draws, **FIT_SETTINGS
-    )
+    group_opt = make_adam(group.parameters(), 1e-2)
+    fit = fit_ensemble(group, group_opt, inputs, targets, generator=draws, **FIT_SETTINGS)
     lone_draws = [torch.Generator().manual_seed(10 + s) for s in SEEDS]
+    group_axes = parameter_axes(group, group.seed_axes())
     for s, alone in enumerate(lone):
-        mine = fit_ensemble(
-            alone,
-            make_adam(alone.parameters(), 1e-2),
-            *data[s],
-            generator=lone_draws[s],
-            **FIT_SETTINGS,
-        )
+        alone_opt = make_adam(alone.parameters(), 1e-2)
+        mine = fit_ensemble(alone, alone_opt, *data[s], generator=lone_draws[s], **FIT_SETTINGS)
         assert fit.epochs[s] == mine.epochs
         # A seed that stopped drew nothing more: its stream stands where the lone run's does.
         assert torch.equal(draws[s].get_state(), lone_draws[s].get_state())
@@ -301,6 +296,14 @@ def test_three_seeds_fit_as_three_lone_ensembles() -> None:
         ours = module_seed_state(group, group.seed_axes(), s)
         for name, tensor in theirs.items():
             torch.testing.assert_close(ours[name], tensor, rtol=1e-9, atol=1e-12, msg=name)
+        # Its Adam moments too, which the next (warm-started) training goes on from; the step
+        # count is the group's (every seed of a group counts every step).
+        our_adam = adam_seed_state(group_opt, group_axes, s)["state"]
+        for index, entry in alone_opt.state_dict()["state"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(
+                    our_adam[index][key], entry[key], rtol=1e-9, atol=1e-12, msg=key
+                )
     assert len(set(fit.epochs)) == 3, fit.epochs  # the seeds did stop at different epochs
 
 

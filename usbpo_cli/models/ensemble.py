@@ -16,8 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from usbpo_cli.models.nets import BatchedMLP, rows_per_member, stacked_mlp
-from usbpo_cli.models.optim import adam_step
-from usbpo_cli.models.seed_axis import SeedAxis, module_axes
+from usbpo_cli.models.optim import adam_step, make_adam
+from usbpo_cli.models.seed_axis import (
+    SeedAxis,
+    adam_seed_state,
+    load_adam_seed_state,
+    load_module_seed_state,
+    module_axes,
+    module_seed_state,
+    parameter_axes,
+)
 from usbpo_cli.util import torch_private
 
 # Rows per elite in one forward pass of a model rollout step: at 100k states a single pass makes
@@ -250,35 +258,22 @@ def mle_backward(
     targets: torch.Tensor,
     weight_decay: tuple[float, ...],
     logvar_penalty: float,
-    members: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Backpropagate phase 1's minibatch loss into the parameters' gradients and return its
     value per seed ([S]; a scalar for a lone seed): the members' NLLs, the log-variance bound
     penalty and an L2 penalty of `weight_decay[i] / 2 * ||W_i||^2` on each layer's weights.
     Seeds share no parameter, so the sum over seeds gives each seed its own gradient.
 
-    `members` (whole seeds' members, numbers over all seeds; `inputs` then holds their rows
-    only) computes the NLL of those seeds alone, so seeds whose training has stopped cost no
-    products; the other seeds' NLL counts as 0 in the returned values and their weights get
-    only the penalties' gradients (the caller puts them back, see `FrozenSeeds`).
-
     The L2 term's gradient, `weight_decay[i] * W_i`, is added to the gradients directly rather
     than built into the autograd graph (about a tenth of a minibatch on a CPU); its value still
     counts in the returned loss. Same gradient as autograd through the whole sum (tested).
     """
     seeds = model.seeds
-    mean, logvar = model(inputs, members)
-    nll = gaussian_nll(mean, logvar, targets)
+    mean, logvar = model(inputs)
+    nll = gaussian_nll(mean, logvar, targets).view(seeds, -1).sum(1)
     bounds = model.max_logvar.view(seeds, -1).sum(1) - model.min_logvar.view(seeds, -1).sum(1)
-    if members is None:
-        loss = nll.view(seeds, -1).sum(1) + logvar_penalty * bounds
-        loss.sum().backward()
-    else:
-        (nll.sum() + logvar_penalty * bounds.sum()).backward()
-        per_seed = torch.zeros(seeds, dtype=nll.dtype, device=nll.device)
-        seed = model.seed_of(members[:: model.ensemble_size])
-        per_seed[seed] = nll.detach().view(len(seed), -1).sum(1)
-        loss = per_seed + logvar_penalty * bounds
+    loss = nll + logvar_penalty * bounds
+    loss.sum().backward()
     with torch.no_grad():
         weights = [layer.weight for layer in model.net.layers]
         for decay, weight in zip(weight_decay, weights):
@@ -297,19 +292,13 @@ def mle_backward(
 
 @torch.no_grad()
 def holdout_mse(
-    model: GaussianEnsemble,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    members: torch.Tensor | None = None,
+    model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
     """Each member's mean squared error of its mean prediction: [members] (inputs [N, in] of a
-    lone seed, or [S, N, in] with each seed's rows for its members); of the `members` only
-    (numbers over all seeds) when given."""
+    lone seed, or [S, N, in] with each seed's rows for its members)."""
     if inputs.dim() == 3:
         inputs, targets = model.seed_rows(inputs), model.seed_rows(targets)
-        if members is not None:
-            inputs, targets = inputs[members], targets[members]
-    mean, _ = model(inputs, members)
+    mean, _ = model(inputs)
     return ((mean - targets) ** 2).mean(dim=(1, 2))
 
 
@@ -354,6 +343,46 @@ class FrozenSeeds:
         for saved in self.saved.values():
             for view, value in saved:
                 view.copy_(value)
+
+
+def compact_group(
+    model: GaussianEnsemble, optimizer: torch.optim.Optimizer, seeds: list[int]
+) -> tuple[GaussianEnsemble, torch.optim.Optimizer]:
+    """A group of just `seeds` of `model` (a copy of their weights, bounds, normaliser, elites
+    and Adam moments, in that order), with an Adam of the same settings: trained in place of
+    `model` while the other seeds' trainings have stopped, then written back (`copy_seeds`)."""
+    first = model.net.layers[0].weight
+    group = GaussianEnsemble(
+        model.obs_dim,
+        model.act_dim,
+        model.ensemble_size,
+        model.num_elites,
+        hidden_size=first.shape[2],
+        hidden_layers=len(model.net.layers) - 1,
+        generators=[torch.Generator() for _ in seeds],  # overwritten below; no global draws
+    ).to(device=first.device, dtype=first.dtype)
+    group_opt = make_adam(group.parameters(), optimizer.param_groups[0]["lr"])
+    copy_seeds(model, optimizer, seeds, group, group_opt, list(range(len(seeds))))
+    return group, group_opt
+
+
+def copy_seeds(
+    source: GaussianEnsemble,
+    source_opt: torch.optim.Optimizer,
+    source_seeds: list[int],
+    target: GaussianEnsemble,
+    target_opt: torch.optim.Optimizer,
+    target_seeds: list[int],
+) -> None:
+    """Seed `source_seeds[i]` of `source` (model and Adam state) into seed `target_seeds[i]` of
+    `target`, in the layout a lone run's checkpoint has (`models/seed_axis.py`)."""
+    source_axes, target_axes = source.seed_axes(), target.seed_axes()
+    source_params = parameter_axes(source, source_axes)
+    target_params = parameter_axes(target, target_axes)
+    for s, t in zip(source_seeds, target_seeds):
+        load_module_seed_state(target, target_axes, module_seed_state(source, source_axes, s), t)
+        adam = adam_seed_state(source_opt, source_params, s)
+        load_adam_seed_state(target_opt, target_params, adam, t)
 
 
 def fit_ensemble(
@@ -423,17 +452,28 @@ def fit_ensemble(
     epochs = [0] * seeds
     active = list(range(seeds))
     last_loss: list[torch.Tensor | None] = [None] * seeds  # each seed's last epoch's loss
-    frozen = FrozenSeeds(model, optimizer)
+    # While some seeds have stopped, a compact group of the seeds still training is trained
+    # (their slices of every weight, bound, normaliser and Adam moment), so a stopped seed is
+    # neither computed nor touched; it is written back when the next seed stops and at the end.
+    trained, trained_opt, trained_seeds = model, optimizer, list(range(seeds))
     while active and (max_epochs is None or epochs[active[0]] < max_epochs):
-        # Only the seeds still training are computed: a stopped seed draws no more rows, and
-        # its members leave the minibatches (all seeds: None, the whole network unindexed).
+        if active != trained_seeds:
+            if trained is not model:
+                copy_seeds(
+                    trained,
+                    trained_opt,
+                    list(range(len(trained_seeds))),
+                    model,
+                    optimizer,
+                    trained_seeds,
+                )
+            trained, trained_opt = compact_group(model, optimizer, active)
+            trained_seeds = list(active)
         training = torch.tensor(active, device=device)
-        training_members = None
-        if len(active) < seeds:
-            within = torch.arange(members, device=device)
-            training_members = (training.unsqueeze(1) * members + within).flatten()
+        within = torch.arange(members, device=device)
+        training_members = (training.unsqueeze(1) * members + within).flatten()
         orders = []
-        for s in active:
+        for s in active:  # a stopped seed draws no more
             g = generators[s]
             if train_weights is None:  # each member its own order of its rows
                 noise = torch.rand(members, n_train, device=device, generator=g)
@@ -449,36 +489,34 @@ def fit_ensemble(
             idx = order[:, :, start : start + batch_size]
             batch_in = train_in[seed_rows, idx].flatten(0, 1)  # [training members, b, in]
             batch_tgt = train_tgt[seed_rows, idx].flatten(0, 1)
-            optimizer.zero_grad(set_to_none=True)
-            loss = mle_backward(
-                model, batch_in, batch_tgt, weight_decay, logvar_penalty, training_members
-            )
-            adam_step(optimizer)
-            frozen.restore()
-            batch_losses.append(loss.reshape(seeds))
+            trained_opt.zero_grad(set_to_none=True)
+            loss = mle_backward(trained, batch_in, batch_tgt, weight_decay, logvar_penalty)
+            adam_step(trained_opt)
+            batch_losses.append(loss.reshape(len(active)))
         mean_loss = torch.stack(batch_losses).mean(0) / members
-        if training_members is None:
-            mse = holdout_mse(model, hold_in, hold_tgt)
-        else:  # a stopped seed's members cannot improve: their MSE is not needed
-            mse = torch.full_like(best_mse, math.inf)
-            mse[training_members] = holdout_mse(model, hold_in, hold_tgt, training_members)
-        improved = mse < 0.99 * best_mse  # a relative gain above 1% (never a stopped seed's)
+        mse = holdout_mse(trained, hold_in[training], hold_tgt[training])
+        improved = mse < 0.99 * best_mse[training_members]  # a relative gain above 1%
         if bool(improved.any()):
-            best_mse = torch.where(improved, mse, best_mse)
+            updated = torch.where(improved, mse, best_mse[training_members])
+            best_mse = best_mse.to(updated.dtype)  # a float64 model's errors stay float64
+            best_mse[training_members] = updated
             with torch.no_grad():
-                for saved, param in zip(snapshot, model.member_parameters()):
-                    saved[improved] = param[improved]
-        improved_seeds = improved.view(seeds, members).any(1).tolist()
-        for s in list(active):
+                for saved, param in zip(snapshot, trained.member_parameters()):
+                    saved[training_members[improved]] = param[improved]
+        improved_seeds = improved.view(len(active), members).any(1).tolist()
+        for i, s in enumerate(list(active)):
             epochs[s] += 1
-            last_loss[s] = mean_loss[s]
-            if improved_seeds[s]:
+            last_loss[s] = mean_loss[i]
+            if improved_seeds[i]:
                 since_update[s] = 0
             else:
                 since_update[s] += 1
                 if since_update[s] >= patience:
                     active.remove(s)
-                    frozen.freeze(s)
+    if trained is not model:
+        copy_seeds(
+            trained, trained_opt, list(range(len(trained_seeds))), model, optimizer, trained_seeds
+        )
     with torch.no_grad():
         for saved, param in zip(snapshot, model.member_parameters()):
             param.copy_(saved)
