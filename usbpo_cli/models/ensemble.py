@@ -315,9 +315,11 @@ def select_elites(
 
 
 class FrozenSeeds:
-    """Seeds whose phase 1 has stopped while others train on: their parameters and Adam
-    moments are put back after every later step, so each seed's training ends exactly where a
-    lone run's would (the shared step count aside)."""
+    """Seeds whose training has stopped while others train on in the same network (USB-PO's
+    phase 2, whose steps are few): their parameters and Adam moments are put back after every
+    later step, so each seed's training ends exactly where a lone run's would (the shared step
+    count aside). Phase 1, with many more steps, trains a compact group of the seeds still
+    training instead (`compact_group`), which costs nothing for the stopped ones."""
 
     def __init__(self, model: GaussianEnsemble, optimizer: torch.optim.Optimizer) -> None:
         self.axes = model.seed_axes()
