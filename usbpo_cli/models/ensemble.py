@@ -57,6 +57,7 @@ class GaussianEnsemble(nn.Module):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.in_dim, self.out_dim = obs_dim + act_dim, obs_dim + 1
         self.ensemble_size, self.num_elites = ensemble_size, num_elites
+        self.hidden_size, self.hidden_layers = hidden_size, hidden_layers
         per_seed = [
             BatchedMLP(
                 ensemble_size,
@@ -353,16 +354,16 @@ def compact_group(
     """A group of just `seeds` of `model` (a copy of their weights, bounds, normaliser, elites
     and Adam moments, in that order), with an Adam of the same settings: trained in place of
     `model` while the other seeds' trainings have stopped, then written back (`copy_seeds`)."""
-    first = model.net.layers[0].weight
+    like = model.max_logvar
     group = GaussianEnsemble(
         model.obs_dim,
         model.act_dim,
         model.ensemble_size,
         model.num_elites,
-        hidden_size=first.shape[2],
-        hidden_layers=len(model.net.layers) - 1,
+        model.hidden_size,
+        model.hidden_layers,
         generators=[torch.Generator() for _ in seeds],  # overwritten below; no global draws
-    ).to(device=first.device, dtype=first.dtype)
+    ).to(device=like.device, dtype=like.dtype)
     group_opt = make_adam(group.parameters(), optimizer.param_groups[0]["lr"])
     copy_seeds(model, optimizer, seeds, group, group_opt, list(range(len(seeds))))
     return group, group_opt
