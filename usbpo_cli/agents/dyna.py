@@ -18,15 +18,14 @@ from usbpo_cli.agents.buffers import Batch, ReplayBuffer, SeedBuffers
 from usbpo_cli.agents.offpolicy import OffPolicyAgent, PolicyConfig
 from usbpo_cli.envs.termination import termination_fn
 from usbpo_cli.errors import TrainingDiverged, UsageError
-from usbpo_cli.models.ensemble import FitResult, GaussianEnsemble, fit_ensemble
-from usbpo_cli.models.optim import make_adam
-from usbpo_cli.models.seed_axis import (
-    adam_seed_state,
-    load_adam_seed_state,
-    load_module_seed_state,
-    module_seed_state,
-    parameter_axes,
+from usbpo_cli.models.ensemble import (
+    FitResult,
+    GaussianEnsemble,
+    ensemble_seed_state,
+    fit_ensemble,
+    load_ensemble_seed_state,
 )
+from usbpo_cli.models.optim import make_adam
 from usbpo_cli.models.wasserstein import draw_elites, model_bias, shift_and_bias
 from usbpo_cli.util.settings import param
 
@@ -336,21 +335,16 @@ class DynaAgent(OffPolicyAgent):
         return added
 
     def state_dict(self, seed: int = 0) -> dict:
-        axes = self.model.seed_axes()
         return {
             **super().state_dict(seed),
-            "model": module_seed_state(self.model, axes, seed),
-            "model_opt": adam_seed_state(self.model_opt, parameter_axes(self.model, axes), seed),
+            **ensemble_seed_state(self.model, self.model_opt, seed),
             "model_buffer": self.model_buffers[seed].state_dict(),
             "rollout_length": self.rollout_length,
         }
 
     def load_state_dict(self, state: dict, seed: int = 0) -> None:
         super().load_state_dict(state, seed)
-        axes = self.model.seed_axes()
-        load_module_seed_state(self.model, axes, state["model"], seed)
-        optimiser_axes = parameter_axes(self.model, axes)
-        load_adam_seed_state(self.model_opt, optimiser_axes, state["model_opt"], seed)
+        load_ensemble_seed_state(self.model, self.model_opt, state, seed)
         saved = state["model_buffer"]
         if saved["capacity"] != self.model_buffers.capacity:  # the length had grown
             self.model_buffers = self.model_buffers.resized(saved["capacity"])

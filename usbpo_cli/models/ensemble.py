@@ -369,6 +369,26 @@ def compact_group(
     return group, group_opt
 
 
+def ensemble_seed_state(
+    model: GaussianEnsemble, optimizer: torch.optim.Optimizer, seed: int
+) -> dict[str, dict]:
+    """Seed `seed`'s ensemble and Adam state in a lone run's checkpoint layout (copies)."""
+    axes = model.seed_axes()
+    return {
+        "model": module_seed_state(model, axes, seed),
+        "model_opt": adam_seed_state(optimizer, parameter_axes(model, axes), seed),
+    }
+
+
+def load_ensemble_seed_state(
+    model: GaussianEnsemble, optimizer: torch.optim.Optimizer, state: dict, seed: int
+) -> None:
+    """Write a lone run's ensemble and Adam state (`ensemble_seed_state`) into seed `seed`."""
+    axes = model.seed_axes()
+    load_module_seed_state(model, axes, state["model"], seed)
+    load_adam_seed_state(optimizer, parameter_axes(model, axes), state["model_opt"], seed)
+
+
 def copy_seeds(
     source: GaussianEnsemble,
     source_opt: torch.optim.Optimizer,
@@ -378,14 +398,9 @@ def copy_seeds(
     target_seeds: list[int],
 ) -> None:
     """Seed `source_seeds[i]` of `source` (model and Adam state) into seed `target_seeds[i]` of
-    `target`, in the layout a lone run's checkpoint has (`models/seed_axis.py`)."""
-    source_axes, target_axes = source.seed_axes(), target.seed_axes()
-    source_params = parameter_axes(source, source_axes)
-    target_params = parameter_axes(target, target_axes)
+    `target`, through a lone run's checkpoint layout."""
     for s, t in zip(source_seeds, target_seeds):
-        load_module_seed_state(target, target_axes, module_seed_state(source, source_axes, s), t)
-        adam = adam_seed_state(source_opt, source_params, s)
-        load_adam_seed_state(target_opt, target_params, adam, t)
+        load_ensemble_seed_state(target, target_opt, ensemble_seed_state(source, source_opt, s), t)
 
 
 def fit_ensemble(
@@ -458,9 +473,10 @@ def fit_ensemble(
     # While some seeds have stopped, a compact group of the seeds still training is trained
     # (their slices of every weight, bound, normaliser and Adam moment), so a stopped seed is
     # neither computed nor touched; it is written back when the next seed stops and at the end.
-    trained, trained_opt, trained_seeds = model, optimizer, list(range(seeds))
+    trained, trained_opt, trained_seeds = model, optimizer, None
+    within = torch.arange(members, device=device)
     while active and (max_epochs is None or epochs[active[0]] < max_epochs):
-        if active != trained_seeds:
+        if active != trained_seeds:  # the first epoch, or a seed stopped in the last one
             if trained is not model:
                 copy_seeds(
                     trained,
@@ -470,11 +486,13 @@ def fit_ensemble(
                     optimizer,
                     trained_seeds,
                 )
-            trained, trained_opt = compact_group(model, optimizer, active)
+            if len(active) < seeds:
+                trained, trained_opt = compact_group(model, optimizer, active)
             trained_seeds = list(active)
-        training = torch.tensor(active, device=device)
-        within = torch.arange(members, device=device)
-        training_members = (training.unsqueeze(1) * members + within).flatten()
+            training = torch.tensor(active, device=device)
+            training_members = (training.unsqueeze(1) * members + within).flatten()
+            seed_rows = training.view(-1, 1, 1)
+            trained_hold_in, trained_hold_tgt = hold_in[training], hold_tgt[training]
         orders = []
         for s in active:  # a stopped seed draws no more
             g = generators[s]
@@ -486,7 +504,6 @@ def fit_ensemble(
                 weights = train_weights[s].expand(members, -1)
                 orders.append(torch.multinomial(weights, n_train, replacement=True, generator=g))
         order = torch.stack(orders)  # [training seeds, members, n_train]
-        seed_rows = training.view(-1, 1, 1)
         batch_losses = []
         for start in range(0, n_train, batch_size):
             idx = order[:, :, start : start + batch_size]
@@ -497,7 +514,7 @@ def fit_ensemble(
             adam_step(trained_opt)
             batch_losses.append(loss.reshape(len(active)))
         mean_loss = torch.stack(batch_losses).mean(0) / members
-        mse = holdout_mse(trained, hold_in[training], hold_tgt[training])
+        mse = holdout_mse(trained, trained_hold_in, trained_hold_tgt)
         improved = mse < 0.99 * best_mse[training_members]  # a relative gain above 1%
         if bool(improved.any()):
             updated = torch.where(improved, mse, best_mse[training_members])
