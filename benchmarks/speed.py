@@ -20,7 +20,9 @@ full run.
 5), MBPO and USB-PO, early and late stage, as total env steps/s of the grid (a) trained as one
 agent (the seed axis), (b) run as S processes at once, each a lone seed, and (c) one lone seed
 alone; per-seed peak memory of (a) against (c); and mbrl-lib's single-run rate, measured in
-the same run. Each configuration runs in a fresh process of its own (`--grid-worker`), which
+the same run at its anchor stage and at each grid stage (its own initial exploration of the
+stage's stored transitions, one untimed block, then the timed one; late, its rollout length
+set to 15), so that the grid is divided by mbrl-lib doing the same stage's work. Each configuration runs in a fresh process of its own (`--grid-worker`), which
 conditions its agent the anchor's way (the stored random transitions, then one whole untimed
 block of the loop) and times the next block. `--precision bf16` times the grid under bf16
 (refused, as `usbpo` refuses it, on a CPU without native bf16); `--precision fp32,bf16` times

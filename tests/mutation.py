@@ -355,6 +355,26 @@ def _identity(mutant: dict) -> tuple[str, str, int]:
     return mutant["mutation"], mutant["source_line"].strip(), mutant.get("occurrence", 0)
 
 
+def recorded_verdicts(path: Path) -> dict[tuple[str, str, int], dict]:
+    """A saved (or partial) run's mutants, by identity."""
+    return {_identity(m): m for m in json.loads(path.read_text())["mutants_detail"]}
+
+
+def carry_verdicts(
+    mutants: list[Mutant],
+    recorded: dict[tuple[str, str, int], dict],
+    statuses: tuple[str, ...],
+    selected: Callable[[Mutant], bool] = lambda mutant: True,
+) -> None:
+    """Give each selected mutant the verdict recorded for it when that verdict is one of
+    `statuses`, so that a rerun judges only the mutants it must (every other stays pending)."""
+    for m in mutants:
+        old = recorded.get(_identity(asdict(m)))
+        if selected(m) and old is not None and old["status"] in statuses:
+            m.status, m.seconds = old["status"], old["seconds"]
+            m.killed_by = old.get("killed_by", "")
+
+
 def load_equivalent() -> dict[str, str]:
     """`module | mutation | code` -> the reason the mutant cannot change behaviour."""
     path = ROOT / "tests" / "mutation_equivalent.txt"
@@ -563,30 +583,19 @@ def main() -> None:
             mutants = [m for m in mutants if m.index in picked]
         previous = out / f"{name}.json"
         if args.rerun_survivors and previous.exists():
-            recorded = json.loads(previous.read_text())["mutants_detail"]
-            status = {_identity(m): m for m in recorded}
-            mutants = [m for m in mutants if _identity(asdict(m)) in status]
-            for m in mutants:
-                old = status[_identity(asdict(m))]
-                if old["status"] in ("killed", "timeout"):
-                    m.status, m.seconds = old["status"], old["seconds"]
+            recorded = recorded_verdicts(previous)
+            mutants = [m for m in mutants if _identity(asdict(m)) in recorded]
+            carry_verdicts(mutants, recorded, ("killed", "timeout"))
         if spans and previous.exists():  # outside the spans: the last run's verdicts stand
-            recorded = json.loads(previous.read_text())["mutants_detail"]
-            status = {_identity(m): m for m in recorded}
-            for m in mutants:
-                old = status.get(_identity(asdict(m)))
-                inside = any(a <= m.line <= b for a, b in spans)
-                if not inside and old is not None and old["status"] in ("killed", "timeout"):
-                    m.status, m.seconds = old["status"], old["seconds"]
-                    m.killed_by = old.get("killed_by", "")
+            carry_verdicts(
+                mutants,
+                recorded_verdicts(previous),
+                ("killed", "timeout"),
+                lambda m: not any(a <= m.line <= b for a, b in spans),
+            )
         partial = out / f"{name}.partial.json"
         if partial.exists():  # a run cut short: keep its verdicts, judge only the rest
-            judged = json.loads(partial.read_text())["mutants_detail"]
-            kept = {_identity(m): m for m in judged}
-            for m in mutants:
-                old = kept.get(_identity(asdict(m)))
-                if old is not None and old["status"] in ("killed", "timeout", "survived"):
-                    m.status, m.seconds = old["status"], old["seconds"]
+            carry_verdicts(mutants, recorded_verdicts(partial), ("killed", "timeout", "survived"))
             print(f"{name}: {sum(m.status != 'pending' for m in mutants)} verdicts from {partial}")
         for mutant in mutants:
             if mutant.key in equivalent:
