@@ -275,3 +275,107 @@ def test_a_bf16_run_says_so_and_does_not_resume_as_fp32(
     result = usbpo_inproc("train", *args, "--resume", cwd=tmp_path)  # fp32, the default
     assert result.returncode == 2 and "precision" in result.stderr
     assert (out / "progress.csv").read_text() == before
+
+
+# ------------------------------------------------------------------ which library multiplies fp32
+AMD = "vendor_id\t: AuthenticAMD\n"
+INTEL = "vendor_id\t: GenuineIntel\n"
+
+
+def test_the_cpu_vendor_is_read_from_cpuinfo() -> None:
+    assert precision.cpu_vendor(AMD + X86_NO_BF16) == "AuthenticAMD"
+    assert precision.cpu_vendor(INTEL) == "GenuineIntel"
+    assert precision.cpu_vendor(ARM_BF16) == ""
+
+
+@pytest.mark.parametrize(
+    ("choice", "cpuinfo", "width", "library"),
+    [
+        ("auto", AMD + X86_NO_BF16, 256, "onednn"),  # AMD with AVX-512: MKL's slow path
+        ("auto", AMD + X86_NO_BF16, precision.ONEDNN_MIN_WIDTH, "onednn"),
+        ("auto", AMD + X86_NO_BF16, precision.ONEDNN_MIN_WIDTH - 1, "mkl"),  # cost per call
+        ("auto", AMD + "flags : fpu avx2 fma\n", 256, "mkl"),  # no AVX-512: no faster kernels
+        ("auto", INTEL + X86_NO_BF16, 256, "mkl"),  # MKL's own fast path
+        ("auto", AMD + X86_AMX, 256, "mkl"),  # AMX: the switch would round to bf16
+        ("onednn", INTEL + X86_NO_BF16, 32, "onednn"),
+        ("onednn", INTEL + X86_AMX, 256, "mkl"),  # never where it would round
+        ("mkl", AMD + X86_NO_BF16, 256, "mkl"),
+    ],
+)
+def test_fp32_products_go_to_onednn_only_where_mkl_is_slow_and_nothing_rounds(
+    choice: str, cpuinfo: str, width: int, library: str
+) -> None:
+    vendor, flags = precision.cpu_vendor(cpuinfo), precision.cpu_flags(cpuinfo)
+    assert precision.fp32_products_library(choice, vendor, flags, width) == library
+
+
+def test_an_agent_routes_its_products_by_its_widest_hidden_layer(
+    monkeypatch: pytest.MonkeyPatch, restore_fp32_switch
+) -> None:
+    """The paper preset's networks (256 wide) go to oneDNN on an AMD CPU with AVX-512, the
+    tiny preset's (32 wide) stay with MKL."""
+    from usbpo_cli.agents.registry import get_algorithm
+    from usbpo_cli.runs.config import resolve_config
+
+    sac = get_algorithm("sac")
+    monkeypatch.setattr(precision, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f"})
+    monkeypatch.delenv(precision.FP32_PRODUCTS, raising=False)
+    for preset, switch in (("paper", "bf16"), ("tiny", "none")):
+        config, _ = resolve_config(sac.config_cls, None, preset, {})
+        sac.agent_cls("InvertedPendulum-v4", config, seed=0, total_steps=10)
+        assert torch.backends.mkldnn.matmul.fp32_precision == switch, preset
+
+
+def test_an_unknown_fp32_products_choice_is_refused() -> None:
+    with pytest.raises(UsageError, match="USBPO_FP32_PRODUCTS='blas'"):
+        precision.fp32_products_library("blas", "AuthenticAMD", {"avx512f"})
+
+
+@pytest.fixture
+def restore_fp32_switch():
+    """Each test below changes the process-wide switch; put it back afterwards."""
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    yield
+    torch.backends.mkldnn.matmul.fp32_precision = before
+
+
+@pytest.mark.parametrize("choice", ["onednn", "mkl"])
+def test_routed_fp32_products_keep_float32_accuracy(choice: str, restore_fp32_switch) -> None:
+    """Whichever library multiplies, a float32 batched product (the networks' baddbmm) agrees
+    with float64 to float32's precision: its error is far below what one bf16 rounding of the
+    inputs gives (measured here, as a yardstick, on the same numbers)."""
+    library = precision.route_fp32_products(choice, "AuthenticAMD", {"avx512f"})
+    switch = torch.backends.mkldnn.matmul.fp32_precision
+    assert library == choice and switch == ("bf16" if choice == "onednn" else "none")
+    generator = torch.Generator().manual_seed(1)
+    bias = torch.randn(5, 1, 96, generator=generator)
+    x = torch.randn(5, 128, 256, generator=generator)
+    weight = torch.randn(5, 256, 96, generator=generator)
+    exact = torch.baddbmm(bias.double(), x.double(), weight.double())
+    error = (torch.baddbmm(bias, x, weight).double() - exact).abs().max()
+    bf16 = torch.baddbmm(bias, x.bfloat16().float(), weight.bfloat16().float()).double()
+    assert error < 1e-3 * (bf16 - exact).abs().max()
+
+
+def test_the_switch_is_undone_when_products_would_not_stay_float32(
+    monkeypatch: pytest.MonkeyPatch, restore_fp32_switch
+) -> None:
+    monkeypatch.setattr(precision, "products_stay_float32", lambda: False)
+    assert precision.route_fp32_products("onednn", "AuthenticAMD", {"avx512f"}) == "mkl"
+    assert torch.backends.mkldnn.matmul.fp32_precision == "none"
+
+
+def test_the_accuracy_guard_tells_a_bf16_product_from_a_float32_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert precision.products_stay_float32()
+    rounded = torch.Tensor.__matmul__
+
+    def bf16_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.dtype == torch.float32:  # what the switch would do on AMX; float64 stays exact
+            a, b = a.bfloat16().float(), b.bfloat16().float()
+        return rounded(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", bf16_matmul)
+    assert not precision.products_stay_float32()

@@ -216,7 +216,9 @@ class BaseAgent:
         ]
         self.eval_env = self.eval_envs[0]
         self.timers = PhaseTimer(self.device)
-        precision_settings.configure(precision, self.device)
+        # the widest hidden layer decides which library multiplies float32 matrices on a CPU
+        widths = [v for k, v in vars(config).items() if k.endswith("hidden_size")]
+        precision_settings.configure(precision, self.device, max(widths, default=0))
         self.loops: list[LoopState | None] = [None] * self.n_seeds
         self._step = 0
         self._clear_row()
