@@ -16,23 +16,24 @@ anchor-stage block from its timed parts, and compares with the anchor figure cac
 full run.
 `--profile` adds torch.profiler tables for a SAC update and an ensemble epoch.
 
-`--grid` (issue 15) runs the grid stage instead: S seeds of Hopper-v4 (paper preset, default
-5), MBPO and USB-PO, early and late stage, as total env steps/s of the grid (a) trained as one
-agent (the seed axis), (b) run as S processes at once, each a lone seed, and (c) one lone seed
-alone; per-seed peak memory of (a) against (c); and mbrl-lib's single-run rate, measured in
-the same run at its anchor stage and at each grid stage (its own initial exploration of the
-stage's stored transitions, one untimed block, then the timed one; late, its rollout length
-set to 15), so that the grid is divided by mbrl-lib doing the same stage's work. Each configuration runs in a fresh process of its own (`--grid-worker`), which
-conditions its agent the anchor's way (the stored random transitions, then one whole untimed
-block of the loop) and times the next block. `--precision bf16` times the grid under bf16
-(refused, as `usbpo` refuses it, on a CPU without native bf16); `--precision fp32,bf16` times
-both, one after the other, against the one mbrl-lib figure (the grid stage only: `--scaling`
-and `--memory` take one precision). `--states DIR` conditions each (stage, algorithm) once, as
-S seeds in one agent, saves every seed's state there (reused when present) and starts every
-timed configuration from those states instead (lone: seed 0; S processes: seed k each): the
-late stage's from-scratch training on 50k transitions would otherwise be repeated for 11 seeds
-per algorithm and precision. The states are made in the first precision asked for and timed in
-each. `--condition-only` makes them and times nothing (it can run beside other work: nothing
+`--grid` (issue 15) runs the grid stage instead: S seeds of Hopper-v4 (paper preset, default 5),
+MBPO and USB-PO, early and late stage, as total env steps/s of the grid (a) trained as one agent
+(the seed axis), (b) run as S processes at once, each a lone seed, and (c) one lone seed alone;
+per-seed peak memory of (a) against (c); and mbrl-lib's single-run rate, measured in the same
+run at its anchor stage and at each grid stage (its own initial exploration of the stage's
+stored transitions, one untimed block, then the timed one; late, its rollout length set to 15),
+so that the grid is divided by mbrl-lib doing the same stage's work. Each configuration runs in
+a fresh process of its own (`--grid-worker`), which conditions its agent the anchor's way (the
+stored random transitions, then one whole untimed block of the loop) and times the next block.
+`--precision bf16` times the grid under bf16 (refused, as `usbpo` refuses it, on a CPU without
+native bf16); `--precision fp32,bf16` times both, one after the other, against the same mbrl-lib
+figures (the grid stage only: `--scaling` and `--memory` take one precision). `--states DIR`
+conditions each (stage, algorithm) once, as S seeds in one agent, saves every seed's state there
+(reused when present) and starts every timed configuration from those states instead (lone: seed
+0; S processes: seed k each): the late stage's from-scratch training on 50k transitions would
+otherwise be repeated for 11 seeds per algorithm and precision. The states are made in the first
+precision asked for and timed in each.
+`--condition-only` makes them and times nothing (it can run beside other work: nothing
 it does is timed); `--algos` limits the grid to MBPO or USB-PO.
 
 usage: python benchmarks/speed.py [--quick] [--profile] [--device cpu|cuda] [--no-anchor]
