@@ -327,9 +327,12 @@ def test_an_agent_routes_its_products_by_its_widest_hidden_layer(
         assert torch.backends.mkldnn.matmul.fp32_precision == switch, preset
 
 
-def test_an_unknown_fp32_products_choice_is_refused() -> None:
+def test_an_unknown_fp32_products_choice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError, match="USBPO_FP32_PRODUCTS='blas'"):
         precision.fp32_products_library("blas", "AuthenticAMD", {"avx512f"})
+    monkeypatch.setenv(precision.FP32_PRODUCTS, "blas")  # refused before a run writes anything
+    with pytest.raises(UsageError, match="USBPO_FP32_PRODUCTS='blas'"):
+        precision.check_precision("fp32", torch.device("cpu"))
 
 
 @pytest.fixture

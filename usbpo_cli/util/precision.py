@@ -148,7 +148,10 @@ def route_fp32_products(
 
 
 def check_precision(name: str, device: torch.device) -> None:
-    """Refuse an unknown precision, or bf16 where it would only be emulated."""
+    """Refuse an unknown precision, or bf16 where it would only be emulated (and a bad
+    USBPO_FP32_PRODUCTS: checked here, before a run writes anything, not when its agent is
+    made)."""
+    fp32_products_library(os.environ.get(FP32_PRODUCTS, "auto"), "", ())
     if name not in PRECISIONS:
         raise UsageError(f"--precision {name!r}: choose fp32 or bf16")
     if name == "bf16" and os.environ.get(ALLOW_EMULATED) != "1":
