@@ -475,17 +475,16 @@ def fit_ensemble(
     # neither computed nor touched; it is written back when the next seed stops and at the end.
     trained, trained_opt, trained_seeds = model, optimizer, None
     within = torch.arange(members, device=device)
+
+    def write_back() -> None:
+        """The compact group's seeds back into `model` (nothing while `model` itself trains)."""
+        if trained is not model:
+            group = list(range(len(trained_seeds)))
+            copy_seeds(trained, trained_opt, group, model, optimizer, trained_seeds)
+
     while active and (max_epochs is None or epochs[active[0]] < max_epochs):
         if active != trained_seeds:  # the first epoch, or a seed stopped in the last one
-            if trained is not model:
-                copy_seeds(
-                    trained,
-                    trained_opt,
-                    list(range(len(trained_seeds))),
-                    model,
-                    optimizer,
-                    trained_seeds,
-                )
+            write_back()
             if len(active) < seeds:
                 trained, trained_opt = compact_group(model, optimizer, active)
             trained_seeds = list(active)
@@ -533,10 +532,7 @@ def fit_ensemble(
                 since_update[s] += 1
                 if since_update[s] >= patience:
                     active.remove(s)
-    if trained is not model:
-        copy_seeds(
-            trained, trained_opt, list(range(len(trained_seeds))), model, optimizer, trained_seeds
-        )
+    write_back()
     with torch.no_grad():
         for saved, param in zip(snapshot, model.member_parameters()):
             param.copy_(saved)

@@ -24,6 +24,7 @@ win: a 64-wide SAC update took 1.24 ms against MKL's 0.94). USBPO_FP32_PRODUCTS=
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,12 +40,19 @@ ALLOW_EMULATED = "USBPO_ALLOW_EMULATED_BF16"
 NATIVE_BF16_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "bf16": "Arm BF16"}
 
 
+@functools.cache
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text, read once per process (every agent asks for the CPU's flags and
+    vendor); empty where that file does not exist (not Linux)."""
+    path = Path("/proc/cpuinfo")
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU's feature flags (x86 `flags`, Arm `Features`) from /proc/cpuinfo, or from the
     text given; empty where that file does not exist (not Linux)."""
     if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text(errors="replace") if path.exists() else ""
+        cpuinfo = read_cpuinfo()
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
         name, _, value = line.partition(":")
@@ -83,8 +91,7 @@ def cpu_vendor(cpuinfo: str | None = None) -> str:
     """The x86 vendor string (`AuthenticAMD`, `GenuineIntel`) from /proc/cpuinfo or the text
     given; empty where there is none (Arm, not Linux)."""
     if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text(errors="replace") if path.exists() else ""
+        cpuinfo = read_cpuinfo()
     for line in cpuinfo.splitlines():
         name, _, value = line.partition(":")
         if name.strip() == "vendor_id":
