@@ -70,11 +70,13 @@ from usbpo_cli.agents.buffers import Batch
 from usbpo_cli.agents.dyna import DynaConfig, act_in_passes, fit_settings
 from usbpo_cli.agents.sac import SAC
 from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
+from usbpo_cli.errors import UsageError
 from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.runs.checkpoint import load_checkpoint
 from usbpo_cli.runs.config import PAPER_TASKS
 from usbpo_cli.runs.csvlog import TIMING_COLUMNS, CsvLogger
+from usbpo_cli.util.allocator import check_allocator, keep_freed_memory
 from usbpo_cli.util.cores import usable_cores
 
 ENV = "Hopper-v4"
@@ -579,10 +581,14 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
     precisions = args.precision.split(",")
     for precision in precisions:
         check_precision(precision, torch.device(args.device))
+    check_allocator()
     cores = usable_cores()
     figures: dict[str, float] = {}
     seeds = args.seeds
-    print(f"grid stage: {seeds} seeds of {ENV}, paper preset, {args.precision}, {cores} cores")
+    print(
+        f"grid stage: {seeds} seeds of {ENV}, paper preset, {args.precision}, {cores} cores, "
+        f"freed memory kept: {keep_freed_memory()}"
+    )
     if args.states:
         condition_states(args, cores)
         if args.condition_only:
@@ -765,6 +771,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # as an agent of the tool would (usbpo_cli/util/allocator.py); mbrl-lib's process is left
+    # as it is
+    malloc = keep_freed_memory()
     if args.grid_worker:
         algo, stage, seeds = args.grid_worker
         result = grid_worker(
@@ -802,7 +811,10 @@ def main() -> None:
     torch.manual_seed(0)
     began = time.perf_counter()
     figures: dict[str, float] = {}
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"freed memory kept: {malloc}"
+    )
 
     gflops = matmul_gflops(device)
     figures["matmul_gflops"] = gflops
@@ -925,4 +937,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UsageError as error:  # a bad setting: one line, as the CLI gives it
+        print(f"speed.py: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -25,6 +25,7 @@ from usbpo_cli.envs.state import capture_env, restore_env
 from usbpo_cli.envs.tasks import make_env
 from usbpo_cli.errors import TrainingDiverged
 from usbpo_cli.util import precision as precision_settings
+from usbpo_cli.util.allocator import keep_freed_memory
 from usbpo_cli.util.settings import Settings, param
 from usbpo_cli.util.timers import PhaseTimer
 
@@ -219,6 +220,7 @@ class BaseAgent:
         # the widest hidden layer decides which library multiplies float32 matrices on a CPU
         widths = [v for k, v in vars(config).items() if k.endswith("hidden_size")]
         precision_settings.configure(precision, self.device, max(widths, default=0))
+        keep_freed_memory()  # every training step reuses its freed blocks (util/allocator.py)
         self.loops: list[LoopState | None] = [None] * self.n_seeds
         self._step = 0
         self._clear_row()

@@ -284,7 +284,7 @@ def mle_backward(
             penalty = sum(0.5 * decay * norm * norm for decay, norm in zip(weight_decay, norms))
         else:
             penalty = sum(
-                0.5 * decay * weight.view(seeds, -1).pow(2).sum(1)
+                0.5 * decay * torch.linalg.vector_norm(weight.view(seeds, -1), dim=1).square()
                 for decay, weight in zip(weight_decay, weights)
             )
         total = loss.detach() + penalty

@@ -28,6 +28,7 @@ from usbpo_cli.runs.config import borrowed_defaults, resolve_config
 from usbpo_cli.runs.csvlog import CsvLogger, reconcile_progress
 from usbpo_cli.runs.folders import append_event, prepare_run_dir, write_json_atomic
 from usbpo_cli.runs.lock import RunLock
+from usbpo_cli.util.allocator import check_allocator
 from usbpo_cli.util.precision import check_precision
 from usbpo_cli.util.settings import parse_overrides
 
@@ -103,6 +104,7 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
     info = task_info(spec.env_id, spec.truncate_obs)
     device = resolve_device(spec.device)
     check_precision(spec.precision, device)
+    check_allocator()
     if spec.precision != "fp32" and not algorithm.agent_cls.mixed_precision:
         raise UsageError(f"--precision {spec.precision}: {spec.algo} runs in fp32 only")
     overrides = parse_overrides(spec.overrides, algorithm.config_cls)
