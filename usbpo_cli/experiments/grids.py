@@ -410,10 +410,11 @@ def plan_units(
     auto, the seeds of one (env, algo or variant) that stand at the same point (all new, or
     resuming from the same env step) become one unit trained as one agent; the others are a
     unit each. With auto, on a CPU, while there are fewer units than `slots` (the workers
-    that can run at once), the largest unit is halved, so that no worker idles while one
-    agent trains every seed (`split_units`; a GPU keeps its seeds together, where the batch
-    is what pays). Also one note per (env, algo) that could not be vectorised,
-    saying why. Units keep the runs' order (seed by seed) by their first run."""
+    that can run at once), the largest unit is halved, so that `--workers W` trains W agents
+    of one thread each rather than one agent on every core (`split_units`; a GPU keeps its
+    seeds together, where the batch is what pays). Also one note per (env, algo) that could
+    not be vectorised, saying why. Units keep the runs' order (seed by seed) by their first
+    run."""
     if vectorise not in VECTORISE_CHOICES:
         raise UsageError(f"--vectorise {vectorise!r}: choose auto, on or off")
     if vectorise == "off":
@@ -445,10 +446,10 @@ def plan_units(
 def split_units(units: list[list[Unit]], slots: int) -> list[list[Unit]]:
     """Halve the largest unit (its first half the larger) until there are `slots` units or
     every unit is one run. Why: on a CPU, W processes of one thread each run the per-op work
-    that one process does between its products (Python, small kernels) W at a time, so two
-    agents of 3 and 2 seeds on two cores trained 1.13x the env steps/s of one agent of 5 on
-    both (benchmarks/RESULTS.md, issue 15); with fewer units than workers, a worker would idle.
-    """
+    that one process does between its products (Python, small kernels) W at a time, where one
+    process on W threads runs it one at a time: five bf16 Hopper seeds as agents of 3 and 2
+    on two cores ran 1.16x (MBPO) and 0.98x (USB-PO) the env steps/s of one agent of five on
+    both, in one run (benchmarks/RESULTS.md, issue 15)."""
     units = [list(unit) for unit in units]
     while len(units) < slots:
         largest = max(range(len(units)), key=lambda i: len(units[i]))

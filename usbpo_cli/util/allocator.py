@@ -4,9 +4,11 @@ Why: torch's CPU tensors come from malloc, and glibc's malloc serves large block
 threshold that starts at 128 KiB and grows only as far as the largest block freed) with a
 fresh mmap, and gives the top of its heap back to the kernel once enough of it is free. A
 training step allocates and frees the same megabyte-sized activations and gradients every
-time, so every step touched fresh pages: a five-seed SAC update at the paper preset took
-about 1,900 minor page faults and a quarter of its time in them (10.9 ms against 8.2 ms with
-the settings here; a phase-1 epoch 450 against 388 ms; benchmarks/RESULTS.md).
+time, so every step touched fresh pages: in a loop of five-seed SAC updates at the paper
+preset alone, about 1,900 minor page faults per update and a quarter of its time (10.9 ms
+against 8.2 ms with the settings here; a phase-1 epoch 450 against 388 ms). In a whole
+training loop the gain is smaller, its large frees having raised glibc's threshold already
+(a bf16 USB-PO block 103.0 against 99.4 s; benchmarks/RESULTS.md, issue 15).
 
 What: glibc's `mallopt` raises the mmap threshold to its largest allowed value (32 MiB on a
 64-bit machine) and the trim threshold to 1 GiB, so blocks up to 32 MiB are reused from the
