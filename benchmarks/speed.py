@@ -71,7 +71,6 @@ from usbpo_cli.agents.dyna import DynaConfig, act_in_passes, fit_settings
 from usbpo_cli.agents.sac import SAC
 from usbpo_cli.agents.usbpo import USBPOAgent, USBPOConfig
 from usbpo_cli.errors import UsageError
-from usbpo_cli.experiments.grids import split_units
 from usbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble
 from usbpo_cli.models.optim import make_adam
 from usbpo_cli.runs.checkpoint import load_checkpoint
@@ -616,15 +615,6 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
         run = argparse.Namespace(**{**vars(args), "precision": precision})
         lone = collect(spawn_worker(algo, stage, 1, run, cores))
         grouped = collect(spawn_worker(algo, stage, seeds, run, cores))
-        # as `compare --workers <cores>` runs the grid by default: one agent per worker, the
-        # seeds split as evenly as halving allows, all at once
-        chunks = split_units([list(range(seeds))], cores)
-        agents = [
-            spawn_worker(algo, stage, len(c), run, max(1, cores // len(chunks)), c[0])
-            for c in chunks
-        ]
-        split = [collect(agent) for agent in agents]
-        split_rate = seeds * split[0]["block"] / max(r["block_s"] for r in split)
         began = time.perf_counter()
         per_process = max(1, cores // seeds)
         processes = [spawn_worker(algo, stage, 1, run, per_process, seed) for seed in range(seeds)]
@@ -638,7 +628,6 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
         figures.update(
             {
                 f"{key}_vectorised": grouped["env_steps_per_s"],
-                f"{key}_split_agents": split_rate,
                 f"{key}_processes": parallel,
                 f"{key}_single": lone["env_steps_per_s"],
                 f"{key}_memory_per_seed_ratio": grouped["peak_rss_mb"]
@@ -653,14 +642,6 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
             f"memory per seed as one agent "
             f"{grouped['peak_rss_mb'] / seeds:.0f} MB vs {lone['peak_rss_mb']:.0f} MB alone "
             f"({figures[f'{key}_memory_per_seed_ratio']:.2f}x)"
-        )
-        sizes = "+".join(str(len(c)) for c in chunks)
-        print(
-            f"  as {len(chunks)} agents of {sizes} seeds, one per worker (compare --workers "
-            f"{cores}): {split_rate:.2f} env steps/s; blocks "
-            + ", ".join(f"{r['block_s']:.1f} s" for r in split)
-            + "; memory per seed "
-            + f"{sum(r['peak_rss_mb'] for r in split) / seeds:.0f} MB"
         )
         for name, result in (
             ("one agent", grouped),
@@ -686,12 +667,10 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
                 continue
             suffix = "_over_anchor" if where == "its anchor stage" else "_over_anchor_same_stage"
             ratio = figures[f"{key}{suffix}"] = grouped["env_steps_per_s"] / anchor["steps_per_s"]
-            split_ratio = figures[f"{key}_split{suffix}"] = split_rate / anchor["steps_per_s"]
-            best = max(grouped["env_steps_per_s"], parallel, split_rate) / anchor["steps_per_s"]
+            best = max(grouped["env_steps_per_s"], parallel) / anchor["steps_per_s"]
             print(
                 f"{key}: {ratio:.2f}x mbrl-lib's single-run env steps/s at {where} as one "
-                f"agent, {split_ratio:.2f}x as {len(chunks)} agents, "
-                f"{parallel / anchor['steps_per_s']:.2f}x as {seeds} processes "
+                f"agent, {parallel / anchor['steps_per_s']:.2f}x as {seeds} processes "
                 f"(best {best:.2f}x)"
             )
     return figures

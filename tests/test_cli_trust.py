@@ -674,61 +674,6 @@ def test_vectorised_grid_trains_each_algos_seeds_as_one_unit_and_says_so(
     assert not (tmp_path / "other").exists()
 
 
-def test_seed_groups_are_halved_until_every_worker_has_one() -> None:
-    """split_units: the largest unit is halved (first half the larger) until there are as many
-    units as slots; a unit of one run is never split."""
-    from usbpo_cli.experiments.grids import split_units
-
-    seeds = [list(range(5))]
-    assert split_units(seeds, 1) == [[0, 1, 2, 3, 4]]
-    assert split_units(seeds, 2) == [[0, 1, 2], [3, 4]]
-    assert split_units(seeds, 3) == [[0, 1], [2], [3, 4]]
-    assert split_units(seeds, 9) == [[0], [1], [2], [3], [4]]
-    two = [["a0", "a1", "a2"], ["b0", "b1"]]
-    assert split_units(two, 2) == two
-    assert split_units(two, 3) == [["a0", "a1"], ["a2"], ["b0", "b1"]]
-    assert split_units([["x"]], 4) == [["x"]]
-
-
-def test_vectorised_seeds_fill_the_workers_on_a_cpu(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """--vectorise auto with two workers on two cores: five SAC seeds train as two agents (3 +
-    2 seeds), one per worker, and the output names both; --vectorise on keeps one agent of
-    five, as does one worker. On a GPU the seeds stay one agent."""
-    import dataclasses
-
-    from usbpo_cli.experiments import executors
-    from usbpo_cli.experiments.grids import Variant, build_grid, plan_units
-
-    units_seen: list[list[list[int]]] = []
-
-    def record(self, units, on_done):
-        units_seen.append([[spec.seed for spec in unit] for unit in units])
-        return []
-
-    monkeypatch.setattr(executors.LocalExecutor, "run", record)
-    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
-    args = ["compare", "--envs", ENV, "--algos", "sac", "--seeds", "5", "--steps", "100"]
-    args += ["--preset", "tiny"]
-    result = usbpo_inproc(*args, "--workers", "2", "--out", "auto", cwd=tmp_path)
-    assert units_seen == [[[0, 1, 2], [3, 4]]], result.stdout + result.stderr
-    assert "seeds 0, 1, 2 train as one agent" in result.stdout
-    assert "seeds 3, 4 train as one agent" in result.stdout
-    usbpo_inproc(*args, "--workers", "2", "--vectorise", "on", "--out", "on", cwd=tmp_path)
-    usbpo_inproc(*args, "--out", "one_worker", cwd=tmp_path)
-    assert units_seen[1:] == [[[0, 1, 2, 3, 4]], [[0, 1, 2, 3, 4]]]
-
-    runs = build_grid([ENV], [Variant("sac", "sac")], 5, 100, tmp_path / "gpu")
-    on_gpu = [
-        dataclasses.replace(run, spec=dataclasses.replace(run.spec, device="cuda")) for run in runs
-    ]
-    units, _ = plan_units(on_gpu, "auto", slots=2)
-    assert [[run.seed for run in unit] for unit in units] == [[0, 1, 2, 3, 4]]
-    units, _ = plan_units(runs, "auto", slots=2)
-    assert [[run.seed for run in unit] for unit in units] == [[0, 1, 2], [3, 4]]
-
-
 def test_mountain_car_goal_is_reached_at_exactly_its_thresholds() -> None:
     """gymnasium's rule is `position >= goal_position and velocity >= goal_velocity`: a state
     exactly at both thresholds ends the episode, one a step below either does not."""

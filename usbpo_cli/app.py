@@ -381,14 +381,12 @@ def _execute_grid(grid: list, execution: GridExecution) -> None:
     executor, workers, vectorise = execution.executor, execution.workers, execution.vectorise
     todo = [run for run in grid if run.status != "complete"]
     todo.sort(key=lambda run: run.seed)  # stable: env and algo order kept within a seed
+    units, notes = plan_units(todo, vectorise)
     skipped = len(grid) - len(todo)
     console.print(grid_header(grid), highlight=False, soft_wrap=True)
     if not todo:
         console.print(f"{len(grid)} runs: {skipped} already complete, {len(todo)} to run")
         return
-    # the workers that can run at once, before the units are known: every run could be one
-    capacity = workers if executor != "local" else plan_workers(workers, len(todo))[0]
-    units, notes = plan_units(todo, vectorise, capacity)
     slots, threads = plan_workers(workers, len(units), execution.threads)
     if executor != "local":  # a Ray cluster is not capped at this machine's cores
         slots = max(1, min(workers, len(units)))
@@ -503,8 +501,7 @@ THREADS_OPTION = typer.Option(
 VECTORISE_OPTION = typer.Option(
     "auto",
     help="auto/on: the seeds of one (env, algo) that can train as one agent do (off-policy "
-    "algos; the others one process per seed), auto on a CPU as one agent per idle worker; "
-    "off: one process per seed",
+    "algos; the others one process per seed); off: one process per seed",
 )
 EXECUTOR_OPTION = typer.Option("local", help="local (processes) or ray")
 ADDRESS_OPTION = typer.Option(None, help="Ray cluster address (default: start a local Ray)")

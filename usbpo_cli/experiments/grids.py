@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from usbpo_cli.errors import UsageError
 from usbpo_cli.runs.checkpoint import newest_checkpoint_step
@@ -400,21 +400,14 @@ def run_status(spec: RunSpec, wanted: dict) -> str:
 
 
 VECTORISE_CHOICES = ("auto", "on", "off")
-Unit = TypeVar("Unit")  # what `split_units` splits: grid runs, or a benchmark's seed numbers
 
 
-def plan_units(
-    runs: list[GridRun], vectorise: str, slots: int = 1
-) -> tuple[list[list[GridRun]], list[str]]:
+def plan_units(runs: list[GridRun], vectorise: str) -> tuple[list[list[GridRun]], list[str]]:
     """The grid's runs as units of work, each trained in one process: with `vectorise` on or
     auto, the seeds of one (env, algo or variant) that stand at the same point (all new, or
     resuming from the same env step) become one unit trained as one agent; the others are a
-    unit each. With auto, on a CPU, while there are fewer units than `slots` (the workers
-    that can run at once), the largest unit is halved, so that `--workers W` trains W agents
-    of one thread each rather than one agent on every core (`split_units`; a GPU keeps its
-    seeds together, where the batch is what pays). Also one note per (env, algo) that could
-    not be vectorised, saying why. Units keep the runs' order (seed by seed) by their first
-    run."""
+    unit each. Also one note per (env, algo) that could not be vectorised, saying why.
+    Units keep the runs' order (seed by seed) by their first run."""
     if vectorise not in VECTORISE_CHOICES:
         raise UsageError(f"--vectorise {vectorise!r}: choose auto, on or off")
     if vectorise == "off":
@@ -437,25 +430,4 @@ def plan_units(
         groups.setdefault(key, []).append(run)
     counts = Counter((run.env, run.variant.label) for run in runs)
     # A unit is made at its first run, so the units keep the runs' order.
-    units = list(groups.values())
-    if vectorise == "auto" and all(run.spec.device == "cpu" for run in runs):
-        units = split_units(units, slots)
-    return units, [note for key, note in notes.items() if counts[key] > 1]
-
-
-def split_units(units: list[list[Unit]], slots: int) -> list[list[Unit]]:
-    """Halve the largest unit (its first half the larger) until there are `slots` units or
-    every unit is one run. Why: on a CPU, W processes of one thread each run the per-op work
-    that one process does between its products (Python, small kernels) W at a time, where one
-    process on W threads runs it one at a time: five bf16 Hopper seeds as agents of 3 and 2
-    on two cores ran 1.16x (MBPO) and 0.98x (USB-PO) the env steps/s of one agent of five on
-    both, in one run (benchmarks/RESULTS.md, issue 15)."""
-    units = [list(unit) for unit in units]
-    while len(units) < slots:
-        largest = max(range(len(units)), key=lambda i: len(units[i]))
-        unit = units[largest]
-        if len(unit) < 2:
-            break
-        half = (len(unit) + 1) // 2
-        units[largest : largest + 1] = [unit[:half], unit[half:]]
-    return units
+    return list(groups.values()), [note for key, note in notes.items() if counts[key] > 1]
