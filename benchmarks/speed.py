@@ -76,7 +76,7 @@ from usbpo_cli.models.optim import make_adam
 from usbpo_cli.runs.checkpoint import load_checkpoint
 from usbpo_cli.runs.config import PAPER_TASKS
 from usbpo_cli.runs.csvlog import TIMING_COLUMNS, CsvLogger
-from usbpo_cli.util.allocator import check_allocator, keep_freed_memory
+from usbpo_cli.util.allocator import keep_freed_memory
 from usbpo_cli.util.cores import usable_cores
 
 ENV = "Hopper-v4"
@@ -581,7 +581,6 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
     precisions = args.precision.split(",")
     for precision in precisions:
         check_precision(precision, torch.device(args.device))
-    check_allocator()
     cores = usable_cores()
     figures: dict[str, float] = {}
     seeds = args.seeds
@@ -771,8 +770,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    # as an agent of the tool would (usbpo_cli/util/allocator.py); mbrl-lib's process is left
-    # as it is
+    # as an agent of the tool would (usbpo_cli/util/allocator.py; a bad USBPO_KEEP_FREED_MEMORY
+    # is refused here, for every mode); mbrl-lib's process is left as it is
     malloc = keep_freed_memory()
     if args.grid_worker:
         algo, stage, seeds = args.grid_worker
