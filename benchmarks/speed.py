@@ -34,12 +34,15 @@ conditions each (stage, algorithm) once, as S seeds in one agent, saves every se
 otherwise be repeated for 11 seeds per algorithm and precision. The states are made in the first
 precision asked for and timed in each.
 `--condition-only` makes them and times nothing (it can run beside other work: nothing
-it does is timed); `--algos` limits the grid to MBPO or USB-PO.
+it does is timed); `--algos` limits the grid to MBPO or USB-PO. `--compile on` times the grid
+with SAC's update through torch.compile (`usbpo --compile`), `--compile off,on` both, one after
+the other, against the same mbrl-lib figures; each process compiles before its timed block.
 
 usage: python benchmarks/speed.py [--quick] [--profile] [--device cpu|cuda] [--no-anchor]
        [--json FILE]
        python benchmarks/speed.py --grid [--seeds 5] [--precision fp32|bf16|fp32,bf16]
-       [--stages early,late] [--algos MBPO,USB-PO] [--states DIR [--condition-only]]
+       [--compile off|on|off,on] [--stages early,late] [--algos MBPO,USB-PO]
+       [--states DIR [--condition-only]]
        [--device cpu|cuda] [--no-anchor] [--json FILE]
        python benchmarks/speed.py --grid --scaling 1,5,20 --device cuda [--stages early]
        (the seed axis alone at each S: benchmarks/gpu_check.sh, for a lent GPU)
@@ -352,6 +355,7 @@ def run_anchor(
     (min epoch, max epoch, min length, max length, in its own convention). Only the anchor stage
     (1000 stored, its own schedule) is cached for --quick."""
     if not ANCHOR.exists():
+        print(f"mbrl-lib anchor not found at {ANCHOR}: no mbrl-lib figure, no ratio to it")
         return None
     overrides = [f"algorithm.initial_exploration_steps={stored}"]
     if schedule is not None:
@@ -452,12 +456,14 @@ def grid_worker(
     states: Path | None = None,
     first_seed: int = 0,
     condition: bool = False,
+    compiled: bool = False,
 ) -> dict:
     """In a fresh process: one agent of `seeds` seeds (1: a lone run) in the anchor's state at
     `stage`, then one timed block; total env steps/s over its seeds and this process's peak
     memory. Seeds are numbered from `first_seed`. With `states` it loads each seed's state
     from there (written by a `condition` call, which conditions, saves and times nothing)
-    instead of conditioning the agent itself."""
+    instead of conditioning the agent itself. `compiled`: SAC's update through torch.compile,
+    compiled before the timed block (its one-off compile time is not timed)."""
     cls, config_cls = GRID_ALGOS[algo]
     stored, schedule = GRID_STAGES[stage]
     # --memory: every buffer, network and rollout at full size, but blocks of one env step
@@ -479,11 +485,17 @@ def grid_worker(
         total_steps=stored + 2 * block,
         device=device,
         precision=precision,
+        compiled=compiled,
     )
     if states is not None and not condition:
         for index in range(seeds):
             path = state_path(states, stage, algo, first_seed + index)
             agent.load_state_dict(load_checkpoint(path), index)
+        if compiled:  # compile with one update, then put back every state it changed
+            agent.update_policy(1)
+            for index in range(seeds):
+                path = state_path(states, stage, algo, first_seed + index)
+                agent.load_state_dict(load_checkpoint(path), index)
     else:
         store(agent.real_buffers.buffers, random_dataset(stored))
         same_random_stream()
@@ -528,6 +540,7 @@ def spawn_worker(
     command += ["--memory"] if args.memory else []
     command += ["--states", str(args.states)] if args.states else []
     command += ["--condition"] if condition else []
+    command += ["--compiled"] if getattr(args, "compiled", False) else []
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -558,7 +571,7 @@ def condition_states(args: argparse.Namespace, threads: int) -> None:
                         f"(conditioned in {made['precision']}, {made['made']})"
                     )
                     continue
-            run = argparse.Namespace(**{**vars(args), "precision": precision})
+            run = argparse.Namespace(**{**vars(args), "precision": precision, "compiled": False})
             result = collect(spawn_worker(algo, stage, args.seeds, run, threads, condition=True))
             made = {
                 "seeds": args.seeds,
@@ -581,12 +594,13 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
     precisions = args.precision.split(",")
     for precision in precisions:
         check_precision(precision, torch.device(args.device))
+    compiles = compile_modes(args)
     cores = usable_cores()
     figures: dict[str, float] = {}
     seeds = args.seeds
     print(
-        f"grid stage: {seeds} seeds of {ENV}, paper preset, {args.precision}, {cores} cores, "
-        f"freed memory kept: {keep_freed_memory()}"
+        f"grid stage: {seeds} seeds of {ENV}, paper preset, {args.precision}, compile "
+        f"{args.compile}, {cores} cores, freed memory kept: {keep_freed_memory()}"
     )
     if args.states:
         condition_states(args, cores)
@@ -610,8 +624,8 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
             )
     if "anchor" in anchors:  # the key earlier runs wrote
         figures["anchor_steps_per_s"] = anchors["anchor"]["steps_per_s"]
-    for precision, stage, algo in itertools.product(precisions, stages, algos):
-        run = argparse.Namespace(**{**vars(args), "precision": precision})
+    for precision, compiled, stage, algo in itertools.product(precisions, compiles, stages, algos):
+        run = argparse.Namespace(**{**vars(args), "precision": precision, "compiled": compiled})
         lone = collect(spawn_worker(algo, stage, 1, run, cores))
         grouped = collect(spawn_worker(algo, stage, seeds, run, cores))
         began = time.perf_counter()
@@ -624,6 +638,8 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
         parallel = seeds * results[0]["block"] / max(r["block_s"] for r in results)
         # fp32 keeps the keys it always had; other precisions are named in theirs
         key = f"grid_{stage}_{algo}" + ("" if precision == "fp32" else f"_{precision}")
+        key += "_compiled" if compiled else ""
+        label = f"{precision}{' compiled' if compiled else ''}"
         figures.update(
             {
                 f"{key}_vectorised": grouped["env_steps_per_s"],
@@ -635,7 +651,7 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
             }
         )
         print(
-            f"{precision} {stage} {algo}: {seeds} seeds as one agent "
+            f"{label} {stage} {algo}: {seeds} seeds as one agent "
             f"{grouped['env_steps_per_s']:.2f} env steps/s; as {seeds} processes {parallel:.2f} "
             f"({wall:.0f} s in all); one seed alone {lone['env_steps_per_s']:.2f}; "
             f"memory per seed as one agent "
@@ -675,6 +691,19 @@ def grid_stage(args: argparse.Namespace) -> dict[str, float]:
     return figures
 
 
+def compile_modes(args: argparse.Namespace) -> list[bool]:
+    """`--compile off|on|off,on` as the modes to time, each checked to work here (refused, as
+    `usbpo` refuses it, where torch.compile cannot build kernels)."""
+    from usbpo_cli.util.compiler import check_compile
+
+    modes = args.compile.split(",")
+    if not modes or set(modes) - {"off", "on"}:
+        raise SystemExit(f"--compile {args.compile}: off, on, or off,on")
+    for mode in modes:
+        check_compile(mode == "on", torch.device(args.device))
+    return [mode == "on" for mode in modes]
+
+
 def memory_stage(args: argparse.Namespace) -> dict[str, float]:
     """`--grid --memory`: issue 15's memory target alone. Peak resident memory per seed of S
     seeds as one agent against one seed alone, each in a fresh process, at the grid's stages
@@ -705,11 +734,15 @@ def scaling_stage(args: argparse.Namespace) -> dict[str, float]:
     from usbpo_cli.util.precision import check_precision
 
     check_precision(args.precision, torch.device(args.device))
+    args.compiled = compile_modes(args) == [True]
     threads = args.threads or usable_cores()
     counts = [int(part) for part in args.scaling.split(",")]
     if not counts or min(counts) < 1 or counts[0] != 1:
         raise SystemExit("--scaling: seed counts starting with 1, e.g. 1,5,20")
-    print(f"scaling: {ENV}, paper preset, {args.precision}, device {args.device}, S = {counts}")
+    print(
+        f"scaling: {ENV}, paper preset, {args.precision}, compile {args.compile}, "
+        f"device {args.device}, S = {counts}"
+    )
     figures: dict[str, float] = {}
     for stage in args.stages.split(","):
         for algo in args.algos.split(","):
@@ -746,6 +779,13 @@ def main() -> None:
         default="fp32",
         help="--grid: fp32, bf16, or fp32,bf16 side by side (not with --scaling, --memory)",
     )
+    parser.add_argument(
+        "--compile",
+        default="off",
+        help="--grid: SAC's update through torch.compile: off, on, or off,on side by side "
+        "(--scaling takes one)",
+    )
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--algos", default="MBPO,USB-PO", help="--grid: MBPO, USB-PO or both")
     parser.add_argument("--grid-worker", nargs=3, metavar=("ALGO", "STAGE", "SEEDS"))
@@ -786,12 +826,15 @@ def main() -> None:
             args.states,
             args.first_seed,
             args.condition,
+            args.compiled,
         )
         print(json.dumps(result))
         return
     if args.grid:
         if (args.memory or args.scaling) and "," in args.precision:
             parser.error("--scaling and --memory take one --precision: fp32 or bf16")
+        if args.scaling and "," in args.compile:
+            parser.error("--scaling takes one --compile: off or on")
         if (args.memory or args.scaling) and args.states:
             parser.error("--states is for the grid figures, not --scaling or --memory")
         if set(args.algos.split(",")) - set(GRID_ALGOS):

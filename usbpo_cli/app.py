@@ -116,6 +116,12 @@ def user_errors() -> Iterator[None]:
 PRECISION_OPTION = typer.Option(
     "fp32", help="fp32, or bf16 where the CPU/GPU multiplies bf16 natively (README 'Precision')"
 )
+COMPILE_OPTION = typer.Option(
+    False,
+    "--compile",
+    help="torch.compile SAC's update (sac, mbpo, usbpo, cmlo, pdml): faster; needs a C++ "
+    "compiler (README 'Compiled update')",
+)
 
 
 @app.command()
@@ -129,6 +135,7 @@ def train(
     out: Path = typer.Option(None, help="run folder (default runs/train/<env>/<algo>/seed<k>)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
     precision: str = PRECISION_OPTION,
+    compile_: bool = COMPILE_OPTION,
     preset: str = typer.Option("paper", help="paper (default), cpu-small, demo or tiny"),
     set_: list[str] = typer.Option([], "--set", help="override a config field: key=value"),
     truncate_obs: bool = typer.Option(False, help="MBPO's 27/45-dim Ant/Humanoid observations"),
@@ -152,7 +159,17 @@ def train(
             torch.set_num_threads(threads)
         out = out or Path("runs") / "train" / env / algo / f"seed{seed}"
         spec = RunSpec(
-            env, algo, seed, steps, out, device, preset, list(set_), truncate_obs, precision
+            env,
+            algo,
+            seed,
+            steps,
+            out,
+            device,
+            preset,
+            list(set_),
+            truncate_obs=truncate_obs,
+            precision=precision,
+            compile=compile_,
         )
         run = prepare_run(  # every input error surfaces here, before the progress bar
             spec,
@@ -524,6 +541,7 @@ def compare(
     address: str = ADDRESS_OPTION,
     device: str = DEVICE_OPTION,
     precision: str = PRECISION_OPTION,
+    compile_: bool = COMPILE_OPTION,
     preset: str = PRESET_OPTION,
     set_: list[str] = SET_OPTION,
 ) -> None:
@@ -546,6 +564,7 @@ def compare(
             overrides=list(set_),
             device=device,
             precision=precision,
+            compile=compile_,
         )
         grid = build_grid(
             env_ids,
@@ -558,6 +577,7 @@ def compare(
             overrides=list(set_),
             manifest=manifest,
             precision=precision,
+            compile=compile_,
         )
         execution = GridExecution(executor, workers, address, threads, vectorise)
         _start_grid(out, manifest, execution)
@@ -580,6 +600,7 @@ def ablate(
     address: str = ADDRESS_OPTION,
     device: str = DEVICE_OPTION,
     precision: str = PRECISION_OPTION,
+    compile_: bool = COMPILE_OPTION,
     preset: str = PRESET_OPTION,
     set_: list[str] = SET_OPTION,
 ) -> None:
@@ -617,6 +638,7 @@ def ablate(
             device=device,
             study=study,
             precision=precision,
+            compile=compile_,
         )
         grid = build_grid(
             env_ids,
@@ -629,6 +651,7 @@ def ablate(
             overrides=list(set_),
             manifest=manifest,
             precision=precision,
+            compile=compile_,
         )
         execution = GridExecution(executor, workers, address, threads, vectorise)
         _start_grid(out, manifest, execution)

@@ -191,9 +191,12 @@ class BaseAgent:
         device: torch.device | str = "cpu",
         truncate_obs: bool = False,
         precision: str = "fp32",
+        compiled: bool = False,
     ) -> None:
         self.env_id, self.truncate_obs = env_id, truncate_obs
         self.precision = precision  # fp32 or bf16 (util/precision.py); checked by the runner
+        # torch.compile SAC's update (`--compile`; util/compiler.py); checked by the runner
+        self.compiled = compiled
         self.config, self.total_steps = config, total_steps
         self.seeds = [int(s) for s in seed] if isinstance(seed, Sequence) else [int(seed)]
         if not self.seeds or (len(self.seeds) > 1 and not self.vectorises):

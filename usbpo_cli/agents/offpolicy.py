@@ -92,7 +92,8 @@ class OffPolicyAgent(BaseAgent):
     mixed_precision = True
 
     def __init__(self, env_id: str, config: OffPolicyConfig, **kwargs: Any) -> None:
-        """`kwargs`: BaseAgent's seed (one, or a list), total_steps, device and truncate_obs."""
+        """`kwargs`: BaseAgent's seed (one, or a list), total_steps, device, truncate_obs,
+        precision and compiled."""
         super().__init__(env_id, config, **kwargs)
         self.envs = [make_env(env_id, seed=s, truncate_obs=self.truncate_obs) for s in self.seeds]
         self.env = self.envs[0]
@@ -139,7 +140,7 @@ class OffPolicyAgent(BaseAgent):
                 policy_delay=config.td3_policy_delay,
                 **shared,
             )
-        return SAC(*bounds, target_entropy=config.target_entropy, **shared)
+        return SAC(*bounds, target_entropy=config.target_entropy, compiled=self.compiled, **shared)
 
     def learn(self, step: int) -> None:
         """Called after every real env step once `initial_steps` have been taken."""

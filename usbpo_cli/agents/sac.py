@@ -5,6 +5,8 @@ The update writes its gradients by hand instead of calling autograd: on a CPU an
 run spends most of its time in SAC updates (20-40 per env step) whose matrices are small, so
 the autograd graph's per-op overhead is a large share of each one. The losses are SAC's, stated
 beside each gradient, and tests/test_sac.py checks every gradient against autograd on them.
+With `compiled` (`--compile`) the same update runs through `torch.compile`, which fuses its
+elementwise work into a few kernels; Adam, the noise draw and the Polyak step stay eager.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ class SAC:
     """SAC for S seeds at once (`generators`: one per seed; one seed is S = 1): S actors, 2S
     critics and S temperatures as batched networks, each seed's slice updated on its own batch
     exactly as a lone SAC would be. Inputs carry a leading seed axis ([S, N, ...]); with one
-    seed it may be left out."""
+    seed it may be left out. `compiled`: run `update` through torch.compile (compiled at its
+    first call; same maths, floating-point sums in another order)."""
 
     def __init__(
         self,
@@ -173,6 +176,7 @@ class SAC:
         device: torch.device | str = "cpu",
         generators: Sequence[torch.Generator | None] = (None,),
         init_generators: Sequence[torch.Generator | None] | None = None,
+        compiled: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.generators = list(generators)  # noise of actions and updates, one per seed
@@ -198,6 +202,9 @@ class SAC:
         self.alpha_opt = make_adam([self.log_alpha], lr)
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
+        self.compiled = compiled
+        # static shapes: a policy batch has the same shape at every update of a run
+        self._update = torch.compile(self._update_eager, dynamic=False) if compiled else None
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -208,11 +215,14 @@ class SAC:
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         return self.actor(obs, deterministic, self.generators)[0]
 
-    @torch.no_grad()
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step on critics, then actor (against the updated critics), then
         temperature, then the Polyak step of the target critics; returns each seed's losses
         ([S]; scalars when the batch has no seed axis)."""
+        return (self._update or self._update_eager)(batch)
+
+    @torch.no_grad()
+    def _update_eager(self, batch: Batch) -> dict[str, torch.Tensor]:
         lone = batch.obs.dim() == 2
         if lone:
             batch = Batch(*(field.unsqueeze(0) for field in batch))
@@ -224,7 +234,7 @@ class SAC:
         # One actor pass over [next_obs; obs]: both halves use the actor's current weights.
         actor_inputs, head = relu_forward(actor, torch.cat([batch.next_obs, batch.obs], dim=1))
         mean, raw_log_std = head.chunk(2, dim=-1)
-        sample = self.actor.squash(mean, raw_log_std, seed_normal(mean, self.generators))
+        sample = self.actor.squash(mean, raw_log_std, self._noise(mean))
         next_sample, sample = sample.rows(slice(None, n)), sample.rows(slice(n, None))
 
         # Critics: 0.5 * sum_i mean_b (Q_i(s, a) - y)^2 with the soft target
@@ -240,7 +250,7 @@ class SAC:
         for layer, (weight_grad, bias_grad) in zip(self.critic.layers, grads):
             layer.weight.grad = _as_grad(layer.weight, weight_grad)
             layer.bias.grad = _as_grad(layer.bias, bias_grad)
-        adam_step(self.critic_opt)
+        self._step("critic")
 
         # Actor: mean_b (alpha log pi(a | s) - min_i Q_i(s, a)) with a the reparameterised
         # sample; the critics' parameters get no gradient from it, only their input a does.
@@ -264,17 +274,37 @@ class SAC:
         for linear, (weight_grad, bias_grad) in zip(self.actor.linears(), grads):
             linear.weight.grad = _as_grad(linear.weight, weight_grad.mT)
             linear.bias.grad = _as_grad(linear.bias, bias_grad.squeeze(1))
-        adam_step(self.actor_opt)
+        self._step("actor")
 
         # Temperature: -mean_b log_alpha * (log pi(a | s) + target_entropy), per seed.
         self.log_alpha.grad = _as_grad(
             self.log_alpha, -(sample.log_prob + self.target_entropy).mean(1)
         )
-        adam_step(self.alpha_opt)
+        self._step("alpha")
 
-        torch_private.lerp_(self._target_params, self._critic_params, self.tau)
+        self._polyak()
         losses = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha": alpha.view(-1)}
         return {key: value[0] for key, value in losses.items()} if lone else losses
+
+    # --- run eagerly inside a compiled update (`--compile`) -------------------------------
+    # Fused Adam and the Polyak step are one multi-tensor kernel each already, and dynamo
+    # cannot trace a draw from a torch.Generator. None of them takes an optimiser or generator
+    # as an argument: dynamo would guard on that object's identity, compile the update again
+    # for every new SAC, and after eight of them run it uncompiled.
+    @torch.compiler.disable
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise of `like`'s shape, each seed's part from its own generator."""
+        return seed_normal(like, self.generators)
+
+    @torch.compiler.disable
+    def _step(self, optimiser: str) -> None:
+        """The Adam step of the "critic", "actor" or "alpha" optimiser."""
+        adam_step(getattr(self, f"{optimiser}_opt"))
+
+    @torch.compiler.disable
+    def _polyak(self) -> None:
+        """target <- target + tau (critic - target), for every target critic parameter."""
+        torch_private.lerp_(self._target_params, self._critic_params, self.tau)
 
     # --- checkpoints: one seed at a time, in a lone run's layout -------------------------
     def _axes(self) -> dict:

@@ -155,11 +155,12 @@ def grid_manifest(
     truncate_obs: bool = False,
     study: str | None = None,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """What a grid folder holds, written to `<out>/grid.json` on first use: `kind` compare or
     ablate, the study, envs, algos (compare) or variants with every setting their label stands
-    for (ablate), seeds, steps, preset, every `--set`, device, precision, truncate_obs and the
-    version."""
+    for (ablate), seeds, steps, preset, every `--set`, device, precision, compile, truncate_obs
+    and the version."""
     user_set = [_normalised(pair) for pair in overrides or []]
     manifest: dict[str, Any] = {"kind": kind}
     if study is not None:
@@ -174,6 +175,7 @@ def grid_manifest(
         set=user_set,
         device=device,
         precision=precision,
+        compile=compile,
         truncate_obs=truncate_obs,
     )
     if kind != "compare":  # last: a difference in `set` is named as such, not as the variants'
@@ -336,6 +338,7 @@ def build_grid(
     overrides: list[str] | None = None,
     manifest: dict[str, Any] | None = None,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> list[GridRun]:
     """Every (env, variant, seed) run, validated up front so a typo fails before any training,
     and (given the grid's `manifest`) the folder checked to be this grid's or new."""
@@ -361,6 +364,7 @@ def build_grid(
                     preset,
                     [*variant.overrides, *(overrides or [])],
                     precision=precision,
+                    compile=compile,
                 )
                 _, payload = resolve_run(spec)  # raises UsageError on any bad part
                 planned.append((env, variant, seed, spec, payload))

@@ -28,7 +28,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 # Keys config.json and grid.json gained after runs and grids had been written, with the value
 # those used.
-LATER_KEYS = {"precision": "fp32"}
+LATER_KEYS = {"precision": "fp32", "compile": False}
 
 
 def with_later_keys(recorded: dict[str, Any]) -> dict[str, Any]:

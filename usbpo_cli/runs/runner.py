@@ -29,6 +29,7 @@ from usbpo_cli.runs.csvlog import CsvLogger, reconcile_progress
 from usbpo_cli.runs.folders import append_event, prepare_run_dir, write_json_atomic
 from usbpo_cli.runs.lock import RunLock
 from usbpo_cli.util.allocator import check_allocator
+from usbpo_cli.util.compiler import check_compile
 from usbpo_cli.util.precision import check_precision
 from usbpo_cli.util.settings import parse_overrides
 
@@ -47,6 +48,7 @@ class RunSpec:
     overrides: list[str] = field(default_factory=list)
     truncate_obs: bool = False
     precision: str = "fp32"
+    compile: bool = False  # torch.compile SAC's update (`--compile`)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -109,6 +111,15 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         raise UsageError(f"--precision {spec.precision}: {spec.algo} runs in fp32 only")
     overrides = parse_overrides(spec.overrides, algorithm.config_cls)
     config, deviations = resolve_config(algorithm.config_cls, info.family, spec.preset, overrides)
+    if spec.compile:
+        policy = config.policy_optimiser() if hasattr(config, "policy_optimiser") else None
+        if policy != "sac":
+            uses = f"{policy}'s" if policy else "its own"
+            raise UsageError(
+                f"--compile compiles SAC's update, and {spec.algo} here uses {uses}; "
+                f"run it without --compile"
+            )
+        check_compile(True, device)
     payload: dict[str, Any] = {
         "algo": spec.algo,
         "env_id": spec.env_id,
@@ -116,6 +127,7 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         "steps": spec.steps,
         "device": spec.device,
         "precision": spec.precision,
+        "compile": spec.compile,
         "preset": spec.preset,
         "truncate_obs": spec.truncate_obs,
         "task": dataclasses.asdict(info),
@@ -287,6 +299,7 @@ def prepare_run(
             device=resolve_device(first.device),
             truncate_obs=first.truncate_obs,
             precision=first.precision,
+            compiled=first.compile,
         )
         bind_learned_rule(agent)  # a task without a known termination rule learns one
         run = PreparedRun(specs, agent, checkpointers, locks, notify)
