@@ -193,6 +193,7 @@ def test_a_compiled_run_says_so_and_resumes_only_compiled(
     result = usbpo_inproc(*common, "--steps", "300", "--compile", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert compiled_graphs() > graphs, "the run did not compile SAC's update"
+    assert "compiled at its first call" in result.stderr  # the pause is announced
     assert json.loads((out / "config.json").read_text())["compile"] is True
     before = snapshot(out)
     refused = usbpo_inproc(*common, "--steps", "400", "--resume", cwd=tmp_path)

@@ -238,8 +238,9 @@ def _names(text: str, option: str) -> list[str]:
 
 def _before_training(spec: Any, start: int, threads: int) -> Any:
     """What a person should know before a run starts: the defaults a task without paper values
-    borrows, and, for a CPU run the cost model puts above two hours, the estimate and the
-    cheaper choices. Returns the run's StageEta for the progress bar."""
+    borrows, the pause a `--compile` run makes at its first update, and, for a CPU run the
+    cost model puts above two hours, the estimate and the cheaper choices. Returns the run's
+    StageEta for the progress bar."""
     import json
 
     from usbpo_cli.runs.config import borrowed_summary
@@ -250,6 +251,14 @@ def _before_training(spec: Any, start: int, threads: int) -> Any:
     if borrowed:
         line = borrowed_summary(spec.env_id, borrowed)
         err_console.print(line, style="yellow", markup=False, soft_wrap=True)
+    if spec.compile:
+        err_console.print(
+            "--compile: SAC's update is compiled at its first call, after the exploration "
+            "steps (once per process: about 15-20 s on 2 cores, seconds when cached)",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
     config = payload["config"]
     limit = episode_limit(spec.env_id)
     slowdown = None
