@@ -119,8 +119,8 @@ PRECISION_OPTION = typer.Option(
 COMPILE_OPTION = typer.Option(
     False,
     "--compile",
-    help="torch.compile SAC's update (sac, mbpo, usbpo, cmlo, pdml): faster; needs a C++ "
-    "compiler (README 'Compiled update')",
+    help="torch.compile SAC's update (sac, mbpo, usbpo, cmlo, pdml), fusing its elementwise "
+    "work; needs a C++ compiler (README 'Compiled update': what it gains where)",
 )
 
 
