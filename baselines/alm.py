@@ -131,6 +131,9 @@ class ALMConfig(OffPolicyConfig):
     alm_noise_clip: float = param(0.3, "clip of the action noise inside updates (not acting)")
     alm_max_grad_norm: float = param(100.0, "gradient-norm clip of each optimiser's step")
 
+    def policy_optimiser(self) -> str:
+        return "alm"  # its own actor-critic, trained with the model under one bound
+
     def validate(self) -> None:
         super().validate()
         self.require_positive(

@@ -141,9 +141,8 @@ def test_a_failed_trial_compile_is_refused_with_one_line(
 
     monkeypatch.setattr(compiler, "_checked", {})
     monkeypatch.setattr(torch, "compile", broken)
-    compiler.check_compile(False, torch.device("cpu"))  # not asked for: nothing tried
     with pytest.raises(UsageError) as refused:
-        compiler.check_compile(True, torch.device("cpu"))
+        compiler.check_compile(torch.device("cpu"))
     message = str(refused.value)
     assert "\n" not in message and "No working C++ compiler found" in message
     assert message.startswith("--compile:") and "without --compile" in message
@@ -165,7 +164,12 @@ def test_cli_refuses_compile_where_it_cannot_build_before_writing_anything(
 
 @pytest.mark.parametrize(
     ("algo", "extra", "uses"),
-    [("td3", [], "td3's"), ("mbpo", ["--set", "policy=td3"], "td3's"), ("ppo", [], "its own")],
+    [
+        ("td3", [], "td3's"),
+        ("mbpo", ["--set", "policy=td3"], "td3's"),
+        ("alm", [], "alm's"),
+        ("ppo", [], "its own"),
+    ],
 )
 def test_cli_refuses_compile_for_runs_without_a_sac_update(
     tmp_path: Path, algo: str, extra: list[str], uses: str

@@ -60,7 +60,7 @@ class OffPolicyConfig(AgentConfig):
             raise UsageError("gamma and tau must lie in (0, 1]")
 
     def policy_optimiser(self) -> str:
-        """Which policy optimiser the agent builds: "sac" or "td3"."""
+        """Which policy optimiser the agent builds: "sac", "td3", or an agent's own ("alm")."""
         raise NotImplementedError
 
 
