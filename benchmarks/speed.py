@@ -488,14 +488,16 @@ def grid_worker(
         compiled=compiled,
     )
     if states is not None and not condition:
-        for index in range(seeds):
-            path = state_path(states, stage, algo, first_seed + index)
-            agent.load_state_dict(load_checkpoint(path), index)
-        if compiled:  # compile with one update, then put back every state it changed
-            agent.update_policy(1)
+
+        def load_states() -> None:
             for index in range(seeds):
                 path = state_path(states, stage, algo, first_seed + index)
                 agent.load_state_dict(load_checkpoint(path), index)
+
+        load_states()
+        if compiled:  # compile with one update, then put back every state it changed
+            agent.update_policy(1)
+            load_states()
     else:
         store(agent.real_buffers.buffers, random_dataset(stored))
         same_random_stream()
@@ -540,7 +542,7 @@ def spawn_worker(
     command += ["--memory"] if args.memory else []
     command += ["--states", str(args.states)] if args.states else []
     command += ["--condition"] if condition else []
-    command += ["--compiled"] if getattr(args, "compiled", False) else []
+    command += ["--compiled"] if args.compiled else []
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -699,8 +701,8 @@ def compile_modes(args: argparse.Namespace) -> list[bool]:
     modes = args.compile.split(",")
     if not modes or set(modes) - {"off", "on"}:
         raise SystemExit(f"--compile {args.compile}: off, on, or off,on")
-    for mode in modes:
-        check_compile(mode == "on", torch.device(args.device))
+    if "on" in modes:
+        check_compile(torch.device(args.device))
     return [mode == "on" for mode in modes]
 
 

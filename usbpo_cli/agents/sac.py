@@ -202,7 +202,6 @@ class SAC:
         self.alpha_opt = make_adam([self.log_alpha], lr)
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
-        self.compiled = compiled
         # static shapes: a policy batch has the same shape at every update of a run
         self._update = torch.compile(self._update_eager, dynamic=False) if compiled else None
 

@@ -119,7 +119,7 @@ def resolve_run(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
                 f"--compile compiles SAC's update, and {spec.algo} here uses {uses}; "
                 f"run it without --compile"
             )
-        check_compile(True, device)
+        check_compile(device)
     payload: dict[str, Any] = {
         "algo": spec.algo,
         "env_id": spec.env_id,

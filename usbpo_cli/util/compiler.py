@@ -16,7 +16,7 @@ from usbpo_cli.errors import UsageError
 _checked: dict[str, str | None] = {}  # device -> why compiling fails there (None: it works)
 
 
-def _add_one(x: torch.Tensor) -> torch.Tensor:
+def _trial_kernel(x: torch.Tensor) -> torch.Tensor:
     return (x * 2.0).relu() + 1.0
 
 
@@ -26,7 +26,7 @@ def compile_refusal(device: torch.device) -> str | None:
     key = str(device)
     if key not in _checked:
         try:
-            trial = torch.compile(_add_one, dynamic=False)
+            trial = torch.compile(_trial_kernel, dynamic=False)
             result = trial(torch.ones(4, device=device))
             ok = bool((result == 3.0).all())
             _checked[key] = None if ok else "its trial kernel computed a wrong result"
@@ -36,10 +36,8 @@ def compile_refusal(device: torch.device) -> str | None:
     return _checked[key]
 
 
-def check_compile(compile_update: bool, device: torch.device) -> None:
+def check_compile(device: torch.device) -> None:
     """Refuse `--compile` with one line where torch.compile cannot build kernels on `device`."""
-    if not compile_update:
-        return
     why = compile_refusal(device)
     if why is not None:
         raise UsageError(
