@@ -146,6 +146,34 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "test_precision.py",
         ],
     ),
+    # The shared layers under every agent: the batched networks and the hand-written backward,
+    # Adam's direct step, one seed's slice of S seeds' state, and the private-kernel fallbacks.
+    "nets": (
+        "usbpo_cli/models/nets.py",
+        [
+            "test_nets.py",
+            "test_hand_gradients.py",
+            "test_sac.py",
+            "test_sac_mutants.py",
+            "test_td3_actor.py",
+            "test_ensemble.py",
+            "test_agent_state.py",
+            *_SEED_UPDATE,
+            _SEED_FIT,
+        ],
+    ),
+    "optim": (
+        "usbpo_cli/models/optim.py",
+        ["test_torch_private.py", "test_hand_gradients.py", "test_sac.py", *_SEED_UPDATE],
+    ),
+    "seed_axis": (
+        "usbpo_cli/models/seed_axis.py",
+        ["test_seed_state.py", "test_agent_state.py", *_SEED_UPDATE, _SEED_PHASE2, _SEED_FIT],
+    ),
+    "torch_private": (
+        "usbpo_cli/util/torch_private.py",
+        ["test_torch_private.py", "test_hand_gradients.py", "test_sac.py"],
+    ),
     "ppo": (
         "baselines/ppo.py",
         [

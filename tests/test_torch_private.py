@@ -50,6 +50,17 @@ def test_lerp_fallback_matches_and_is_polyak(broken) -> None:
         assert torch.allclose(a, c) and torch.allclose(b, c)
 
 
+def test_lerp_refuses_lists_of_different_lengths_on_both_paths(broken) -> None:
+    # A target network missing a parameter must not be averaged silently in part.
+    targets, sources = tensors(0, (3,), (2,)), tensors(1, (3,))
+    with pytest.raises(RuntimeError):
+        torch_private.lerp_(targets, sources, 0.1)
+    broken("_foreach_lerp_")
+    with pytest.raises(ValueError):
+        torch_private.lerp_(targets, sources, 0.1)
+    assert torch_private._working == {"foreach_lerp": False}
+
+
 def test_add_and_norms_fallbacks(broken) -> None:
     values = tensors(2, (4,), (2, 3))
     fast_norms = torch_private.norms(values)

@@ -184,7 +184,7 @@ def twin_q(net: BatchedMLP, obs: torch.Tensor, act: torch.Tensor) -> torch.Tenso
         return net(twin_input(obs, act, net.members)).squeeze(-1)
     seeds = obs.shape[0]
     members = net.members // seeds
-    return net(twin_input(obs, act, members)).squeeze(-1).view(seeds, members, -1)
+    return net(twin_input(obs, act, members)).view(seeds, members, -1)
 
 
 def twin_input(obs: torch.Tensor, act: torch.Tensor, members: int = 2) -> torch.Tensor:
