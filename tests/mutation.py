@@ -174,6 +174,26 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "usbpo_cli/util/torch_private.py",
         ["test_torch_private.py", "test_hand_gradients.py", "test_sac.py"],
     ),
+    # The loop every off-policy agent runs: act, step, store, learn, evaluate.
+    "offpolicy": (
+        "usbpo_cli/agents/offpolicy.py",
+        [
+            "test_offpolicy_loop.py",
+            "test_config.py",
+            "test_published_defaults.py",
+            "test_agent_state.py",
+            "test_dyna_loop.py",
+            "test_td3.py",
+            "test_precision.py::test_a_bf16_run_says_so_and_does_not_resume_as_fp32",
+            *_SEED_UPDATE,
+            _SEED_ROLLOUT,
+        ],
+    ),
+    # What `compare` and `summary` report: the CSVs read back and the statistics across seeds.
+    "aggregate": (
+        "usbpo_cli/experiments/aggregate.py",
+        ["test_aggregate.py", "test_grid_trust.py", "test_plot_trust.py", "test_plots.py"],
+    ),
     "ppo": (
         "baselines/ppo.py",
         [
@@ -496,6 +516,10 @@ def judge(
     copies = [workdir / f"worker{k}" for k in range(jobs)]
     for path in copies:
         make_copy(path)
+    # Tests that read the published curves find them beside the checkout (../shared), as here.
+    shared, beside = ROOT.parent / "shared", workdir / "shared"
+    if shared.is_dir() and not beside.exists():
+        beside.symlink_to(shared)
     original = (ROOT / relative).read_text()
     # The tests must pass on an unmutated copy first: otherwise every mutant would count as
     # killed (a broken copy, a failing test) and the score would mean nothing.

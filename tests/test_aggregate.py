@@ -5,6 +5,7 @@ and every malformed input gives a one-line UsageError that names the file."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,113 @@ def test_two_runs_with_one_identity_are_refused(tmp_path: Path) -> None:
     write_run(tmp_path / "b", "Hopper-v4", "usbpo", 0)
     with pytest.raises(UsageError, match="two runs claim env Hopper-v4, label usbpo, seed 0"):
         aggregate.load_runs(tmp_path)
+
+
+# ----------------------------------------------------------------------------- found by mutation
+# Each test below failed with a planted bug that the tests above let through.
+
+
+def test_a_malformed_first_row_or_one_bad_value_among_good_ones_is_refused(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "a", "Hopper-v4", "usbpo", 0, [HEADER, "1000,1,5.0", GOOD_ROW])
+    with pytest.raises(UsageError, match="malformed row at line 2"):
+        aggregate.load_progress([path])
+    rows = [HEADER, GOOD_ROW, "2000,2,inf,0,4,1.0,,0.01", "3000,3,7.0,0,4,1.5,,0.01"]
+    path = write_run(tmp_path / "b", "Hopper-v4", "usbpo", 0, rows)
+    with pytest.raises(UsageError, match=r"eval_return_mean must be a finite number.*line 3"):
+        aggregate.load_progress([path])
+
+
+def test_steps_that_rise_by_one_are_read_and_a_later_fall_is_named_at_its_line(
+    tmp_path: Path,
+) -> None:
+    rows = [HEADER, "1,1,5.0,0,4,0.5,,0.01", "2,2,6.0,0,4,1.0,,0.01"]
+    frame = aggregate.load_progress([write_run(tmp_path / "a", "Hopper-v4", "usbpo", 0, rows)])
+    assert frame["env_step"].tolist() == [1, 2] and frame["env_step"].dtype == np.int64
+    for folder, steps in (("b", (100, 200, 300, 250, 400)), ("c", (1, 2, 3, 2))):
+        rows = [HEADER] + [f"{s},{i},5.0,0,4,0.5,,0.01" for i, s in enumerate(steps)]
+        path = write_run(tmp_path / folder, "Hopper-v4", "usbpo", 0, rows)
+        with pytest.raises(UsageError, match="does not increase at line 5"):  # header: line 1
+            aggregate.load_progress([path])
+
+
+def test_odd_steps_are_integers_and_a_fractional_step_is_kept_as_written(tmp_path: Path) -> None:
+    rows = [HEADER, "1001,1,5.0,0,4,0.5,,0.01", "2001,2,6.0,0,4,1.0,,0.01"]
+    frame = aggregate.load_progress([write_run(tmp_path / "a", "Hopper-v4", "usbpo", 0, rows)])
+    assert frame["env_step"].dtype == np.int64
+    rows = [HEADER, "1000,1,5.0,0,4,0.5,,0.01", "1500.5,2,6.0,0,4,1.0,,0.01"]
+    frame = aggregate.load_progress([write_run(tmp_path / "b", "Hopper-v4", "usbpo", 0, rows)])
+    assert frame["env_step"].tolist() == [1000.0, 1500.5]
+
+
+def test_an_optional_column_with_some_text_is_kept_as_text(tmp_path: Path) -> None:
+    rows = [HEADER + ",note", GOOD_ROW + ",warm", "2000,2,6.0,0,4,1.0,,0.01,1.5"]
+    frame = aggregate.load_progress([write_run(tmp_path, "Hopper-v4", "usbpo", 0, rows)])
+    assert frame["note"].tolist() == ["warm", "1.5"]
+
+
+def test_probability_of_improvement_needs_scores_on_both_sides_and_as_many_tasks() -> None:
+    for x, y in (([], [1.0]), ([1.0], [])):
+        with pytest.raises(ValueError, match="at least one score"):
+            aggregate.probability_of_improvement(np.array(x), np.array(y))
+    one = [np.array([1.0, 2.0])]
+    for xs, ys in ((one, one * 2), (one * 2, one), ([], [])):
+        with pytest.raises(ValueError, match="same, non-zero number of tasks"):
+            aggregate.probability_of_improvement_ci(xs, ys)
+
+
+def _stratified_bootstrap(tasks: list[np.ndarray], statistic, n: int, seed: int) -> np.ndarray:
+    """The percentile bootstrap written out: each task's scores resampled with replacement on
+    their own, `statistic` of every resample."""
+    rng = np.random.default_rng(seed)
+    return np.array(
+        [
+            statistic([rng.choice(task, size=len(task), replace=True) for task in tasks])
+            for _ in range(n)
+        ]
+    )
+
+
+def test_probability_of_improvement_ci_agrees_with_a_bootstrap_written_here() -> None:
+    x = [np.array([1.0, 3.0, 2.0, 4.0]), np.array([0.0, 5.0, 1.0])]
+    y = [np.array([0.0, 1.0, 2.0, 2.5]), np.array([1.0, 2.0, 3.0, 0.5])]
+
+    def average(tasks: list[np.ndarray]) -> float:
+        half = len(tasks) // 2
+        pairs = zip(tasks[:half], tasks[half:])
+        return float(np.mean([aggregate.probability_of_improvement(a, b) for a, b in pairs]))
+
+    estimate, low, high = aggregate.probability_of_improvement_ci(x, y, n_resamples=4000)
+    draws = _stratified_bootstrap(x + y, average, 4000, seed=7)
+    expected_low, expected_high = np.percentile(draws, [2.5, 97.5])
+    assert estimate == pytest.approx(average(x + y))
+    assert low < estimate < high
+    assert low == pytest.approx(expected_low, abs=0.04)
+    assert high == pytest.approx(expected_high, abs=0.04)
+    # two scores a task are enough for an interval; one is not
+    two = aggregate.probability_of_improvement_ci([x[0][:2]], [y[0][:2]], n_resamples=200)
+    assert np.isfinite(two[1]) and np.isfinite(two[2])
+    lone = aggregate.probability_of_improvement_ci([x[0][:1]], [y[0]], n_resamples=200)
+    assert np.isnan(lone[1]) and np.isnan(lone[2])
+
+
+def test_constant_scores_give_a_point_interval_without_a_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a summary prints no warning a user must puzzle over
+        assert aggregate.bootstrap_ci([np.full(3, 2.0), np.full(2, 4.0)], np.mean) == (2.8, 2.8)
+        ones, zeros = [np.ones(3)], [np.zeros(2)]
+        assert aggregate.probability_of_improvement_ci(ones, zeros) == (1.0, 1.0, 1.0)
+
+
+def test_summary_says_how_likely_the_reference_beats_each_algo_by_hand(tmp_path: Path) -> None:
+    finals = {"usbpo": [3.0, 5.0, 7.0], "mbpo": [1.0, 4.0, 6.0], "sac": [8.0, 9.0, 0.0]}
+    for label, values in finals.items():
+        for seed, value in enumerate(values):
+            rows = [HEADER, f"1000,1,{value - 1},0,4,0.5,,0.01", f"2000,2,{value},0,4,1.0,,0.01"]
+            write_run(tmp_path, "Hopper-v4", label, seed, rows)
+    summary = aggregate.grid_summary(aggregate.load_runs(tmp_path), n_resamples=200)
+    p = dict(zip(summary["algo"], summary["p_usbpo_better"]))
+    # usbpo 3, 5, 7 against mbpo 1, 4, 6: 3 > 1; 5 > 1, 4; 7 > all three -> 6 of 9 pairs
+    assert p["mbpo"] == pytest.approx(6 / 9)
+    # against sac 8, 9, 0: each usbpo score beats only the 0 -> 3 of 9 pairs
+    assert p["sac"] == pytest.approx(3 / 9)
+    assert np.isnan(p["usbpo"])

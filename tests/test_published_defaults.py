@@ -72,6 +72,8 @@ PUBLISHED = [
     (SACConfig, "gamma", 0.99, "SAC paper Table 1"),
     (SACConfig, "tau", 0.005, "SAC paper Table 1"),
     (SACConfig, "target_entropy", None, "SAC paper: -dim(A), resolved per task"),
+    (SACConfig, "replay_size", 1_000_000, "SAC paper Table 1: replay buffer size 10^6"),
+    (TD3Config, "replay_size", 1_000_000, "TD3 author code: ReplayBuffer max_size 1e6"),
     (TD3Config, "updates_per_step", 1, "TD3 paper: one critic update per env step"),
     (TD3Config, "td3_exploration_noise", 0.1, "TD3 paper: N(0, 0.1) exploration"),
     (TD3Config, "td3_policy_noise", 0.2, "TD3 paper: smoothing noise 0.2"),

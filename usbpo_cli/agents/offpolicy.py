@@ -231,6 +231,7 @@ class OffPolicyAgent(BaseAgent):
                     torch.tensor(terminals, device=self.device),
                 )
                 latest = [o[0] for o in outcomes]
+                following = next_obs  # where each seed's next step starts
                 for s, (loop, outcome) in enumerate(zip(loops, outcomes)):
                     self.after_env_step(obs[s], action[s], rewards[s], next_obs[s])
                     loop.episode_return += rewards[s]
@@ -238,8 +239,10 @@ class OffPolicyAgent(BaseAgent):
                         loop.train_returns.append(loop.episode_return)
                         loop.episode_return = 0.0
                         latest[s], _ = self.envs[s].reset()
-                        next_obs[s] = self._obs_tensor(latest[s])
-                obs = next_obs
+                        if following is next_obs:  # a hook may keep next_obs: leave it be
+                            following = next_obs.clone()
+                        following[s] = self._obs_tensor(latest[s])
+                obs = following
             if step >= config.initial_steps:
                 self.learn(step)
             done_steps = step + 1

@@ -250,7 +250,7 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     if all(np.all(s == s[0]) for s in samples):
         value = float(statistic(np.concatenate(samples)))
-        return value, value  # scipy warns on degenerate data; every resample gives this value
+        return value, value  # every resample gives this value: skip drawing them
     result = stats.bootstrap(
         samples,
         _pooled(statistic),
