@@ -113,6 +113,12 @@ def results_without_manifest(tmp: Path) -> None:
     (tmp / "P" / "results.csv").write_text("my,own,table\n1,2,3\n")
 
 
+def folder_of_ones_own(tmp: Path) -> None:
+    """A user's folder with a file in it: no run or grid may be written among it."""
+    (tmp / "N").mkdir()
+    (tmp / "N" / "notes.txt").write_text("my notes\n")
+
+
 def legacy_grid(tmp: Path) -> None:
     """A grid made before manifests: its run (100 steps), no grid.json."""
     shutil.copytree(tmp / "G" / ENV / "sac" / "seed0", tmp / "L" / ENV / "sac" / "seed0")
@@ -218,8 +224,20 @@ CASES = [
     case(
         "compare-foreign-results",
         [*SAC_GRID, "--out", "{tmp}/P"],
-        "holds a results.csv but no grid.json",
+        "holds results.csv but no grid.json",
         setup=results_without_manifest,
+    ),
+    case(
+        "compare-into-a-folder-of-ones-own",
+        [*SAC_GRID, "--out", "{tmp}/N"],
+        "holds notes.txt but no grid.json",
+        setup=folder_of_ones_own,
+    ),
+    case(
+        "train-into-a-folder-of-ones-own",
+        [*TRAIN, "--out", "{tmp}/N"],
+        "holds notes.txt, which is not a run's",
+        setup=folder_of_ones_own,
     ),
     case(
         "compare-legacy-grid-other-settings",

@@ -291,12 +291,13 @@ def check_grid_folder(out: Path, manifest: dict[str, Any], owned: set[Path]) -> 
                 f"choose another --out"
             )
     if existing is None and not any(_is_run_folder(folder) for folder in owned):
-        for name in ("results.csv", "summary.csv"):
-            if (out / name).exists():
-                raise UsageError(
-                    f"--out {out} holds a {name} but no {MANIFEST}: not a usbpo grid folder; "
-                    f"choose another --out"
-                )
+        # A new grid writes its manifest before anything else, so its folder is new or empty.
+        stray = min(out.iterdir(), default=None)
+        if stray is not None:
+            raise UsageError(
+                f"--out {out} holds {stray.name} but no {MANIFEST}: not a usbpo grid folder; "
+                f"give the grid a new or empty folder"
+            )
 
 
 def record_grid(out: Path, manifest: dict[str, Any]) -> str | None:

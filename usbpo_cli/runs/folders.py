@@ -86,15 +86,43 @@ def refuse_current_folder(out: Path, option: str = "--out") -> None:
         )
 
 
+# What a run folder holds: the files a run writes (checkpoints in their own subfolder).
+RUN_FILES = ("config.json", "progress.csv", "events.log", ".lock", ".write-test", "status.json")
+RUN_FILE_PATTERNS = ("progress.unresumable-*.csv", "*.tmp")
+CHECKPOINT_PATTERNS = ("ckpt-*.pt", "ckpt-*.pt.tmp", "unreadable-*")
+
+
+def foreign_entry(out: Path) -> Path | None:
+    """The first entry of the folder `out` that no run writes; None when it holds only run
+    files (or nothing)."""
+    for path in sorted(out.iterdir()):
+        if path.name == "checkpoints" and path.is_dir():
+            for inner in sorted(path.iterdir()):
+                if not any(inner.match(p) for p in CHECKPOINT_PATTERNS):
+                    return inner
+        elif not path.is_file() or not (
+            path.name in RUN_FILES or any(path.match(p) for p in RUN_FILE_PATTERNS)
+        ):
+            return path
+    return None
+
+
 def prepare_run_dir(out: Path, config: dict[str, Any], resume: bool = False) -> None:
-    """Create the run folder, refusing one that holds another run, or (unless resuming) any
-    earlier progress of this one."""
+    """Create the run folder, refusing one that holds another run, (unless resuming) any
+    earlier progress of this one, or, for a new run, anything a run does not write."""
     refuse_current_folder(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     config_path = out / "config.json"
     if resume and not config_path.exists():
         raise UsageError(f"--resume: no run to resume in {out} (no config.json there)")
+    if not config_path.exists() and out.is_dir():
+        foreign = foreign_entry(out)
+        if foreign is not None:
+            raise UsageError(
+                f"{out} holds {foreign.relative_to(out)}, which is not a run's; "
+                f"give the run a new or empty folder"
+            )
     if config_path.exists():
         try:
             existing = json.loads(config_path.read_text())

@@ -26,7 +26,12 @@ from usbpo_cli.errors import TrainingDiverged, UsageError
 from usbpo_cli.runs.checkpoint import Checkpointer
 from usbpo_cli.runs.config import borrowed_defaults, resolve_config
 from usbpo_cli.runs.csvlog import CsvLogger, reconcile_progress
-from usbpo_cli.runs.folders import append_event, prepare_run_dir, write_json_atomic
+from usbpo_cli.runs.folders import (
+    append_event,
+    foreign_entry,
+    prepare_run_dir,
+    write_json_atomic,
+)
 from usbpo_cli.runs.lock import RunLock
 from usbpo_cli.util.allocator import check_allocator
 from usbpo_cli.util.compiler import check_compile
@@ -350,29 +355,14 @@ def _start_over(run: PreparedRun, seed: int, resume: bool, payload: dict[str, An
     run.checkpointers[seed].save({"agent": run.agent.state_dict(seed), "row": None}, 0)
 
 
-# What a run folder holds; `--restart` starts over only in a folder with nothing else in it.
-RUN_FILES = ("config.json", "progress.csv", "events.log", ".lock", ".write-test", "status.json")
-RUN_FILE_PATTERNS = ("progress.unresumable-*.csv", "*.tmp")
-CHECKPOINT_PATTERNS = ("ckpt-*.pt", "ckpt-*.pt.tmp", "unreadable-*")
-
-
 def _check_only_run_files(out: Path) -> None:
-    for path in sorted(out.iterdir()):
-        if path.name == "checkpoints" and path.is_dir():
-            for inner in sorted(path.iterdir()):
-                if not any(inner.match(p) for p in CHECKPOINT_PATTERNS):
-                    _not_this_runs(out, inner)
-        elif not path.is_file() or not (
-            path.name in RUN_FILES or any(path.match(p) for p in RUN_FILE_PATTERNS)
-        ):
-            _not_this_runs(out, path)
-
-
-def _not_this_runs(out: Path, path: Path) -> None:
-    raise UsageError(
-        f"--restart: {out} also holds {path.relative_to(out)}, which is not this run's; "
-        f"move it away or choose another --out"
-    )
+    """`--restart` starts over only in a folder with nothing but run files in it."""
+    foreign = foreign_entry(out)
+    if foreign is not None:
+        raise UsageError(
+            f"--restart: {out} also holds {foreign.relative_to(out)}, which is not this run's; "
+            f"move it away or choose another --out"
+        )
 
 
 def _set_aside_checkpoints(run: PreparedRun, seed: int = 0) -> None:
