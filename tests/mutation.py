@@ -189,6 +189,20 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             _SEED_ROLLOUT,
         ],
     ),
+    # The run layer: what a run folder may hold, its CSV and its checkpoints (the in-process
+    # CLI tests; test_resume.py's kill-and-resume runs are too slow to repeat per mutant).
+    "folders": (
+        "usbpo_cli/runs/folders.py",
+        ["test_run_folders.py", "test_grid_trust.py", "test_cli_trust.py"],
+    ),
+    "csvlog": (
+        "usbpo_cli/runs/csvlog.py",
+        ["test_csvlog.py", "test_aggregate.py", "test_grid_trust.py", "test_cli_trust.py"],
+    ),
+    "checkpoint": (
+        "usbpo_cli/runs/checkpoint.py",
+        ["test_checkpoint_files.py", "test_cli_trust.py", "test_grid_trust.py"],
+    ),
     # What `compare` and `summary` report: the CSVs read back and the statistics across seeds.
     "aggregate": (
         "usbpo_cli/experiments/aggregate.py",
