@@ -203,6 +203,11 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "usbpo_cli/runs/checkpoint.py",
         ["test_checkpoint_files.py", "test_cli_trust.py", "test_grid_trust.py"],
     ),
+    # Which runs a grid holds and what each is labelled (compare and ablate).
+    "grids": (
+        "usbpo_cli/experiments/grids.py",
+        ["test_grid_plan.py", "test_grid_trust.py", "test_cli_trust.py"],
+    ),
     # What `compare` and `summary` report: the CSVs read back and the statistics across seeds.
     "aggregate": (
         "usbpo_cli/experiments/aggregate.py",
