@@ -7,7 +7,7 @@ training return the mean of the episodes that ended since the row before."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -22,11 +22,28 @@ ENV = "InvertedPendulum-v4"
 INITIAL, TOTAL, EPOCH, TIME_LIMIT = 30, 75, 25, 6
 
 
+class Step(NamedTuple):
+    """One env step as gymnasium returned it (`obs` is the state the step started from)."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: float
+    next_obs: np.ndarray
+    terminated: bool
+    truncated: bool
+
+    @property
+    def ended(self) -> bool:
+        return self.terminated or self.truncated
+
+
 class Recorder:
     """Wraps an env's step and reset, keeping what gymnasium returned."""
 
     def __init__(self, env: Any) -> None:
-        self.env, self.steps, self.resets = env, [], []
+        self.env = env
+        self.steps: list[Step] = []
+        self.resets: list[tuple[int, np.ndarray]] = []  # (steps taken before it, its state)
         self.obs: np.ndarray | None = None
         step, reset = env.step, env.reset
 
@@ -40,7 +57,9 @@ class Recorder:
             before = self.obs
             obs, reward, terminated, truncated, info = step(action)
             self.obs = np.asarray(obs, dtype=np.float32)
-            self.steps.append((before, np.array(action), reward, self.obs, terminated, truncated))
+            self.steps.append(
+                Step(before, np.array(action), reward, self.obs, terminated, truncated)
+            )
             return obs, reward, terminated, truncated, info
 
         env.reset, env.step = recorded_reset, recorded_step
@@ -54,8 +73,20 @@ class Rows:
         self.rows.append(row)
 
 
+class Trained(NamedTuple):
+    """A short SAC run and everything recorded about it."""
+
+    agent: OffPolicyAgent
+    recorder: Recorder
+    learned: list[int]  # the steps `learn` was called at
+    stream: torch.Generator  # the seed's generator as training started
+    rows: list[dict]
+    hooked: list[tuple]  # the arguments of every `after_env_step` call
+    reports: list[tuple]  # the arguments of every progress report
+
+
 @pytest.fixture(scope="module")
-def trained() -> tuple[OffPolicyAgent, Recorder, list[int], torch.Tensor, list[dict], dict]:
+def trained() -> Trained:
     config, _ = resolve_config(
         SACConfig,
         "InvertedPendulum",
@@ -75,89 +106,86 @@ def trained() -> tuple[OffPolicyAgent, Recorder, list[int], torch.Tensor, list[d
         learn(step)
 
     agent.learn = counted_learn
-    seen: dict[str, list] = {"hook": [], "reports": []}
-    agent.after_env_step = lambda *transition: seen["hook"].append(transition)
+    hooked: list[tuple] = []
+    reports: list[tuple] = []
+    agent.after_env_step = lambda *transition: hooked.append(transition)
     stream = torch.Generator().manual_seed(0)
-    stream.set_state(agent.generators[0].get_state())  # the seed's stream as training starts
+    stream.set_state(agent.generators[0].get_state())
     rows = Rows()
-    agent.train(rows, lambda *report: seen["reports"].append(report))
-    return agent, recorder, learned, stream, rows.rows, seen
+    agent.train(rows, lambda *report: reports.append(report))
+    return Trained(agent, recorder, learned, stream, rows.rows, hooked, reports)
 
 
-def test_every_transition_is_stored_as_gymnasium_returned_it(trained) -> None:
-    agent, recorder, *_ = trained
-    steps = recorder.steps
+def test_every_transition_is_stored_as_gymnasium_returned_it(trained: Trained) -> None:
+    steps = trained.recorder.steps
     assert len(steps) == TOTAL
-    terminated = [s[4] for s in steps]
-    truncated = [s[5] and not s[4] for s in steps]
-    assert any(terminated) and any(truncated), "the test needs both kinds of episode end"
-    buffer = agent.real_buffer
+    cut = [step.truncated and not step.terminated for step in steps]
+    assert any(s.terminated for s in steps) and any(cut), "the test needs both kinds of end"
+    buffer = trained.agent.real_buffer
     assert len(buffer) == TOTAL
-    for i, (obs, action, reward, next_obs, ended, _) in enumerate(steps):
-        assert np.array_equal(buffer.obs[i].numpy(), obs), f"obs of step {i}"
-        assert np.allclose(buffer.act[i].numpy(), action.ravel()), f"action of step {i}"
-        assert buffer.rew[i].item() == pytest.approx(reward), f"reward of step {i}"
-        assert np.array_equal(buffer.next_obs[i].numpy(), next_obs), f"next obs of step {i}"
-        assert buffer.done[i].item() == float(ended), f"done of step {i} (cut: {truncated[i]})"
+    for i, step in enumerate(steps):
+        assert np.array_equal(buffer.obs[i].numpy(), step.obs), f"obs of step {i}"
+        assert np.allclose(buffer.act[i].numpy(), step.action.ravel()), f"action of step {i}"
+        assert buffer.rew[i].item() == pytest.approx(step.reward), f"reward of step {i}"
+        assert np.array_equal(buffer.next_obs[i].numpy(), step.next_obs), f"next obs of step {i}"
+        assert buffer.done[i].item() == float(step.terminated), f"done of step {i} (cut: {cut[i]})"
 
 
-def test_an_episode_that_ends_either_way_starts_again_from_a_reset(trained) -> None:
-    _, recorder, *_ = trained
-    starts = {at: obs for at, obs in recorder.resets}
-    for i, (obs, *_rest) in enumerate(recorder.steps):
-        if i == 0 or recorder.steps[i - 1][4] or recorder.steps[i - 1][5]:
-            assert i in starts and np.array_equal(obs, starts[i]), f"step {i} follows a reset"
+def test_an_episode_that_ends_either_way_starts_again_from_a_reset(trained: Trained) -> None:
+    steps = trained.recorder.steps
+    starts = dict(trained.recorder.resets)
+    for i, step in enumerate(steps):
+        if i == 0 or steps[i - 1].ended:
+            assert i in starts and np.array_equal(step.obs, starts[i]), f"step {i} follows a reset"
         else:
-            assert i not in starts and np.array_equal(obs, recorder.steps[i - 1][3])
+            assert i not in starts and np.array_equal(step.obs, steps[i - 1].next_obs)
 
 
-def test_random_actions_come_from_the_seeds_stream_then_learning_runs_every_step(trained) -> None:
-    agent, recorder, learned, stream, *_ = trained
+def test_random_actions_come_from_the_seeds_stream_then_learning_runs_every_step(
+    trained: Trained,
+) -> None:
+    agent, steps, stream = trained.agent, trained.recorder.steps, trained.stream
     low, high = agent.act_low, agent.act_high
     for i in range(INITIAL):
         expected = low + torch.rand(agent.act_dim, generator=stream) * (high - low)
-        assert np.allclose(recorder.steps[i][1].ravel(), expected.numpy()), f"step {i}"
+        assert np.allclose(steps[i].action.ravel(), expected.numpy()), f"step {i}"
     # from then on the policy acts (its own noise draw takes the stream's next numbers)
     uniform = low + torch.rand(agent.act_dim, generator=stream) * (high - low)
-    assert not np.allclose(recorder.steps[INITIAL][1].ravel(), uniform.numpy())
-    assert learned == list(range(INITIAL, TOTAL))
+    assert not np.allclose(steps[INITIAL].action.ravel(), uniform.numpy())
+    assert trained.learned == list(range(INITIAL, TOTAL))
 
 
-def test_the_transition_hook_sees_every_step_before_any_reset(trained) -> None:
-    _, recorder, *_, seen = trained
-    assert len(seen["hook"]) == TOTAL
-    for i, ((obs, action, reward, next_obs, *_), hooked) in enumerate(
-        zip(recorder.steps, seen["hook"])
+def test_the_transition_hook_sees_every_step_before_any_reset(trained: Trained) -> None:
+    assert len(trained.hooked) == TOTAL
+    for i, (step, (obs, action, reward, next_obs)) in enumerate(
+        zip(trained.recorder.steps, trained.hooked)
     ):
-        assert np.array_equal(hooked[0].numpy(), obs) and hooked[2] == pytest.approx(reward)
-        assert np.allclose(hooked[1].numpy(), action.ravel())
-        assert np.array_equal(hooked[3].numpy(), next_obs), f"step {i}"
+        assert np.array_equal(obs.numpy(), step.obs) and reward == pytest.approx(step.reward)
+        assert np.allclose(action.numpy(), step.action.ravel())
+        assert np.array_equal(next_obs.numpy(), step.next_obs), f"step {i}"
 
 
-def test_progress_is_reported_every_50_steps_between_rows(trained) -> None:
-    *_, seen = trained
-    between = [step for step, phase, last in seen["reports"] if phase is None and last is None]
+def test_progress_is_reported_every_50_steps_between_rows(trained: Trained) -> None:
+    between = [step for step, phase, last in trained.reports if phase is None and last is None]
     # steps 0 and 50 are not row steps (rows at 25, 50 and 75 env steps done)
     assert between == [1, 51]
 
 
-def test_a_short_runs_replay_buffer_holds_its_steps_and_no_more(trained) -> None:
-    agent, *_ = trained
-    assert agent.config.replay_size > TOTAL
-    assert agent.real_buffer.capacity == TOTAL
+def test_a_short_runs_replay_buffer_holds_its_steps_and_no_more(trained: Trained) -> None:
+    assert trained.agent.config.replay_size > TOTAL
+    assert trained.agent.real_buffer.capacity == TOTAL
 
 
-def test_each_row_reports_the_episodes_that_ended_since_the_last(trained) -> None:
-    _, recorder, _, _, rows, _ = trained
-    assert [row["env_step"] for row in rows] == [25, 50, 75]
-    ended: list[list[float]] = [[] for _ in rows]
+def test_each_row_reports_the_episodes_that_ended_since_the_last(trained: Trained) -> None:
+    assert [row["env_step"] for row in trained.rows] == [25, 50, 75]
+    ended: list[list[float]] = [[] for _ in trained.rows]
     episode = 0.0
-    for i, (_, _, reward, _, terminated, truncated) in enumerate(recorder.steps):
-        episode += reward
-        if terminated or truncated:
+    for i, step in enumerate(trained.recorder.steps):
+        episode += step.reward
+        if step.ended:
             ended[i // EPOCH].append(episode)
             episode = 0.0
-    for row, returns in zip(rows, ended):
+    for row, returns in zip(trained.rows, ended):
         expected = float(np.mean(returns)) if returns else None
         assert row["train_return"] == pytest.approx(expected)
 

@@ -116,13 +116,6 @@ def prepare_run_dir(out: Path, config: dict[str, Any], resume: bool = False) -> 
     config_path = out / "config.json"
     if resume and not config_path.exists():
         raise UsageError(f"--resume: no run to resume in {out} (no config.json there)")
-    if not config_path.exists() and out.is_dir():
-        foreign = foreign_entry(out)
-        if foreign is not None:
-            raise UsageError(
-                f"{out} holds {foreign.relative_to(out)}, which is not a run's; "
-                f"give the run a new or empty folder"
-            )
     if config_path.exists():
         try:
             existing = json.loads(config_path.read_text())
@@ -140,6 +133,11 @@ def prepare_run_dir(out: Path, config: dict[str, Any], resume: bool = False) -> 
             raise UsageError(
                 f"{out} already holds this run's progress.csv; add --resume to continue it"
             )
+    elif out.is_dir() and (foreign := foreign_entry(out)) is not None:  # a new run's folder
+        raise UsageError(
+            f"{out} holds {foreign.relative_to(out)}, which is not a run's; "
+            f"give the run a new or empty folder"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
