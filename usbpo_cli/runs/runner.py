@@ -20,6 +20,7 @@ import torch
 
 from usbpo_cli.agents.base import Reporter, RunSummary, no_report
 from usbpo_cli.agents.registry import get_algorithm
+from usbpo_cli.envs.state import saves_simulator
 from usbpo_cli.envs.tasks import task_info
 from usbpo_cli.envs.termination import bind_learned_rule
 from usbpo_cli.errors import TrainingDiverged, UsageError
@@ -315,6 +316,12 @@ def prepare_run(
             for s, (state, _) in enumerate(states):
                 _restore(run, state, s)
             run.resumed_from = agent.loops[0].next_step
+            if not saves_simulator(agent.eval_env):
+                run.note(
+                    f"warning: {first.env_id}'s simulator state is not in its checkpoints "
+                    "(neither MuJoCo nor a classic-control task): the episode under way at step "
+                    f"{run.resumed_from} goes on from a rebuilt env, so this resume is not exact"
+                )
         else:
             agent.begin()
             for s, (_, payload) in enumerate(resolved):
