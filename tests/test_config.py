@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
+from baselines.cmlo import CMLOConfig
 from baselines.model_free import SACConfig
 from usbpo_cli.agents.dyna import DynaConfig
 from usbpo_cli.agents.offpolicy import PolicyConfig
 from usbpo_cli.agents.usbpo import USBPOConfig
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runs.config import PAPER_TASKS, PRESETS, resolve_config
-from usbpo_cli.util.settings import parse_overrides
+from usbpo_cli.runs.config import PAPER_TASKS, PRESETS, borrowed_defaults, resolve_config
+from usbpo_cli.util.settings import parse_overrides, parse_value
 
 # ---------------------------------------------------------------------------------------------
 # parse_overrides
@@ -128,6 +131,47 @@ def test_tuple_length_error_gives_counts() -> None:
         parse_overrides(["rollout_schedule=(1,2,3)"], USBPOConfig)
 
 
+@pytest.mark.parametrize(
+    ("raw", "kind", "shown"),
+    [
+        ("abc", int, "int"),
+        ("1.5", int, "int"),
+        ("fast", float, "float"),
+        ("low", float | None, "float | None"),
+        ("(1,2,x)", tuple[int, int, int], "tuple[int, int, int]"),
+        ("(1,2.5)", tuple[int, ...], "tuple[int, ...]"),
+        ("(1,true)", tuple[float, ...], "tuple[float, ...]"),
+        ("maybe", bool, "bool"),
+    ],
+)
+def test_a_refused_value_names_the_type_it_had_to_be(raw: str, kind: object, shown: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_value(raw, kind, "knob")
+    assert str(info.value) == f"--set knob={raw!r}: not a valid {shown}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", True), ("true", True), ("Yes", True), ("0", False), ("FALSE", False), ("no", False)],
+)
+def test_a_switch_reads_the_usual_spellings(raw: str, expected: bool) -> None:
+    assert parse_value(raw, bool, "knob") is expected
+
+
+def test_a_fixed_tuple_counts_its_items_and_a_variable_one_checks_their_type() -> None:
+    """tuple[float, float] takes exactly two numbers; tuple[int, ...] any number of whole
+    numbers (its length is the config's `validate`'s to judge)."""
+    assert parse_value("(1, 2.5)", tuple[float, float], "pair") == (1, 2.5)
+    with pytest.raises(UsageError, match="expected 2 numbers, got 3"):
+        parse_value("(1, 2, 3)", tuple[float, float], "pair")
+    assert parse_value("[4, 5, 6]", tuple[int, ...], "sizes") == (4, 5, 6)
+    assert parse_value("(7,)", tuple[int, ...], "sizes") == (7,)  # Python's one-item tuple
+    assert parse_value("7, 8", tuple[int, ...], "sizes") == (7, 8)
+    for mismatched in ("(7, 8]", "[7, 8)", "((7, 8))"):
+        with pytest.raises(UsageError, match="not a valid tuple"):
+            parse_value(mismatched, tuple[int, ...], "sizes")
+
+
 def test_weight_decay_length_follows_hidden_layers() -> None:
     overrides = parse_overrides(
         ["model_hidden_layers=3", "model_weight_decay=(1e-4,1e-4,1e-4,1e-4)"], DynaConfig
@@ -185,6 +229,145 @@ def test_other_families_do_not_leak_humanoid_values() -> None:
     assert config.rollout_schedule == (20, 100, 1, 25)
 
 
+DESIGN = Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md"
+
+
+def design_table() -> dict[str, dict[str, object]]:
+    """DESIGN.md's "Paper hyperparameters" table, read as text: per task, G, the rollout
+    schedule, the target entropy and the settings its notes name."""
+    rows = {}
+    for line in DESIGN.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not re.fullmatch(r"\[[\d,]+\]", cells[2]):
+            continue
+        family = cells[0].split()[0]
+        values: dict[str, object] = {
+            "updates_per_step": int(cells[1]),
+            "rollout_schedule": tuple(int(v) for v in cells[2].strip("[]").split(",")),
+            "target_entropy": float(cells[3]),
+        }
+        notes = dict(
+            (pattern, int(m.group(1)))
+            for pattern in ("hidden", "train freq", "retain", "epoch")
+            if (m := re.search(rf"{pattern} (\d+)", cells[4]))
+        )
+        names = {
+            "hidden": "model_hidden_size",
+            "train freq": "model_train_freq",
+            "retain": "model_retain_epochs",
+            "epoch": "epoch_length",
+        }
+        values.update({names[k]: v for k, v in notes.items()})
+        rows[family] = values
+    return rows
+
+
+def test_every_paper_task_uses_design_mds_table_and_the_common_values() -> None:
+    """Each of the six tasks resolves to its row of DESIGN.md's table (read from the file, not
+    from the code's own table), and everything the row does not name to the common values."""
+    table = design_table()
+    assert sorted(table) == sorted(PAPER_TASKS)
+    common = {
+        "ensemble_size": 7,
+        "num_elites": 5,
+        "real_ratio": 0.05,
+        "rollout_batch_size": 100_000,
+        "model_retain_epochs": 1,
+        "epoch_length": 1000,
+        "model_train_freq": 250,
+        "initial_steps": 5000,
+        "model_hidden_size": 200,
+        "hidden_size": 256,
+        "batch_size": 256,
+        "gamma": 0.99,
+        "tau": 5e-3,
+        "policy_lr": 3e-4,
+    }
+    for family, row in table.items():
+        config, deviations = resolve_config(USBPOConfig, family, "paper", {})
+        assert deviations == {}
+        for key, value in {**common, **row}.items():
+            assert getattr(config, key) == value, (family, key)
+
+
+def design_cmlo_values() -> dict[str, dict[str, float]]:
+    """DESIGN.md's CMLO line: alpha and compute_interval per task, read from the text."""
+    text = " ".join(DESIGN.read_text().split())
+    alphas = re.search(r"alpha: (Hopper [^;]+);", text).group(1)
+    intervals = re.search(r"`compute_interval`: ([^(]+)\(", text).group(1)
+    per_task: dict[str, dict[str, float]] = {}
+    for name, value in re.findall(r"(\w+) ([\d.]+)", alphas):
+        per_task.setdefault(name, {})["cmlo_alpha"] = float(value)
+    # "Hopper and Walker2d 20, HalfCheetah, Ant and Humanoid 50"
+    for names, value in re.findall(r"([A-Za-z0-9, ]+?) (\d+)(?:,|$)", intervals.strip()):
+        for name in re.findall(r"[A-Z]\w+", names):
+            per_task.setdefault(name, {})["cmlo_compute_interval"] = int(value)
+    return per_task
+
+
+@pytest.mark.parametrize("family", ["Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid"])
+def test_cmlo_takes_the_authors_values_per_task(family: str) -> None:
+    expected = design_cmlo_values()[family]
+    assert set(expected) == {"cmlo_alpha", "cmlo_compute_interval"}
+    config, deviations = resolve_config(CMLOConfig, family, "paper", {})
+    assert deviations == {}
+    for key, value in expected.items():
+        assert getattr(config, key) == value, key
+
+
+def test_a_task_without_paper_values_names_where_each_borrowed_value_comes_from() -> None:
+    """For a task outside the tables, each per-task setting a run uses unchanged is listed with
+    the tasks (read from DESIGN.md) whose value it is."""
+    table, cmlo = design_table(), design_cmlo_values()
+    borrowed = borrowed_defaults(CMLOConfig, None, "paper", {})
+    default = CMLOConfig()
+
+    def tasks(key: str, source: dict[str, dict]) -> str:
+        names = [
+            t for t in source if source[t].get(key, getattr(default, key)) == getattr(default, key)
+        ]
+        return ", ".join(names)
+
+    for key in ("updates_per_step", "rollout_schedule", "model_hidden_size", "epoch_length"):
+        assert borrowed[key] == {
+            "used": getattr(default, key),
+            "note": f"no paper value; borrowed from {tasks(key, table)} (MBPO's per-task table)",
+        }
+    for key in ("cmlo_alpha", "cmlo_compute_interval"):
+        assert borrowed[key]["used"] == getattr(default, key)
+        assert borrowed[key]["note"] == (
+            f"no paper value; borrowed from {tasks(key, cmlo)}, and tasks outside CMLO's "
+            "per-task configs"
+        )
+    assert borrowed["target_entropy"] == {
+        "used": None,
+        "note": "no paper value; borrowed from SAC's default, -action_dim",
+    }
+    # what the preset or --set chose is not borrowed; a paper task borrows nothing
+    chosen = borrowed_defaults(CMLOConfig, None, "cpu-small", {"cmlo_alpha": 3.0})
+    assert "cmlo_alpha" not in chosen and "updates_per_step" in chosen
+    assert set(borrowed_defaults(CMLOConfig, None, "tiny", {})).isdisjoint(PRESETS["tiny"])
+    assert borrowed_defaults(CMLOConfig, "Hopper", "paper", {}) == {}
+    assert set(borrowed_defaults(SACConfig, None, "paper", {})) == {"epoch_length"}
+
+
+def test_a_default_no_task_uses_is_called_the_algorithms_own() -> None:
+    """An algorithm (a plugin, say) whose default matches no task of the table must not be
+    said to borrow it from one."""
+
+    @dataclasses.dataclass
+    class Plugin(DynaConfig):
+        updates_per_step: int = 7
+
+    borrowed = borrowed_defaults(Plugin, None, "paper", {})
+    assert borrowed["updates_per_step"] == {
+        "used": 7,
+        "note": "no paper value; borrowed from this algorithm's default "
+        "(no task in MBPO's per-task table uses it)",
+    }
+    assert borrowed["target_entropy"]["note"].endswith("SAC's default, -action_dim")
+
+
 def test_unknown_family_uses_dataclass_defaults() -> None:
     for family in (None, "Pusher"):
         config, deviations = resolve_config(USBPOConfig, family, "paper", {})
@@ -218,6 +401,42 @@ def test_sac_inverted_pendulum_epoch_length() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # presets and deviations
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# What README's preset table promises, per preset: each changed setting, its value, and the
+# README's words for it.
+DOCUMENTED_PRESETS = {
+    "cpu-small": {
+        "rollout_batch_size": (20_000, "rollout batch 20k (paper 100k)"),
+        "initial_steps": (1000, "1000 initial steps (5000)"),
+        "model_max_epochs": (50, "at most 50 model epochs per training"),
+        "eval_episodes": (3, "3 eval episodes"),
+    },
+    "demo": {
+        "rollout_batch_size": (10_000, "rollout batch 10k"),
+        "initial_steps": (500, "500 initial steps"),
+        "epoch_length": (250, "250-step epochs"),
+        "model_max_epochs": (30, "at most 30 model epochs"),
+        "eval_episodes": (3, "3 eval episodes"),
+    },
+}
+
+
+@pytest.mark.parametrize("preset", sorted(DOCUMENTED_PRESETS))
+def test_a_documented_preset_changes_what_the_readme_says_and_nothing_else(preset: str) -> None:
+    """A run labelled with a preset used exactly the values the README gives for it: each
+    recorded as a deviation from the paper, by that preset, and no other setting changed."""
+    row = next(line for line in README.read_text().splitlines() if line.startswith(f"| `{preset}`"))
+    promised = DOCUMENTED_PRESETS[preset]
+    for _, words in promised.values():
+        assert words in row, words
+    config, deviations = resolve_config(USBPOConfig, "Hopper", preset, {})
+    assert deviations == {
+        key: {"paper": getattr(USBPOConfig(), key), "used": value, "by": f"preset {preset}"}
+        for key, (value, _) in promised.items()
+    }
 
 
 def test_preset_records_deviations() -> None:

@@ -170,7 +170,7 @@ def borrowed_defaults(
         elif tasks:
             origin = f"{', '.join(tasks)} ({source})"
         else:
-            origin = f"the default of {source}"
+            origin = f"this algorithm's default (no task in {source} uses it)"
         borrowed[key] = {"used": used, "note": f"no paper value; borrowed from {origin}"}
     return borrowed
 

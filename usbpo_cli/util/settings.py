@@ -75,7 +75,10 @@ def _parse_number(text: str, kind: type) -> int | float:
 
 
 def _parse_tuple(text: str, kind: Any, name: str) -> tuple:
-    parsed = json.loads(text if text.startswith("[") else f"[{text.strip('()')}]")
+    # (1, 2), [1, 2], 1, 2 and a one-item (7,) all read as a list of numbers
+    bracketed = text[:1] + text[-1:] in ("()", "[]")
+    body = (text[1:-1] if bracketed else text).strip().removesuffix(",")
+    parsed = json.loads(f"[{body}]")
     args = typing.get_args(kind)
     variable = len(args) == 2 and args[1] is Ellipsis
     item_types = {args[0]} if variable else set(args)
