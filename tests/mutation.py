@@ -213,6 +213,26 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "usbpo_cli/experiments/aggregate.py",
         ["test_aggregate.py", "test_grid_trust.py", "test_plot_trust.py", "test_plots.py"],
     ),
+    # How a run's settings are resolved and recorded: the paper's per-task tables, the presets,
+    # `--set` parsing and the deviations written to config.json (a run must not be labelled
+    # with a setting it did not use).
+    "config": (
+        "usbpo_cli/runs/config.py",
+        ["test_config.py", "test_published_defaults.py", "test_cli_trust.py", "test_cmlo.py"],
+    ),
+    "settings": (
+        "usbpo_cli/util/settings.py",
+        ["test_config.py", "test_published_defaults.py", "test_cli_trust.py", "test_hostile.py"],
+    ),
+    # What every agent shares: the evaluation protocol, the rows, the order in which a row is
+    # checked, checkpointed and written; and the environment state a checkpoint carries.
+    "base": (
+        "usbpo_cli/agents/base.py",
+        ["test_agent_base.py", "test_offpolicy_loop.py", "test_agent_state.py"],
+    ),
+    "env_state": ("usbpo_cli/envs/state.py", ["test_env_state.py", "test_agent_base.py"]),
+    # Where products may run in bf16, and the refusal on a CPU that would only emulate it.
+    "precision": ("usbpo_cli/util/precision.py", ["test_precision.py"]),
     "ppo": (
         "baselines/ppo.py",
         [
@@ -463,7 +483,7 @@ def make_copy(destination: Path) -> None:
         shutil.rmtree(destination)
     ignore = shutil.ignore_patterns(".git", "__pycache__", "*.pyc")
     destination.mkdir(parents=True)
-    for name in ("usbpo_cli", "baselines", "tests", "pyproject.toml", "Makefile"):
+    for name in ("usbpo_cli", "baselines", "tests", "pyproject.toml", "Makefile", "README.md"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, destination / name, ignore=ignore)
