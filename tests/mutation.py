@@ -228,9 +228,18 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     # checked, checkpointed and written; and the environment state a checkpoint carries.
     "base": (
         "usbpo_cli/agents/base.py",
-        ["test_agent_base.py", "test_offpolicy_loop.py", "test_agent_state.py"],
+        [
+            "test_agent_base.py",
+            "test_offpolicy_loop.py",
+            "test_agent_state.py",
+            "test_config.py",
+            "test_published_defaults.py",
+            "test_precision.py",
+        ],
     ),
     "env_state": ("usbpo_cli/envs/state.py", ["test_env_state.py", "test_agent_base.py"]),
+    # How a task is built and checked: ids, spaces, MBPO's truncated observations, seeding.
+    "tasks": ("usbpo_cli/envs/tasks.py", ["test_envs.py", "test_hostile.py", "test_env_state.py"]),
     # Where products may run in bf16, and the refusal on a CPU that would only emulate it.
     "precision": ("usbpo_cli/util/precision.py", ["test_precision.py"]),
     "ppo": (

@@ -83,6 +83,7 @@ class Trained(NamedTuple):
     rows: list[dict]
     hooked: list[tuple]  # the arguments of every `after_env_step` call
     reports: list[tuple]  # the arguments of every progress report
+    took: float  # wall seconds the whole `train` call took
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +113,10 @@ def trained() -> Trained:
     stream = torch.Generator().manual_seed(0)
     stream.set_state(agent.generators[0].get_state())
     rows = Rows()
+    began = time.perf_counter()
     agent.train(rows, lambda *report: reports.append(report))
-    return Trained(agent, recorder, learned, stream, rows.rows, hooked, reports)
+    took = time.perf_counter() - began
+    return Trained(agent, recorder, learned, stream, rows.rows, hooked, reports, took)
 
 
 def test_every_transition_is_stored_as_gymnasium_returned_it(trained: Trained) -> None:
@@ -188,6 +191,14 @@ def test_each_row_reports_the_episodes_that_ended_since_the_last(trained: Traine
     for row, returns in zip(trained.rows, ended):
         expected = float(np.mean(returns)) if returns else None
         assert row["train_return"] == pytest.approx(expected)
+
+
+def test_a_new_runs_clock_starts_at_zero(trained: Trained) -> None:
+    """Each row's wall time is the time since the run began: increasing, and within the time
+    the whole training call took."""
+    times = [row["wall_time_s"] for row in trained.rows]
+    assert 0.0 < times[0] and times == sorted(times)
+    assert times[-1] <= trained.took
 
 
 def two_seed_agent(env: str, family: str, total: int) -> ModelFreeAgent:
