@@ -433,3 +433,42 @@ def test_nan_model_loss_once_triggers_the_model_check(
     assert "model loss became non-finite at env step 200" in events, events
     assert "rolled back to env step 200 (1/3)" in events, events
     assert_clean_rows(run, [100, 200, 300, 400])
+
+
+def test_one_seeds_divergence_gives_it_a_fresh_stream_and_replays_the_others_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two SAC seeds trained as one agent; seed 1's critic loss turns NaN once. Both roll back
+    to their last checkpoint: seed 0 replays its rows exactly (those of the same pair never
+    diverging), seed 1 goes on with a fresh random stream (its rows before the divergence
+    equal, after it not), and only seed 1's events.log tells of it."""
+    from usbpo_cli.agents import sac
+
+    def pair(root: Path) -> list[RunSpec]:
+        return [RunSpec(ENV, "sac", s, 500, root / f"seed{s}", preset="tiny") for s in (0, 1)]
+
+    prepare_run(pair(tmp_path / "clean")).train()
+    original, calls = sac.SAC.update, 0
+
+    def seed_1_diverges_once(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        nonlocal calls
+        calls += 1
+        losses = original(self, *args, **kwargs)
+        if calls == 150:  # tiny: one update per step from step 100, so this is in row 300
+            critic = losses["critic_loss"].clone()
+            critic[1] = math.nan
+            losses = {**losses, "critic_loss": critic}
+        return losses
+
+    monkeypatch.setattr(sac.SAC, "update", seed_1_diverges_once)
+    prepare_run(pair(tmp_path / "diverged")).train()
+    clean = [stable_rows(progress_rows(tmp_path / "clean" / f"seed{s}")) for s in (0, 1)]
+    rows = [stable_rows(progress_rows(tmp_path / "diverged" / f"seed{s}")) for s in (0, 1)]
+    assert rows[0] == clean[0]
+    assert rows[1][:2] == clean[1][:2]
+    assert [row["env_step"] for row in rows[1]] == ["100", "200", "300", "400", "500"]
+    assert all(a != b for a, b in zip(rows[1][2:], clean[1][2:]))
+    events = [(tmp_path / "diverged" / f"seed{s}" / "events.log").read_text() for s in (0, 1)]
+    assert "critic_loss became nan" in events[1]
+    assert "rolled back to env step 200 (1/3)" in events[1]
+    assert "rolled back" not in events[0] and "nan" not in events[0]
