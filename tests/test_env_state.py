@@ -11,17 +11,28 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from cli_helpers import progress_rows, stable_rows, usbpo, usbpo_inproc
 from gymnasium.spaces import Box
 
 from usbpo_cli.envs.state import capture_env, restore_env, saves_simulator
 from usbpo_cli.envs.tasks import make_env
+from usbpo_cli.runs.checkpoint import load_checkpoint
 
-# A MuJoCo task, and the two classic-control tasks `usbpo envs` lists (their simulator state is
-# a numpy array, not MuJoCo's), each with the steps taken before the save: the classic tasks
-# are saved 5 steps before their time limit (so the restored counter must cut the episode), the
-# pendulum that falls within a few random actions after 3 (so it must terminate on time).
-WARMUP = {"InvertedPendulum-v4": 3, "Pendulum-v1": 195, "MountainCarContinuous-v0": 994}
+# MuJoCo tasks, and the two classic-control tasks `usbpo envs` lists (their simulator state is
+# a numpy array, not MuJoCo's), each with the steps taken before the save and whether the plan
+# after it crosses an episode end. The classic tasks are saved 5 steps before their time limit
+# (so the restored counter must cut the episode); the pendulum and the humanoid, which fall
+# within a few dozen random actions, after 3 (so they must terminate on time). Ant's and
+# Humanoid's rewards read positions MuJoCo derives from the state (the torso's, the centre of
+# mass) before their step: a restore must give back those as the saved env had them.
+WARMUP = {
+    "InvertedPendulum-v4": (3, True),
+    "Humanoid-v4": (3, True),
+    "Ant-v4": (3, False),
+    "Pendulum-v1": (195, True),
+    "MountainCarContinuous-v0": (994, True),
+}
 TASKS = list(WARMUP)
 
 
@@ -53,17 +64,19 @@ def same(a: list[tuple], b: list[tuple]) -> bool:
 
 
 @pytest.mark.parametrize("env_id", TASKS)
-def test_a_restored_env_goes_on_exactly_as_the_saved_one(env_id: str) -> None:
-    warmup = WARMUP[env_id]
+def test_a_restored_env_goes_on_exactly_as_the_saved_one(env_id: str, tmp_path: Path) -> None:
+    warmup, crosses_an_end = WARMUP[env_id]
     plan = actions(env_id, warmup + 40)
     saved_env = make_env(env_id, seed=1)
     saved_env.reset()
     played = play(saved_env, plan[:warmup])
     assert resets(played) == 0, "the warm-up must stay in one episode"
-    state = capture_env(saved_env)
+    # through a checkpoint file, read as the run layer reads it (weights_only, allow-list)
+    torch.save(capture_env(saved_env), tmp_path / "env.pt")
+    state = load_checkpoint(tmp_path / "env.pt")
     expected = play(saved_env, plan[warmup:])
-    assert resets(expected) > 0, "the plan must cross an episode end"
-    if env_id != "InvertedPendulum-v4":
+    assert (resets(expected) > 0) == crosses_an_end
+    if env_id in ("Pendulum-v1", "MountainCarContinuous-v0"):
         assert expected[4][3] and not expected[4][2], "the time limit cuts the fifth step"
 
     other = make_env(env_id, seed=2)
@@ -71,6 +84,28 @@ def test_a_restored_env_goes_on_exactly_as_the_saved_one(env_id: str) -> None:
     play(other, plan[:3])
     restore_env(other, state)
     assert same(play(other, plan[warmup:]), expected)
+
+
+def test_a_checkpoint_without_mujocos_derived_quantities_recomputes_them() -> None:
+    """Checkpoints written before the derived quantities were saved hold the state alone:
+    restored, MuJoCo recomputes them from it. The observations then go on exactly, and
+    Humanoid's first reward (which reads the centre of mass before the step) within 1e-4 of
+    the saved env's, not from the rebuilt env's own pose."""
+    plan = actions("Humanoid-v4", 8)
+    saved_env = make_env("Humanoid-v4", seed=1)
+    saved_env.reset()
+    play(saved_env, plan[:3])
+    state = capture_env(saved_env)
+    del state["mujoco_derived"]
+    expected = play(saved_env, plan[3:])
+    other = make_env("Humanoid-v4", seed=2)
+    other.reset()
+    play(other, plan[:6])
+    restore_env(other, state)
+    got = play(other, plan[3:])
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(got, expected))
+    assert got[0][1] == pytest.approx(expected[0][1], rel=1e-4)
+    assert [step[1] for step in got[1:]] == [step[1] for step in expected[1:]]
 
 
 @pytest.mark.parametrize("env_id", TASKS)
