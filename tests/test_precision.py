@@ -292,8 +292,9 @@ def test_the_cpu_vendor_is_read_from_cpuinfo() -> None:
     ("choice", "cpuinfo", "width", "library"),
     [
         ("auto", AMD + X86_NO_BF16, 256, "onednn"),  # AMD with AVX-512: MKL's slow path
-        ("auto", AMD + X86_NO_BF16, precision.ONEDNN_MIN_WIDTH, "onednn"),
-        ("auto", AMD + X86_NO_BF16, precision.ONEDNN_MIN_WIDTH - 1, "mkl"),  # cost per call
+        # from 128 wide (measured on Zen 5: a 128-wide SAC update 1.89 ms against MKL's 1.94)
+        ("auto", AMD + X86_NO_BF16, 128, "onednn"),
+        ("auto", AMD + X86_NO_BF16, 127, "mkl"),  # narrower: oneDNN's cost per call loses
         ("auto", AMD + "flags : fpu avx2 fma\n", 256, "mkl"),  # no AVX-512: no faster kernels
         ("auto", INTEL + X86_NO_BF16, 256, "mkl"),  # MKL's own fast path
         ("auto", AMD + X86_AMX, 256, "mkl"),  # AMX: the switch would round to bf16
@@ -382,3 +383,42 @@ def test_the_accuracy_guard_tells_a_bf16_product_from_a_float32_one(
 
     monkeypatch.setattr(torch.Tensor, "__matmul__", bf16_matmul)
     assert not precision.products_stay_float32()
+
+
+@pytest.fixture
+def restore_tf32():
+    """configure() sets process-wide TF32 switches; put them back afterwards."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize(
+    ("name", "device", "tf32"),
+    [("bf16", "cuda", True), ("fp32", "cuda", False), ("bf16", "cpu", False)],
+)
+def test_tf32_is_allowed_on_cuda_under_bf16_only(
+    name: str, device: str, tf32: bool, restore_tf32, restore_fp32_switch
+) -> None:
+    """The issue's rule: `--precision bf16` also lets CUDA's float32 products use TF32; fp32
+    keeps them exact, and a CPU has no TF32. (The switches are plain settings: no GPU needed.)"""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    precision.configure(name, torch.device(device), 32)
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    assert torch.backends.cudnn.allow_tf32 is tf32
+
+
+def test_a_gpu_that_would_only_emulate_bf16_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU without bf16 tensor cores (a V100, a T4) runs bf16 only by emulation: refused,
+    naming the GPU; one with them is not."""
+    native = {"value": False}
+
+    def supported(including_emulation: bool = True) -> bool:
+        return including_emulation or native["value"]
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    refusal = precision.bf16_refusal(torch.device("cuda"))
+    assert refusal == "--precision bf16: Tesla V100 has no native bf16 matrix products; use fp32"
+    native["value"] = True
+    assert precision.bf16_refusal(torch.device("cuda")) is None
