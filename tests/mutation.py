@@ -62,6 +62,25 @@ _SEED_ROLLOUT = (
 _SEED_PHASE2 = _SEEDS + "test_phase2_stops_each_seed_on_its_own_and_keeps_each_seeds_best_snapshot"
 _SEED_BUFFERS = _SEEDS + "test_seed_buffers_draw_each_seeds_indices_from_its_own_generator"
 
+# test_resume's runs in this process (its kill-and-resume runs, in subprocesses, are too slow to
+# repeat per mutant; they run in the suite)
+_RESUME_IN_PROCESS = [
+    "test_resume.py::" + name
+    for name in (
+        "test_resume_from_a_folder_with_config_but_no_checkpoint",
+        "test_torn_newest_checkpoint_falls_back_to_the_previous",
+        "test_lost_or_torn_last_csv_row_is_restored_from_the_checkpoint",
+        "test_keep_checkpoints_1_keeps_one_file",
+        "test_resume_with_no_run_there",
+        "test_foreign_checkpoint_is_refused_untouched",
+        "test_refused_resume_leaves_the_lock_file_as_it_was",
+        "test_nan_critic_loss_once_rolls_back_and_completes",
+        "test_nan_forever_stops_after_max_rollbacks",
+        "test_nan_model_loss_once_triggers_the_model_check",
+        "test_one_seeds_divergence_gives_it_a_fresh_stream_and_replays_the_others_exactly",
+    )
+]
+
 # module name -> (source file, test files (or node ids) that must notice a bug in it)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "wasserstein": ("usbpo_cli/models/wasserstein.py", ["test_wasserstein.py", "test_phase2.py"]),
@@ -202,6 +221,19 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "checkpoint": (
         "usbpo_cli/runs/checkpoint.py",
         ["test_checkpoint_files.py", "test_cli_trust.py", "test_grid_trust.py"],
+    ),
+    # One run from its spec to its last row: validation, config.json, resume, rollback.
+    "runner": (
+        "usbpo_cli/runs/runner.py",
+        [
+            "test_runner.py",
+            "test_hostile.py",
+            "test_run_folders.py",
+            "test_cli_trust.py",
+            "test_grid_trust.py",
+            "test_env_state.py",
+            *_RESUME_IN_PROCESS,
+        ],
     ),
     # Which runs a grid holds and what each is labelled (compare and ablate).
     "grids": (

@@ -1,0 +1,159 @@
+"""One run from its spec (runs/runner.py): what `config.json` records about the run (read back
+against the spec, the environment and git), which specs may train together as one agent, and
+what a resume that finds rows without a checkpoint, or unreadable checkpoints, does with them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import progress_rows
+
+from usbpo_cli.errors import UsageError
+from usbpo_cli.runs.runner import MAX_STEPS, RunSpec, prepare_run, resolve_device, resolve_run
+
+ENV = "InvertedPendulum-v4"
+
+
+def spec(out: Path, algo: str = "sac", seed: int = 0, steps: int = 200, **kw) -> RunSpec:
+    return RunSpec(ENV, algo, seed, steps, out, preset="tiny", **kw)
+
+
+def test_config_json_records_the_run_as_it_was_asked_for(tmp_path: Path) -> None:
+    one = spec(tmp_path / "run", seed=7, steps=300, overrides=["gamma=0.9"])
+    run = prepare_run(one)
+    for lock in run.locks:
+        lock.release()
+    payload = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (payload["algo"], payload["env_id"], payload["seed"], payload["steps"]) == (
+        "sac",
+        ENV,
+        7,
+        300,
+    )
+    assert (payload["device"], payload["precision"], payload["preset"]) == ("cpu", "fp32", "tiny")
+    assert payload["compile"] is False and payload["truncate_obs"] is False
+    assert payload["config"]["gamma"] == 0.9
+    assert payload["deviations_from_paper"]["gamma"] == {"paper": 0.99, "used": 0.9, "by": "--set"}
+    assert payload["task"]["obs_dim"] == 4 and payload["task"]["act_dim"] == 1
+    assert payload["versions"]["torch"] == torch.__version__
+    assert payload["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert "no_paper_values" not in payload  # a paper task borrows nothing
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+    assert payload["git_commit"] == (head or None)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"steps": 0}, "--steps must be positive, got 0"),
+        ({"steps": MAX_STEPS + 1}, f"--steps must be at most 1e9 ({MAX_STEPS})"),
+        ({"seed": -1}, "--seed must be >= 0, got -1"),
+        ({"device": "tpu"}, "--device 'tpu'"),
+        ({"device": "meta"}, "only cpu and cuda are supported"),
+        ({"algo": "ppo", "precision": "bf16"}, "ppo runs in fp32 only"),
+        ({"algo": "ppo", "compile": True}, "--compile compiles SAC's update, and ppo here uses"),
+        ({"algo": "td3", "compile": True}, "and td3 here uses td3's"),
+    ],
+)
+def test_a_spec_is_refused_before_any_file_is_written(
+    change: dict, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("USBPO_ALLOW_EMULATED_BF16", "1")
+    bad = dataclasses.replace(spec(tmp_path / "run"), **change)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        resolve_run(bad)
+    with pytest.raises(UsageError):
+        prepare_run(bad)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_largest_step_count_and_seed_zero_are_taken(tmp_path: Path) -> None:
+    config, payload = resolve_run(spec(tmp_path / "run", seed=0, steps=MAX_STEPS))
+    assert payload["steps"] == MAX_STEPS and payload["seed"] == 0
+    assert resolve_run(spec(tmp_path / "run", steps=1))[1]["steps"] == 1
+
+
+def test_a_device_is_named_as_torch_names_it() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="^--device cuda: no CUDA device is visible"):
+            resolve_device("cuda:0")
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        ([], "no run to prepare"),
+        ([{"seed": 0}, {"seed": 1, "steps": 300}], "must share env, algo, steps and settings"),
+        ([{"seed": 0}, {"seed": 1, "overrides": ["gamma=0.9"]}], "must share"),
+        ([{"seed": 2}, {"seed": 2}], "seeds trained together must differ"),
+        ([{"seed": 0, "algo": "ppo"}, {"seed": 1, "algo": "ppo"}], "ppo trains one seed per"),
+    ],
+)
+def test_only_seeds_of_one_configuration_train_as_one_agent(
+    specs: list[dict], message: str, tmp_path: Path
+) -> None:
+    built = [spec(tmp_path / f"s{i}", **{"algo": "sac", **one}) for i, one in enumerate(specs)]
+    with pytest.raises(UsageError, match=message):
+        prepare_run(built)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_seeds_train_together_each_in_its_own_folder(tmp_path: Path) -> None:
+    run = prepare_run([spec(tmp_path / "a", seed=3), spec(tmp_path / "b", seed=4)])
+    run.train()
+    for folder, seed in (("a", 3), ("b", 4)):
+        assert json.loads((tmp_path / folder / "config.json").read_text())["seed"] == seed
+        assert [row["env_step"] for row in progress_rows(tmp_path / folder)] == ["100", "200"]
+    assert [s.rows for s in run.summaries] == [2, 2]
+
+
+def test_seeds_standing_at_different_steps_are_not_resumed_together(tmp_path: Path) -> None:
+    """Seed a finished at step 200; seed b only started: they cannot go on as one agent."""
+    prepare_run(spec(tmp_path / "a", seed=3)).train()
+    first = prepare_run(spec(tmp_path / "b", seed=4))
+    for lock in first.locks:
+        lock.release()
+    pair = [spec(tmp_path / "a", seed=3), spec(tmp_path / "b", seed=4)]
+    with pytest.raises(UsageError, match=r"same env step; these stand at \[0, 200\]"):
+        prepare_run(pair, resume=True)
+
+
+def test_rows_without_any_checkpoint_are_kept_aside_and_the_run_starts_over(
+    tmp_path: Path,
+) -> None:
+    """--resume --restart on a run whose checkpoints are all unreadable: they go to
+    checkpoints/unreadable-<time>/, its rows to progress.unresumable-<time>.csv, and the run
+    starts again from step 0, saying each of these in events.log."""
+    out = tmp_path / "run"
+    prepare_run(spec(out)).train()
+    rows_before = (out / "progress.csv").read_text()
+    for checkpoint in (out / "checkpoints").glob("ckpt-*"):
+        checkpoint.write_bytes(b"torn")
+    with pytest.raises(UsageError, match="no readable checkpoint"):
+        prepare_run(spec(out), resume=True)
+    run = prepare_run(spec(out), resume=True, restart=True)
+    aside = [p for p in (out / "checkpoints").iterdir() if p.name.startswith("unreadable-")]
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == [
+        "ckpt-0000000100.pt",
+        "ckpt-0000000200.pt",
+    ]
+    kept = list(out.glob("progress.unresumable-*.csv"))
+    assert len(kept) == 1 and kept[0].read_text() == rows_before
+    assert not (out / "progress.csv").exists()
+    assert [p.name for p in (out / "checkpoints").glob("ckpt-*")] == ["ckpt-0000000000.pt"]
+    run.train()
+    events = (out / "events.log").read_text()
+    assert "--restart: no readable checkpoint; starting this run over" in events
+    assert "2 unreadable checkpoint file(s) kept in checkpoints/unreadable-" in events
+    assert f"earlier rows kept in {kept[0].name}" in events
+    assert [row["env_step"] for row in progress_rows(out)] == ["100", "200"]
