@@ -464,3 +464,13 @@ def test_a_reseeded_stream_is_new_per_salt_and_per_seed_and_repeatable() -> None
     assert torch.equal(draws(0, 1), first)
     assert not torch.equal(draws(0, 2), first)
     assert not torch.equal(draws(1, 1), first)
+
+
+def test_every_agent_refuses_a_negative_evaluation_count_or_an_empty_epoch() -> None:
+    from usbpo_cli.errors import UsageError
+
+    AgentConfig(epoch_length=1, eval_episodes=0).validate()  # no evaluation is allowed
+    with pytest.raises(UsageError, match="eval_episodes must be >= 0, got -1"):
+        AgentConfig(eval_episodes=-1).validate()
+    with pytest.raises(UsageError, match="epoch_length must be positive, got 0"):
+        AgentConfig(epoch_length=0).validate()

@@ -117,6 +117,16 @@ def test_without_the_saved_state_the_env_does_not_go_on_the_same(env_id: str) ->
     assert not same(play(first, plan), play(second, plan))
 
 
+def test_mujocos_saved_state_is_a_copy_not_a_view_of_the_running_env() -> None:
+    env = make_env("Humanoid-v4", seed=0)
+    env.reset()
+    state = capture_env(env)
+    derived = {name: array.copy() for name, array in state["mujoco_derived"].items()}
+    env.step(env.action_space.sample())
+    assert all(np.array_equal(state["mujoco_derived"][k], v) for k, v in derived.items())
+    assert not np.array_equal(env.unwrapped.data.xipos, derived["xipos"])
+
+
 def test_a_saved_state_is_a_copy_not_a_view_of_the_running_env() -> None:
     env = make_env("Pendulum-v1", seed=0)
     env.reset()

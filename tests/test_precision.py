@@ -10,6 +10,7 @@ within bf16's precision.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -326,6 +327,13 @@ def test_an_agent_routes_its_products_by_its_widest_hidden_layer(
         config, _ = resolve_config(sac.config_cls, None, preset, {})
         sac.agent_cls("InvertedPendulum-v4", config, seed=0, total_steps=10)
         assert torch.backends.mkldnn.matmul.fp32_precision == switch, preset
+    # an agent with several networks is routed by its widest: a 256-wide policy beside a
+    # 64-wide model
+    mbpo = get_algorithm("mbpo")
+    config, _ = resolve_config(mbpo.config_cls, None, "tiny", {})
+    config = dataclasses.replace(config, hidden_size=256, model_hidden_size=64)
+    mbpo.agent_cls("InvertedPendulum-v4", config, seed=0, total_steps=10)
+    assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
 
 
 def test_an_unknown_fp32_products_choice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
