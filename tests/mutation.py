@@ -271,7 +271,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "env_state": ("usbpo_cli/envs/state.py", ["test_env_state.py", "test_agent_base.py"]),
     # How a task is built and checked: ids, spaces, MBPO's truncated observations, seeding.
-    "tasks": ("usbpo_cli/envs/tasks.py", ["test_envs.py", "test_hostile.py", "test_env_state.py"]),
+    "tasks": (
+        "usbpo_cli/envs/tasks.py",
+        ["test_tasks.py", "test_envs.py", "test_hostile.py", "test_env_state.py"],
+    ),
     # Where products may run in bf16, and the refusal on a CPU that would only emulate it.
     "precision": ("usbpo_cli/util/precision.py", ["test_precision.py"]),
     "ppo": (
