@@ -227,12 +227,12 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "usbpo_cli/runs/runner.py",
         [
             "test_runner.py",
-            "test_hostile.py",
             "test_run_folders.py",
             "test_cli_trust.py",
             "test_grid_trust.py",
-            "test_env_state.py",
             *_RESUME_IN_PROCESS,
+            "test_env_state.py",
+            "test_hostile.py",
         ],
     ),
     # Which runs a grid holds and what each is labelled (compare and ablate).
