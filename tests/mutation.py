@@ -233,6 +233,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             *_RESUME_IN_PROCESS,
             "test_env_state.py",
             "test_hostile.py",
+            # the checks resolve_run makes before anything is written, tested with the flags
+            "test_precision.py::test_cli_refuses_bf16_on_a_cpu_without_it_before_writing_anything",
+            "test_allocator.py::test_a_bad_choice_is_refused_before_a_run_writes_anything",
+            "test_compile.py::test_cli_refuses_compile_where_it_cannot_build_before_writing_anything",
         ],
     ),
     # Which runs a grid holds and what each is labelled (compare and ablate).
