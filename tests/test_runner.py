@@ -16,6 +16,7 @@ import torch
 from cli_helpers import progress_rows
 
 from usbpo_cli.errors import UsageError
+from usbpo_cli.runs.lock import RunLock
 from usbpo_cli.runs.runner import MAX_STEPS, RunSpec, prepare_run, resolve_device, resolve_run
 
 ENV = "InvertedPendulum-v4"
@@ -89,6 +90,47 @@ def test_a_device_is_named_as_torch_names_it() -> None:
             resolve_device("cuda:0")
 
 
+def test_a_cuda_device_must_be_one_torch_can_see(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine with one GPU (torch's answers replaced): cuda and cuda:0 are it, cuda:1
+    is refused naming how many there are."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(UsageError, match=re.escape("--device cuda:1: only 1 CUDA device(s)")):
+        resolve_device("cuda:1")
+
+
+def holder(out: Path) -> str | None:
+    """Who holds `out`'s run lock (None: nobody; the lock is taken and let go again)."""
+    try:
+        RunLock(out).release()
+    except UsageError as busy:
+        return str(busy)
+    return None
+
+
+def test_a_prepared_run_holds_its_folder_until_it_ends(tmp_path: Path) -> None:
+    """Prepared, the run names this process as the lock's holder; trained to the end, it lets
+    the folder go. (flock locks are per open file, so this process sees its own lock.)"""
+    import os
+    import socket
+
+    run = prepare_run(spec(tmp_path / "run"))
+    assert run.spec.out == tmp_path / "run" and run.specs == [run.spec]
+    busy = holder(tmp_path / "run")
+    assert busy is not None and f"in use by pid {os.getpid()} on {socket.gethostname()}" in busy
+    run.train()
+    assert holder(tmp_path / "run") is None
+
+
+def test_a_lone_seed_of_an_algorithm_that_does_not_vectorise_is_prepared(tmp_path: Path) -> None:
+    run = prepare_run(spec(tmp_path / "run", algo="ppo"))
+    for lock in run.locks:
+        lock.release()
+    assert (tmp_path / "run" / "config.json").exists()
+
+
 @pytest.mark.parametrize(
     ("specs", "message"),
     [
@@ -110,6 +152,7 @@ def test_only_seeds_of_one_configuration_train_as_one_agent(
 
 def test_two_seeds_train_together_each_in_its_own_folder(tmp_path: Path) -> None:
     run = prepare_run([spec(tmp_path / "a", seed=3), spec(tmp_path / "b", seed=4)])
+    assert run.spec.seed == 3
     run.train()
     for folder, seed in (("a", 3), ("b", 4)):
         assert json.loads((tmp_path / folder / "config.json").read_text())["seed"] == seed
@@ -126,6 +169,8 @@ def test_seeds_standing_at_different_steps_are_not_resumed_together(tmp_path: Pa
     pair = [spec(tmp_path / "a", seed=3), spec(tmp_path / "b", seed=4)]
     with pytest.raises(UsageError, match=r"same env step; these stand at \[0, 200\]"):
         prepare_run(pair, resume=True)
+    # the refused preparation let both folders go
+    assert holder(tmp_path / "a") is None and holder(tmp_path / "b") is None
 
 
 def test_rows_without_any_checkpoint_are_kept_aside_and_the_run_starts_over(
