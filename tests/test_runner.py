@@ -124,6 +124,19 @@ def test_a_prepared_run_holds_its_folder_until_it_ends(tmp_path: Path) -> None:
     assert holder(tmp_path / "run") is None
 
 
+def test_a_run_tells_the_user_what_concerns_them_and_logs_the_rest(tmp_path: Path) -> None:
+    """A resume's notes reach the user (the notify callback) and events.log; the end of a run
+    is logged only (the CLI prints its own summary)."""
+    told: list[str] = []
+    out = tmp_path / "run"
+    prepare_run(spec(out, steps=300), notify=told.append).train()
+    assert told == [] and "finished at env step 300" in (out / "events.log").read_text()
+    (out / "checkpoints" / "ckpt-0000000300.pt").unlink()
+    prepare_run(spec(out, steps=300), resume=True, notify=told.append).train()
+    assert any("resumed from env step 200" in message for message in told)
+    assert not any("finished" in message for message in told)
+
+
 def test_a_lone_seed_of_an_algorithm_that_does_not_vectorise_is_prepared(tmp_path: Path) -> None:
     run = prepare_run(spec(tmp_path / "run", algo="ppo"))
     for lock in run.locks:
@@ -167,9 +180,11 @@ def test_seeds_standing_at_different_steps_are_not_resumed_together(tmp_path: Pa
     for lock in first.locks:
         lock.release()
     pair = [spec(tmp_path / "a", seed=3), spec(tmp_path / "b", seed=4)]
-    with pytest.raises(UsageError, match=r"same env step; these stand at \[0, 200\]"):
+    with pytest.raises(UsageError, match=r"same env step; these stand at \[0, 200\]") as info:
         prepare_run(pair, resume=True)
-    # the refused preparation let both folders go
+    # the refused preparation let both folders go, even while its error is still held (its
+    # traceback keeps the preparation's locals alive)
+    assert info.traceback is not None
     assert holder(tmp_path / "a") is None and holder(tmp_path / "b") is None
 
 
