@@ -217,3 +217,37 @@ def test_rows_without_any_checkpoint_are_kept_aside_and_the_run_starts_over(
     assert "2 unreadable checkpoint file(s) kept in checkpoints/unreadable-" in events
     assert f"earlier rows kept in {kept[0].name}" in events
     assert [row["env_step"] for row in progress_rows(out)] == ["100", "200"]
+
+
+def test_a_rollback_tells_of_the_checkpoint_it_had_to_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A divergence rolls back to the newest readable checkpoint; what the checkpoint reader
+    warned about on the way (a torn newer one) goes to events.log with the rollback."""
+    import math
+
+    from usbpo_cli.agents import sac
+    from usbpo_cli.runs.checkpoint import Checkpointer
+
+    original_update, calls = sac.SAC.update, 0
+
+    def diverges_once(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        nonlocal calls
+        calls += 1
+        losses = original_update(self, *args, **kwargs)
+        if calls == 150:  # in the row of step 300
+            losses = {**losses, "critic_loss": torch.full_like(losses["critic_loss"], math.nan)}
+        return losses
+
+    original_load = Checkpointer.load_latest
+
+    def with_a_warning(self):  # noqa: ANN001, ANN202
+        state, warnings = original_load(self)
+        return state, [*warnings, "skipped a torn ckpt-0000000300.pt (test)"]
+
+    monkeypatch.setattr(sac.SAC, "update", diverges_once)
+    monkeypatch.setattr(Checkpointer, "load_latest", with_a_warning)
+    prepare_run(spec(tmp_path / "run", steps=300)).train()
+    events = (tmp_path / "run" / "events.log").read_text()
+    assert "skipped a torn ckpt-0000000300.pt (test)" in events
+    assert events.index("skipped a torn") < events.index("rolled back to env step 200")
