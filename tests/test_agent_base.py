@@ -19,7 +19,6 @@ import torch
 from gymnasium.spaces import Box
 
 from usbpo_cli.agents.base import (
-    GUARDED_COLUMNS,
     AgentConfig,
     BaseAgent,
     LoopState,
@@ -136,7 +135,13 @@ def test_per_seed_takes_one_per_seed_or_one_for_a_lone_seed() -> None:
         per_seed(print, 2)
 
 
-@pytest.mark.parametrize("column", GUARDED_COLUMNS)
+# The losses of every training phase (README: critic, actor, temperature, model; and USB-PO's
+# phase-2 terms), written out here rather than read from the code's own list.
+DIVERGENCE_LOSSES = ["critic_loss", "actor_loss", "alpha", "model_loss_train"]
+DIVERGENCE_LOSSES += ["model_shift", "model_bias"]
+
+
+@pytest.mark.parametrize("column", DIVERGENCE_LOSSES)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_a_non_finite_loss_is_a_divergence_naming_the_seed(column: str, bad: float) -> None:
     with pytest.raises(TrainingDiverged, match=f"{column} became .* before env step 70") as info:
@@ -145,23 +150,10 @@ def test_a_non_finite_loss_is_a_divergence_naming_the_seed(column: str, bad: flo
 
 
 def test_finite_losses_and_absent_values_are_not_a_divergence() -> None:
-    row = {column: 1e30 for column in GUARDED_COLUMNS}
+    row = {column: 1e30 for column in DIVERGENCE_LOSSES}
     check_finite(row, 5)
-    check_finite({column: None for column in GUARDED_COLUMNS}, 5)
+    check_finite({column: None for column in DIVERGENCE_LOSSES}, 5)
     check_finite({"eval_return_std": float("nan")}, 5)  # not a loss: an unlucky evaluation
-
-
-def test_the_losses_a_divergence_is_judged_on() -> None:
-    """The losses of every training phase: the policy's, the temperature, the model's and
-    USB-PO's phase-2 terms."""
-    assert set(GUARDED_COLUMNS) == {
-        "critic_loss",
-        "actor_loss",
-        "alpha",
-        "model_loss_train",
-        "model_shift",
-        "model_bias",
-    }
 
 
 # --- an agent over the shared base ------------------------------------------------------
