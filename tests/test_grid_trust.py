@@ -451,10 +451,13 @@ def test_restart_starts_over_and_keeps_what_was_there(
     assert [r["env_step"] for r in rows(run / "progress.csv")] == ["100"]
     kept = list(run.glob("progress.unresumable-*.csv"))
     assert len(kept) == 1 and kept[0].read_text() == old_rows
-    aside = list((run / "checkpoints").glob("unreadable-*/ckpt-*.pt"))
-    assert len(aside) == (2 if damage is tear_checkpoints else 0)
+    aside = sorted(p.name for p in (run / "checkpoints").glob("unreadable-*/ckpt-*.pt"))
+    torn = damage is tear_checkpoints
+    assert aside == (["ckpt-0000000000.pt", "ckpt-0000000100.pt"] if torn else [])
     events = (run / "events.log").read_text()
-    assert "--restart: no readable checkpoint" in events
+    assert "--restart: no readable checkpoint; starting this run over" in events
+    assert f"earlier rows kept in {kept[0].name}" in events
+    assert ("2 unreadable checkpoint file(s) kept in checkpoints/unreadable-" in events) == torn
     # and from now on it resumes from its own new checkpoints
     ok(*TRAIN, "--out", str(run), "--resume", cwd=tmp_path)
     assert "resumed from env step 100" in (run / "events.log").read_text()

@@ -346,9 +346,12 @@ def test_refused_resume_leaves_the_lock_file_as_it_was(tmp_path: Path, short_run
 # divergence guard: rollback to the last checkpoint with a fresh random stream
 
 
-def nan_after(original: Callable, bad_calls: Callable[[int], bool], key: str) -> Callable:
+def nan_after(
+    original: Callable, bad_calls: Callable[[int], bool], key: str, seed: int | None = None
+) -> Callable:
     """Wrap `original` so that calls whose (1-based) number satisfies `bad_calls` report NaN
-    for `key`, the rest pass through unchanged."""
+    for `key` (for one seed's entry only, when `seed` is given), the rest pass through
+    unchanged."""
     calls = 0
 
     def wrapper(*args, **kwargs):
@@ -361,7 +364,11 @@ def nan_after(original: Callable, bad_calls: Callable[[int], bool], key: str) ->
                 bad = [math.nan] * len(value) if isinstance(value, list) else math.nan
                 return dataclasses.replace(result, **{key: bad})
             value = result[key]
-            return {**result, key: torch.full_like(value, math.nan)}
+            if seed is None:
+                return {**result, key: torch.full_like(value, math.nan)}
+            bad = value.clone()
+            bad[seed] = math.nan
+            return {**result, key: bad}
         return result
 
     return wrapper
@@ -448,19 +455,9 @@ def test_one_seeds_divergence_gives_it_a_fresh_stream_and_replays_the_others_exa
         return [RunSpec(ENV, "sac", s, 500, root / f"seed{s}", preset="tiny") for s in (0, 1)]
 
     prepare_run(pair(tmp_path / "clean")).train()
-    original, calls = sac.SAC.update, 0
-
-    def seed_1_diverges_once(self, *args, **kwargs):  # noqa: ANN001, ANN202
-        nonlocal calls
-        calls += 1
-        losses = original(self, *args, **kwargs)
-        if calls == 150:  # tiny: one update per step from step 100, so this is in row 300
-            critic = losses["critic_loss"].clone()
-            critic[1] = math.nan
-            losses = {**losses, "critic_loss": critic}
-        return losses
-
-    monkeypatch.setattr(sac.SAC, "update", seed_1_diverges_once)
+    # tiny: one update per step from step 100, so call 150 is in the row of step 300
+    patched = nan_after(sac.SAC.update, lambda n: n == 150, "critic_loss", seed=1)
+    monkeypatch.setattr(sac.SAC, "update", patched)
     prepare_run(pair(tmp_path / "diverged")).train()
     clean = [stable_rows(progress_rows(tmp_path / "clean" / f"seed{s}")) for s in (0, 1)]
     rows = [stable_rows(progress_rows(tmp_path / "diverged" / f"seed{s}")) for s in (0, 1)]
@@ -472,3 +469,26 @@ def test_one_seeds_divergence_gives_it_a_fresh_stream_and_replays_the_others_exa
     assert "critic_loss became nan" in events[1]
     assert "rolled back to env step 200 (1/3)" in events[1]
     assert "rolled back" not in events[0] and "nan" not in events[0]
+
+
+def test_a_rollback_tells_of_the_checkpoint_it_had_to_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A divergence rolls back to the newest readable checkpoint; what the checkpoint reader
+    warned about on the way (a torn newer one) goes to events.log before the rollback."""
+    from usbpo_cli.agents import sac
+    from usbpo_cli.runs.checkpoint import Checkpointer
+
+    original_load = Checkpointer.load_latest
+
+    def with_a_warning(self):  # noqa: ANN001, ANN202
+        state, warnings = original_load(self)
+        return state, [*warnings, "skipped a torn ckpt-0000000300.pt (test)"]
+
+    patched = nan_after(sac.SAC.update, lambda n: n == 150, "critic_loss")
+    monkeypatch.setattr(sac.SAC, "update", patched)
+    monkeypatch.setattr(Checkpointer, "load_latest", with_a_warning)
+    prepare_run(spec(tmp_path / "run", 300, algo="sac")).train()
+    events = (tmp_path / "run" / "events.log").read_text()
+    assert "skipped a torn ckpt-0000000300.pt (test)" in events
+    assert events.index("skipped a torn") < events.index("rolled back to env step 200")
