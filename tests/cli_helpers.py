@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -113,18 +114,32 @@ def tiny_train_args(algo: str, out: Path) -> list[str]:
 def assert_resume_reproduces(algo: str, finished: Path, tmp_path: Path) -> None:
     """Roll a finished 300-step tiny run back to its step-200 checkpoint (dropping the newest
     checkpoint and the last row), resume it, and demand the same rows as the finished run."""
+    assert_rollback_reproduces(finished, tmp_path, lambda run: tiny_train_args(algo, run))
+
+
+def assert_rollback_reproduces(
+    finished: Path,
+    tmp_path: Path,
+    train_args: Callable[[Path], list[str]],
+    last: int = 300,
+    resumed_from: int = 200,
+) -> subprocess.CompletedProcess:
+    """Copy a finished run (its newest checkpoint at step `last`) to `tmp_path/run`, drop that
+    checkpoint and the last row, resume it with `train_args(run)` and demand the finished run's
+    rows, resumed from step `resumed_from`; the resume's process."""
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    (run / "checkpoints" / "ckpt-0000000300.pt").unlink()
+    (run / "checkpoints" / f"ckpt-{last:010d}.pt").unlink()
     lines = (run / "progress.csv").read_text().splitlines(keepends=True)
     (run / "progress.csv").write_text("".join(lines[:-1]))
-    result = usbpo(*tiny_train_args(algo, run), "--resume", cwd=tmp_path)
+    result = usbpo(*train_args(run), "--resume", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "resumed from env step 200" in (run / "events.log").read_text()
+    assert f"resumed from env step {resumed_from}" in (run / "events.log").read_text()
     rows = progress_rows(run)
     assert stable_rows(rows) == stable_rows(progress_rows(finished))
     # the resumed run's clock continues from the checkpoint's, it does not restart or run back
     assert 0 < float(rows[-2]["wall_time_s"]) <= float(rows[-1]["wall_time_s"])
+    return result
 
 
 def tiny_run(algo: str, root: Path) -> Path:

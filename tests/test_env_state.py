@@ -5,14 +5,13 @@ time-limit cut and the random draws of the resets after it."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from cli_helpers import progress_rows, stable_rows, usbpo, usbpo_inproc
+from cli_helpers import assert_rollback_reproduces, usbpo, usbpo_inproc
 from gymnasium.spaces import Box
 
 from usbpo_cli.envs.state import capture_env, restore_env, saves_simulator
@@ -159,16 +158,10 @@ def test_a_pendulum_run_resumed_mid_episode_writes_the_rows_of_one_uninterrupted
     finished = tmp_path / "finished"
     done = usbpo(*pendulum_args(finished, 300), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    run = tmp_path / "run"
-    shutil.copytree(finished, run)
-    (run / "checkpoints" / "ckpt-0000000300.pt").unlink()
-    lines = (run / "progress.csv").read_text().splitlines(keepends=True)
-    (run / "progress.csv").write_text("".join(lines[:-1]))
-    resumed = usbpo(*pendulum_args(run, 300), "--resume", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from env step 225" in (run / "events.log").read_text()
+    resumed = assert_rollback_reproduces(
+        finished, tmp_path, lambda run: pendulum_args(run, 300), last=300, resumed_from=225
+    )
     assert "not exact" not in resumed.stderr + resumed.stdout
-    assert stable_rows(progress_rows(run)) == stable_rows(progress_rows(finished))
 
 
 class Drift(gym.Env):
