@@ -11,12 +11,17 @@ import gymnasium as gym
 import numpy as np
 
 
+def _is_mujoco(base: gym.Env) -> bool:
+    """A gymnasium MuJoCo env: its simulator is MuJoCo's model and data."""
+    return hasattr(base, "model") and hasattr(base, "data")
+
+
 def saves_simulator(env: gym.Env) -> bool:
     """Whether `capture_env` holds this env's simulator state (MuJoCo, or a classic-control
     `state`, which exists once the env has been reset). For any other env a resumed run goes
     on from wherever the env was rebuilt, not from where it stopped, and the runner says so."""
     base = env.unwrapped
-    return (hasattr(base, "model") and hasattr(base, "data")) or hasattr(base, "state")
+    return _is_mujoco(base) or hasattr(base, "state")
 
 
 # MuJoCo's quantities computed from the state (positions of bodies, centres of mass, com-based
@@ -42,7 +47,7 @@ def capture_env(env: gym.Env) -> dict[str, Any]:
     `state`, and the time-limit counter."""
     base = env.unwrapped
     state: dict[str, Any] = {"np_random": base.np_random.bit_generator.state}
-    if hasattr(base, "model") and hasattr(base, "data"):
+    if _is_mujoco(base):
         import mujoco
 
         kind = mujoco.mjtState.mjSTATE_INTEGRATION
