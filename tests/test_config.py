@@ -232,6 +232,15 @@ def test_other_families_do_not_leak_humanoid_values() -> None:
 DESIGN = Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md"
 
 
+# The words of the table's notes column, and the setting each names.
+DESIGN_NOTES = {
+    "hidden": "model_hidden_size",
+    "train freq": "model_train_freq",
+    "retain": "model_retain_epochs",
+    "epoch": "epoch_length",
+}
+
+
 def design_table() -> dict[str, dict[str, object]]:
     """DESIGN.md's "Paper hyperparameters" table, read as text: per task, G, the rollout
     schedule, the target entropy and the settings its notes name."""
@@ -240,25 +249,15 @@ def design_table() -> dict[str, dict[str, object]]:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) != 5 or not re.fullmatch(r"\[[\d,]+\]", cells[2]):
             continue
-        family = cells[0].split()[0]
         values: dict[str, object] = {
             "updates_per_step": int(cells[1]),
             "rollout_schedule": tuple(int(v) for v in cells[2].strip("[]").split(",")),
             "target_entropy": float(cells[3]),
         }
-        notes = dict(
-            (pattern, int(m.group(1)))
-            for pattern in ("hidden", "train freq", "retain", "epoch")
-            if (m := re.search(rf"{pattern} (\d+)", cells[4]))
-        )
-        names = {
-            "hidden": "model_hidden_size",
-            "train freq": "model_train_freq",
-            "retain": "model_retain_epochs",
-            "epoch": "epoch_length",
-        }
-        values.update({names[k]: v for k, v in notes.items()})
-        rows[family] = values
+        for words, field in DESIGN_NOTES.items():
+            if match := re.search(rf"{words} (\d+)", cells[4]):
+                values[field] = int(match.group(1))
+        rows[cells[0].split()[0]] = values
     return rows
 
 
