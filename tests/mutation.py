@@ -282,6 +282,18 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     # Where products may run in bf16, and the refusal on a CPU that would only emulate it.
     "precision": ("usbpo_cli/util/precision.py", ["test_precision.py"]),
+    # What `plot` draws: each figure's data read from the CSVs, and the refusal of a figure that
+    # lacks its runs (a figure must not draw what its runs do not hold).
+    # (The user's three commands as typed train and compare in subprocesses first: 20 s per
+    # mutant for what test_plot_cli_says_which_grid_and_writes_there checks in process.)
+    "plots": (
+        "usbpo_cli/experiments/plots.py",
+        [
+            "test_plot_trust.py",
+            "test_plots.py",
+            "--deselect=tests/test_plot_trust.py::test_the_users_three_commands_as_typed",
+        ],
+    ),
     "ppo": (
         "baselines/ppo.py",
         [
@@ -584,7 +596,9 @@ def run_child(
     os.dup2(devnull, 2)
     args = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
     plugin = _KillersFirst(list(killers), copy_root / ".killer")
-    code = pytest.main(args + [f"tests/{t}" for t in tests], plugins=[plugin])
+    # an entry starting with "-" is a pytest option (`--deselect=tests/...::slow_test`)
+    paths = [t if t.startswith("-") else f"tests/{t}" for t in tests]
+    code = pytest.main(args + paths, plugins=[plugin])
     os._exit(int(code))
 
 
@@ -750,7 +764,11 @@ def main() -> None:
                 print(f"{m.line:4d} {m.status:10s} {m.key}")
             continue
         tests = args.tests.split(",") if args.tests else MODULES[name][1]
-        missing = [t for t in tests if not (ROOT / "tests" / t.split("::")[0]).exists()]
+        missing = [
+            t
+            for t in tests
+            if not t.startswith("-") and not (ROOT / "tests" / t.split("::")[0]).exists()
+        ]
         if missing:
             sys.exit(f"{name}: test file(s) missing: {', '.join(missing)}")
         start = time.time()

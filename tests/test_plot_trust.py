@@ -10,13 +10,20 @@ progress.csv), except one test that runs the user's own three commands.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
+import matplotlib.colors
+import numpy as np
 import pandas as pd
+import PIL.Image
 import pytest
 from cli_helpers import snapshot, usbpo, usbpo_inproc
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from usbpo_cli.errors import UsageError
@@ -188,6 +195,10 @@ def test_cmlo_threshold_draws_the_alpha_variants(tmp_path: Path) -> None:
     study = write_grid(tmp_path / "runs" / "ablate" / "cmlo-threshold", CMLO_STUDY)
     chosen = plots.select_runs("cmlo-threshold", tmp_path / "runs")
     assert chosen.grid.folder == study
+    # one grid qualifies: named, with nothing about others
+    assert chosen.notes == [
+        f"plot: cmlo-threshold from {study} (9 runs, labels cmlo-alpha1, cmlo-alpha3, cmlo-alpha5)"
+    ]
     fig = plots.make_figure("cmlo-threshold", chosen.runs)
     (ax,) = visible_axes(fig)
     assert ax.get_title() == "Hopper-v4: CMLO threshold"
@@ -593,3 +604,664 @@ def test_finished_runs_carry_no_unfinished_mark(tmp_path: Path) -> None:
     (run / "config.json").write_text(json.dumps({"algo": "sac", "env_id": "Hopper-v4"}))
     stop_early(run, 2)
     assert plots.unfinished_note(plots.with_run_info(aggregate.load_runs(other))) is None
+
+
+# ----------------------------------------------------------------------------- what is drawn
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_style() -> dict[str, float]:
+    """The figure style README's "What the figures state" promises, read from its text."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    patterns = {
+        "width": r"each panel ([\d.]+) in wide",
+        "height": r"and ([\d.]+) in high",
+        "columns": r"at most (\d+) panels a row",
+        "title": r"titles ([\d.]+) pt",
+        "label": r"axis labels and the note above the panels ([\d.]+) pt",
+        "tick": r"tick labels and legends ([\d.]+) pt",
+        "line": r"plain lines ([\d.]+) pt",
+        "dpi": r"PNG at (\d+) dpi",
+    }
+    found = {key: re.search(pattern, text) for key, pattern in patterns.items()}
+    assert all(found.values()), {key: bool(match) for key, match in found.items()}
+    return {key: float(match[1]) for key, match in found.items()}
+
+
+def test_figures_are_sized_and_styled_as_the_readme_says(tmp_path: Path) -> None:
+    """Four envs: a row of three panels and a row of one (two hidden), each panel one column of
+    a two-column paper; fonts, spines, grid, line width and resolution as README states."""
+    style = readme_style()
+    envs = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", COMPARE, envs=envs, seeds=2))
+    fig = plots.make_figure("learning-curves", runs)
+    columns = int(style["columns"])
+    assert columns == 3
+    assert tuple(fig.get_size_inches()) == pytest.approx(
+        (columns * style["width"], 2 * style["height"])
+    )
+    assert len(fig.axes) == 6 and len(visible_axes(fig)) == 4
+    for ax in visible_axes(fig):
+        assert ax.title.get_fontsize() == style["title"]
+        assert ax.xaxis.label.get_fontsize() == ax.yaxis.label.get_fontsize() == style["label"]
+        ticks = [*ax.get_xticklabels(), *ax.get_yticklabels()]
+        assert ticks and {tick.get_fontsize() for tick in ticks} == {style["tick"]}
+        assert not ax.spines["top"].get_visible() and not ax.spines["right"].get_visible()
+        assert all(line.get_visible() for line in ax.xaxis.get_gridlines())
+    assert {text.get_fontsize() for text in fig.legends[0].get_texts()} == {style["tick"]}
+    assert fig.legends[0].get_title().get_fontsize() == style["tick"]
+    stop_early(tmp_path / "g" / "Ant-v4" / "usbpo" / "seed0", 2)
+    unfinished = aggregate.load_runs(tmp_path / "g")
+    for name in ("learning-curves", "delta-magnitude", "compute-cost"):
+        fig = plots.make_figure(name, unfinished)
+        (note,) = [text for text in fig.texts if text.get_text() == fig.get_suptitle()]
+        assert "unfinished" in note.get_text() and note.get_fontsize() == style["label"], name
+    delta = plots.make_figure("delta-magnitude", runs[runs["env"] == "Hopper-v4"])
+    (note,) = [text for text in delta.texts if text.get_text() == delta.get_suptitle()]
+    assert note.get_text().startswith("mean ± std") and note.get_fontsize() == style["label"]
+    widths = {line.get_linewidth() for ax in delta.axes for line in ax.get_lines()}
+    widths -= {0.5}  # the zero line under delta
+    assert widths == {style["line"]}
+    png = plots.plot_figure("learning-curves", runs, tmp_path / "f.png")
+    with PIL.Image.open(png) as image:
+        assert image.info["dpi"] == pytest.approx((style["dpi"], style["dpi"]), abs=0.01)
+    pdf = plots.plot_figure("learning-curves", runs, tmp_path / "f.pdf").read_bytes()
+    # TrueType outlines (matplotlib embeds them as a CIDFontType2), never Type 3 bitmaps
+    assert b"/CIDFontType2" in pdf and b"/Type3" not in pdf
+
+
+@pytest.mark.parametrize(
+    ("steps", "text"),
+    [(999, "999"), (1000, "1k"), (2500, "2.5k"), (999_000, "999k"), (1e6, "1M"), (1.5e6, "1.5M")],
+)
+def test_step_axes_read_in_thousands_and_millions(tmp_path: Path, steps: float, text: str) -> None:
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", COMPARE, seeds=1))
+    for name in ("learning-curves", "delta-magnitude"):
+        for ax in visible_axes(plots.make_figure(name, runs)):
+            assert ax.xaxis.get_major_formatter()(steps, 0) == text
+
+
+def band_at(ax, colour: object) -> dict[float, tuple[float, float]]:
+    """x -> (low, high) of the filled band drawn in `colour`."""
+    (band,) = [c for c in ax.collections if tuple(c.get_facecolor()[0][:3]) == colour[:3]]
+    spans: dict[float, list[float]] = {}
+    for x, y in band.get_paths()[0].vertices:
+        spans.setdefault(round(float(x), 6), []).append(float(y))
+    return {x: (min(ys), max(ys)) for x, ys in spans.items()}
+
+
+def test_the_band_is_one_std_over_seeds_either_side_of_the_mean(tmp_path: Path) -> None:
+    """mbpo (rank 1) returns 20 i + seed for seeds 0, 1, 2 at step 1000 i: mean 20 i + 1 and
+    std (ddof 1) exactly 1, so its band runs from 20 i to 20 i + 2."""
+    grid = write_grid(tmp_path / "g", COMPARE)
+    (ax,) = visible_axes(plots.make_figure("learning-curves", aggregate.load_runs(grid)))
+    (mbpo,) = [line for line in ax.get_lines() if line.get_label() == "mbpo (n=3 seeds)"]
+    band = band_at(ax, matplotlib.colors.to_rgba(mbpo.get_color()))
+    assert band == {
+        float(step): pytest.approx((20.0 * i, 20.0 * i + 2)) for i, step in enumerate(STEPS, 1)
+    }
+
+
+def test_delta_rows_put_usbpo_first_and_carry_a_legend(tmp_path: Path) -> None:
+    """Labels of usbpo runs in a row each: USB-PO's own label first, then natural order (not
+    the alphabetical order in which the runs are grouped)."""
+    variants = (("phase2-both", "usbpo"), ("usbpo-lr1e-5", "usbpo"), ("usbpo", "usbpo"))
+    envs = ("Walker2d-v4", "Hopper-v4")
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", variants, envs=envs, seeds=1))
+    fig = plots.make_figure("delta-magnitude", runs)
+    titles = [ax.get_title() for ax in visible_axes(fig)[::2]]
+    assert titles == [
+        f"{env}: {who}, n=1 seed"
+        for env in ("Hopper-v4", "Walker2d-v4")
+        for who in ("usbpo", "usbpo-lr1e-5 (usbpo)", "phase2-both (usbpo)")
+    ]
+    assert set(legend_texts(fig)) >= {
+        "model shift, after phase 2",
+        "model shift, before phase 2",
+        "model bias, after phase 2",
+        "model bias, before phase 2",
+        "delta",
+    }
+
+
+def test_delta_needs_all_three_columns_with_values(tmp_path: Path) -> None:
+    """Shift and bias alone are not the figure: a run whose delta is still empty (one model
+    training: delta starts at the second) or whose CSV has no delta column is refused."""
+    early = aggregate.load_runs(write_grid(tmp_path / "g", (("usbpo", "usbpo"),), steps=(1000,)))
+    assert early["model_shift"].notna().all() and early["delta"].isna().all()
+    with pytest.raises(UsageError, match="needs column.*delta.*have none"):
+        plots.make_figure("delta-magnitude", early)
+    runs = aggregate.load_runs(write_grid(tmp_path / "h", (("usbpo", "usbpo"),)))
+    with pytest.raises(plots.NotQualified):
+        plots.qualifying_runs("delta-magnitude", runs.drop(columns=["delta"]))
+
+
+def test_make_figure_reports_what_it_leaves_out(tmp_path: Path) -> None:
+    """Each note of `qualifying_runs` reaches `report`, as does a --reference that a figure
+    other than learning-curves cannot use."""
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", (*COMPARE, ("sac", "sac"))))
+    said: list[str] = []
+    plots.make_figure("delta-magnitude", runs, reference_dir=tmp_path, report=said.append)
+    assert said == [
+        "plot: left out label(s) sac: no values in delta, model_shift, model_bias",
+        "plot: drawing the usbpo runs only; cmlo, mbpo also logged delta, model_shift, model_bias",
+        "reference: figure delta-magnitude overlays no published curves (learning-curves does)",
+    ]
+
+
+def test_an_unknown_figure_is_refused_by_every_entry_point(tmp_path: Path) -> None:
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", COMPARE, seeds=1))
+    for call in (
+        lambda: plots.make_figure("fig9", runs),
+        lambda: plots.select_runs("fig9", tmp_path),
+        lambda: plots.plot_figure("fig9", runs, tmp_path / "f.png"),
+    ):
+        with pytest.raises(UsageError, match="unknown figure 'fig9' \\(choose: learning-curves"):
+            call()
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_run_info_is_read_once(tmp_path: Path) -> None:
+    """A frame that carries its runs' config.json info is drawn as it is: the info is not read
+    again (a run moved or rewritten since does not change what was selected)."""
+    grid = write_grid(tmp_path / "g", COMPARE, seeds=1)
+    framed = plots.with_run_info(aggregate.load_runs(grid))
+    assert plots.with_run_info(framed) is framed
+    for config in grid.rglob("config.json"):
+        config.unlink()
+    assert set(plots.qualifying_runs("delta-magnitude", framed)[0]["algo"]) == {"usbpo"}
+
+
+def test_unfinished_runs_of_several_envs_name_their_env(tmp_path: Path) -> None:
+    grid = write_grid(tmp_path / "g", COMPARE, envs=("Hopper-v4", "Walker2d-v4"), seeds=1)
+    stop_early(grid / "Walker2d-v4" / "mbpo" / "seed0", 3)
+    assert plots.unfinished_note(aggregate.load_runs(grid)) == (
+        "unfinished: 1 of 6 runs (Walker2d-v4 mbpo seed 0 at 3k of 4k env steps)"
+    )
+
+
+def test_a_run_folder_outside_the_seed_layout_is_a_grid_by_its_parent(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    assert plots.grid_folder(root / "a" / "b" / "my-run", root) == root / "a" / "b"
+    assert plots.grid_folder(root / "g" / "Hopper-v4" / "usbpo" / "seed0", root) == root / "g"
+    assert plots.grid_folder(root, root) == root
+
+
+def test_compute_cost_shows_a_phase_above_a_tenth_of_a_percent(tmp_path: Path) -> None:
+    """README: a phase is shown where some label spends over 0.1% of the panel's largest total
+    in it. SAC's largest total here is 0.5 + 3.5 + 0.2 = 4.2 s per 1000 steps (mean over
+    seeds); rollouts at 0.15% of it are a bar, at 0.05% they are not."""
+    for share, shown in ((0.0015, True), (0.0005, False)):
+        grid = write_grid(tmp_path / str(share), (("sac", "sac"),))
+        for path in grid.rglob("progress.csv"):
+            progress = pd.read_csv(path)
+            progress["t_rollout"] = share * 4.2
+            progress.to_csv(path, index=False)
+        (ax,) = visible_axes(plots.make_figure("compute-cost", aggregate.load_runs(grid)))
+        ticks = [tick.get_text() for tick in ax.get_xticklabels()]
+        assert ("rollouts" in ticks) is shown, (share, ticks)
+    # beside a label that spends 100x longer, 0.15% of SAC's total is below the panel's floor
+    write_grid(tmp_path / "0.0015", (("slow", "sac"),), seeds=1, timing=False)
+    for path in (tmp_path / "0.0015").rglob("slow/*/progress.csv"):
+        progress = pd.read_csv(path)
+        progress["t_policy"] = 420.0
+        progress.to_csv(path, index=False)
+    runs = aggregate.load_runs(tmp_path / "0.0015")
+    (ax,) = visible_axes(plots.make_figure("compute-cost", runs))
+    assert "rollouts" not in [tick.get_text() for tick in ax.get_xticklabels()]
+
+
+def test_compute_cost_of_no_measured_time_has_only_a_total(tmp_path: Path) -> None:
+    """Timing columns of zeros: no phase cost anything, so no phase is a group."""
+    grid = write_grid(tmp_path / "g", (("sac", "sac"),), seeds=1)
+    for path in grid.rglob("progress.csv"):
+        progress = pd.read_csv(path)
+        progress[[c for c in progress if c.startswith("t_")]] = 0.0
+        progress.to_csv(path, index=False)
+    (ax,) = visible_axes(plots.make_figure("compute-cost", aggregate.load_runs(grid)))
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["total"]
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_error_bars_need_two_seeds(tmp_path: Path, seeds: int) -> None:
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", (("sac", "sac"),), seeds=seeds))
+    (ax,) = visible_axes(plots.make_figure("compute-cost", runs))
+    (bars,) = bars_by_label(ax).values()
+    assert (bars.errorbar is not None) is (seeds == 2)
+
+
+def test_a_single_evaluation_is_drawn(tmp_path: Path) -> None:
+    """One seed, one evaluation (and, for delta, one value: the second of two rows)."""
+    runs = aggregate.load_runs(
+        write_grid(tmp_path / "g", (("usbpo", "usbpo"),), steps=(1000,), seeds=1)
+    )
+    (ax,) = visible_axes(plots.make_figure("learning-curves", runs, reference_dir=REFERENCE))
+    (ours,) = [line for line in ax.lines if line.get_label() == "usbpo (n=1 seed, no band)"]
+    assert list(ours.get_xdata()) == [1000] and list(ours.get_ydata()) == [10.0]
+    two = aggregate.load_runs(
+        write_grid(tmp_path / "h", (("usbpo", "usbpo"),), steps=(1000, 2000), seeds=1)
+    )
+    _, right = visible_axes(plots.make_figure("delta-magnitude", two))
+    assert list(right.lines[0].get_ydata()) == pytest.approx([0.005])
+
+
+def test_curves_half_a_point_apart_are_not_called_identical(tmp_path: Path) -> None:
+    write_grid(tmp_path / "g", (("usbpo", "usbpo"),), seeds=1)
+    write_grid(tmp_path / "g", (("mbpo", "mbpo"),), seeds=1)
+    for path in (tmp_path / "g").rglob("mbpo/*/progress.csv"):
+        progress = pd.read_csv(path)
+        progress["eval_return_mean"] += 0.5
+        progress.to_csv(path, index=False)
+    (ax,) = visible_axes(plots.make_figure("learning-curves", aggregate.load_runs(tmp_path / "g")))
+    assert list(ax.texts) == []
+
+
+def test_a_panel_mixing_truncated_and_full_observations_gets_the_full_alm_curve(
+    tmp_path: Path,
+) -> None:
+    grid = write_grid(
+        tmp_path / "g",
+        (("alm", "alm"), ("sac", "sac")),
+        envs=("Ant-v4",),
+        steps=(5000, 10000, 15000),
+        seeds=1,
+    )
+    config = grid / "Ant-v4" / "alm" / "seed0" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "truncate_obs": True}))
+    said: list[str] = []
+    plots.make_figure(
+        "learning-curves", aggregate.load_runs(grid), reference_dir=REFERENCE, report=said.append
+    )
+    (alm,) = [line for line in said if "ALM" in line]
+    assert "alm/gym_ant.csv" in alm
+    (grid / "Ant-v4" / "sac" / "seed0" / "config.json").write_text(config.read_text())
+    said.clear()
+    plots.make_figure(
+        "learning-curves", aggregate.load_runs(grid), reference_dir=REFERENCE, report=said.append
+    )
+    (alm,) = [line for line in said if "ALM" in line]
+    assert "alm/gym_truncated_ant.csv" in alm
+
+
+DESIGN = Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md"
+
+
+def test_the_published_sac_asymptotes_are_designs_reference_numbers() -> None:
+    """DESIGN.md, "Reference numbers": SAC at 1M steps (CleanRL). `--sac-asymptote published`
+    draws those for the envs that have one; ENV=RETURN pairs are the user's own."""
+    text = " ".join(DESIGN.read_text(encoding="utf-8").split())
+    line = re.search(r"SAC at 1M steps \(public CleanRL benchmark\): ([^.]+)\.", text)
+    assert line, "DESIGN.md's SAC reference line"
+    design = {family: float(value) for family, value in re.findall(r"(\w+) ~(\d+)", line[1])}
+    assert len(design) == 5
+    assert plots.PUBLISHED_SAC == design
+    assert plots.sac_asymptotes("published", ["Hopper-v4", "Pendulum-v1", "Humanoid-v5"]) == {
+        "Hopper-v4": design["Hopper"],
+        "Humanoid-v5": design["Humanoid"],
+    }
+    assert plots.sac_asymptotes("published", ["Pendulum-v1"]) is None
+    assert plots.sac_asymptotes("Hopper-v4=3000, Ant-v4 = 4000", ["Hopper-v4"]) == {
+        "Hopper-v4": 3000.0,
+        "Ant-v4": 4000.0,
+    }
+    assert plots.sac_asymptotes("", ["Hopper-v4"]) is None
+    with pytest.raises(UsageError, match="--sac-asymptote 'Hopper': expected ENV=RETURN"):
+        plots.sac_asymptotes("Hopper", ["Hopper-v4"])
+
+
+def test_declarations_cannot_be_changed_in_place() -> None:
+    """What a figure needs is a declaration: a caller cannot weaken it for everyone after."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plots.NEEDS["delta-magnitude"].any_column = True  # type: ignore[misc]
+
+
+def test_alm_reference_is_the_truncated_file_for_truncated_runs() -> None:
+    """ALM publishes Ant with full and with truncated observations (`--truncate-obs`)."""
+    names = {
+        truncated: [ref.path.name for ref in plots.reference_files(REFERENCE, "Ant-v4", cut)[0]]
+        for truncated, cut in ((False, False), (True, True))
+    }
+    assert "gym_ant.csv" in names[False] and "gym_truncated_ant.csv" not in names[False]
+    assert "gym_truncated_ant.csv" in names[True] and "gym_ant.csv" not in names[True]
+    (alm,) = [r for r in plots.reference_files(REFERENCE, "Walker2d-v4")[0] if r.algo == "alm"]
+    assert (alm.display, alm.source, alm.version) == ("ALM", "alm", "gym v2")
+
+
+def test_a_run_without_a_readable_config_has_no_run_info(tmp_path: Path) -> None:
+    """No config.json: algo is the label, exploration and --steps unknown, not truncated."""
+    grid = write_grid(tmp_path / "g", (("my-sac", "sac"),), seeds=1)
+    (grid / "Hopper-v4" / "my-sac" / "seed0" / "config.json").write_text("[1, 2]")
+    info = plots.with_run_info(aggregate.load_runs(grid)).iloc[0]
+    assert info["algo"] == "my-sac" and not info["truncate_obs"]
+    assert pd.isna(info["initial_steps"]) and pd.isna(info["planned_steps"])
+
+
+def test_a_manifest_is_looked_for_up_to_the_runs_folder_only(tmp_path: Path) -> None:
+    """A grid.json several levels above a run (under --runs) makes that folder the grid; one
+    above --runs does not."""
+    root = tmp_path / "outer" / "runs"
+    (tmp_path / "outer" / "grid.json").parent.mkdir(parents=True)
+    (tmp_path / "outer" / "grid.json").write_text("{}")
+    seed = root / "g" / "Hopper-v4" / "usbpo" / "seed0"
+    assert plots.grid_folder(seed, root) == root / "g"
+    (root / "mine").mkdir(parents=True)
+    (root / "mine" / "grid.json").write_text("{}")
+    assert plots.grid_folder(root / "mine" / "a" / "b" / "c" / "run", root) == root / "mine"
+
+
+def test_manifest_labels_are_the_nonempty_strings_it_lists() -> None:
+    manifest = {"variants": [{"label": ""}, {"label": 3}, {"label": "a"}, "b", {"algo": "x"}, ""]}
+    assert plots.manifest_labels(manifest) == ["a", "b"]
+    assert plots.manifest_labels({"algos": ["usbpo", "mbpo"]}) == ["usbpo", "mbpo"]
+    assert plots.manifest_labels({}) == []
+
+
+def test_one_seed_has_a_band_of_zero_width_and_every_point_marked(tmp_path: Path) -> None:
+    """With one seed there is no spread: the band is the line itself (and the legend says no
+    band). A curve of four evaluations marks all four."""
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", (("sac", "sac"),), seeds=1))
+    (ax,) = visible_axes(plots.make_figure("learning-curves", runs))
+    (line,) = ax.get_lines()
+    band = band_at(ax, matplotlib.colors.to_rgba(line.get_color()))
+    assert band == {float(s): (10.0 * i, 10.0 * i) for i, s in enumerate(STEPS, 1)}
+    start, every = line.get_markevery()
+    assert len(range(start, len(STEPS), every)) == len(STEPS)
+
+
+def test_delta_panels_label_their_axes_and_draw_zero(tmp_path: Path) -> None:
+    """The left axis is a W2 estimate; delta, which can be negative, is drawn against 0. Runs
+    logged before the `_before` columns existed draw the after-phase-2 curves only."""
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", (("usbpo", "usbpo"),)))
+    left, right = visible_axes(plots.make_figure("delta-magnitude", runs))
+    assert left.get_ylabel() == "W2 estimate"
+    assert [list(line.get_ydata()) for line in right.get_lines()][1:] == [[0.0, 0.0]]
+    # a before value missing at one evaluation (the row of the first model training) still
+    # leaves the dashed curves
+    gaps = runs.copy()
+    gaps.loc[gaps["epoch"] == 1, ["model_shift_before", "model_bias_before"]] = None
+    left, _ = visible_axes(plots.make_figure("delta-magnitude", gaps))
+    assert "model shift, before phase 2" in lines_of(left)
+    old = runs.drop(columns=["model_shift_before", "model_bias_before"])
+    left, _ = visible_axes(plots.make_figure("delta-magnitude", old))
+    assert lines_of(left) == ["model shift, after phase 2", "model bias, after phase 2"]
+
+
+def test_compute_cost_names_its_env_and_its_phase_names_do_not_collide(tmp_path: Path) -> None:
+    """Seven groups in one column's width: the phase names under the bars must not overlap."""
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", (("usbpo", "usbpo"), ("sac", "sac"))))
+    fig = plots.make_figure("compute-cost", runs)
+    (ax,) = visible_axes(fig)
+    assert ax.get_title() == "Hopper-v4"
+    assert all(line.get_visible() for line in ax.yaxis.get_gridlines())
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    rectangles = [text_rectangle(tick, renderer) for tick in ax.get_xticklabels()]
+    assert len(rectangles) == 7
+    angle = ax.get_xticklabels()[0].get_rotation()
+    for a, b in zip(rectangles, rectangles[1:]):
+        assert not parallel_rectangles_overlap(a, b, angle), (a, b)
+    # each slanted name ends at its group's tick, so it reads as that group's
+    for x, rectangle in zip(ax.get_xticks(), rectangles):
+        tick_x = ax.transData.transform((x, 0.0))[0]
+        assert rectangle[:, 0].max() == pytest.approx(tick_x, abs=1.0)
+
+
+def text_rectangle(text, renderer) -> np.ndarray:
+    """The four corners (pixels) of a text's own rectangle, rotated as drawn: the window
+    extent is the axis-aligned box around it, which overlaps its neighbour's when slanted."""
+    box = text.get_window_extent(renderer)
+    theta = np.deg2rad(text.get_rotation())
+    c, s = np.cos(theta), np.sin(theta)
+    assert abs(c * c - s * s) > 0.2, "the box's sides fix the rectangle below 40 degrees"
+    width = (c * box.width - s * box.height) / (c * c - s * s)
+    height = (c * box.height - s * box.width) / (c * c - s * s)
+    corners = [(height * s, 0), (height * s + width * c, width * s)]
+    corners += [(width * c, width * s + height * c), (0, height * c)]
+    return np.array(corners) + [box.x0, box.y0]
+
+
+def parallel_rectangles_overlap(a: np.ndarray, b: np.ndarray, angle: float) -> bool:
+    """Rectangles of the same rotation overlap when their extents overlap both along the text
+    and across it (separating axes)."""
+    theta = np.deg2rad(angle)
+    for axis in ((np.cos(theta), np.sin(theta)), (-np.sin(theta), np.cos(theta))):
+        pa, pb = a @ axis, b @ axis
+        if pa.max() <= pb.min() + 0.5 or pb.max() <= pa.min() + 0.5:
+            return False
+    return True
+
+
+def test_a_sources_own_folder_is_a_reference_folder_too(tmp_path: Path) -> None:
+    """`--reference ../shared/reference/erl_lib` reads erl_lib's curves, and only those."""
+    found, _ = plots.reference_files(REFERENCE / "erl_lib", "Hopper-v4")
+    assert [(ref.source, ref.algo) for ref in found] == [
+        ("erl_lib", "mbpo"),
+        ("erl_lib", "sac"),
+        ("erl_lib", "macura"),
+    ]
+    found, _ = plots.reference_files(REFERENCE / "tianshou", "InvertedPendulum-v4")
+    assert {ref.source for ref in found} == {"tianshou"} and len(found) == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found[0].path = tmp_path  # type: ignore[misc]
+
+
+def test_a_published_curve_needs_two_points_within_the_run(tmp_path: Path) -> None:
+    """A published curve at steps 0, 1000, 2000: a run to 1000 steps draws its first two
+    points (a line); a run to 999 steps has one point there, and it is not drawn."""
+    folder = tmp_path / "reference" / "erl_lib" / "sac"
+    folder.mkdir(parents=True)
+    rows = [f"{step},0,{step / 10},{seed}" for seed in (0, 1) for step in (0, 1000, 2000)]
+    (folder / "Hopper.csv").write_text("step,time,reward,seed\n" + "\n".join(rows) + "\n")
+    for last, drawn in ((1000, 2), (999, 0)):
+        grid = write_grid(tmp_path / f"g{last}", (("sac", "sac"),), steps=(last,), seeds=1)
+        said: list[str] = []
+        fig = plots.make_figure(
+            "learning-curves",
+            aggregate.load_runs(grid),
+            reference_dir=tmp_path / "reference",
+            report=said.append,
+        )
+        (ax,) = visible_axes(fig)
+        published = [line for line in ax.get_lines() if "published" in line.get_label()]
+        assert [len(line.get_xdata()) for line in published] == ([drawn] if drawn else [])
+        assert ("not drawn: 1 point(s)" in said[0]) is (drawn == 0), said
+
+
+def legend_columns(fig: Figure) -> int:
+    """Columns of the figure's legend, counted from where its entries are drawn."""
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    lefts = {round(text.get_window_extent(renderer).x0) for text in fig.legends[0].get_texts()}
+    return len(lefts)
+
+
+def test_the_legend_is_never_wider_than_the_panels(tmp_path: Path) -> None:
+    """README: up to 2 columns under one panel, 4 under several, fewer where labels are long;
+    the saved image stays the panels' width (a paper would otherwise shrink it, fonts and all)."""
+    style = readme_style()
+    five = (*COMPARE, ("sac", "sac"), ("td3", "td3"))
+    grid = write_grid(tmp_path / "g", five, envs=("Hopper-v4", "Ant-v4"), initial_steps=None)
+    runs = aggregate.load_runs(grid)
+    one_panel = runs[runs["env"] == "Hopper-v4"]
+    assert legend_columns(plots.make_figure("learning-curves", one_panel)) == 2
+    assert legend_columns(plots.make_figure("learning-curves", runs)) == 4
+    # five labels of one seed each: "lab0 (n=1 seed, no band)" is too long for two columns
+    variants = tuple((f"lab{i}", "sac") for i in range(5))
+    long = aggregate.load_runs(write_grid(tmp_path / "long", variants, seeds=1))
+    for name in ("learning-curves", "compute-cost"):
+        fig = plots.make_figure(name, long)
+        renderer = fig.canvas.get_renderer()
+        assert fig.legends[0].get_window_extent(renderer).width <= fig.bbox.width
+        png = plots.plot_figure(name, long, tmp_path / f"{name}.png")
+        with PIL.Image.open(png) as image:
+            assert image.size[0] <= style["width"] * style["dpi"], name
+
+
+@pytest.mark.parametrize(
+    ("name", "has_step"), [("gym_ant.csv", True), ("gym_truncated_humanoid.csv", False)]
+)
+def test_alm_curves_are_the_mean_of_their_seed_columns(name: str, has_step: bool) -> None:
+    """ALM's files: `Step` then one column per seed, or (truncated Humanoid) the seed columns
+    alone, one row every 5k steps from 5k (reference README). Read here with the csv module."""
+    with (REFERENCE / "alm" / name).open(newline="") as file:
+        header, *body = [row for row in csv.reader(file) if row]
+    seeds = header[1:] if has_step else header
+    complete = [row for row in body if all(cell.strip() for cell in row)]
+    steps = [float(row[0]) if has_step else 5000.0 * (k + 1) for k, row in enumerate(body)]
+    step_of = {id(row): step for row, step in zip(body, steps)}
+    expected = [
+        (step_of[id(row)], sum(map(float, row[1:] if has_step else row)) / len(seeds))
+        for row in complete
+    ]
+    curve, n_seeds = plots.load_reference(
+        plots.ReferenceFile("alm", "ALM", "alm", "gym v2", REFERENCE / "alm" / name)
+    )
+    assert n_seeds == len(seeds) == 5
+    assert list(zip(curve["step"], curve["reward"])) == pytest.approx(expected)
+
+
+def test_a_wide_reference_row_that_a_seed_lacks_is_left_out(tmp_path: Path) -> None:
+    """The mean at a step is over every seed: a row with a missing seed is not drawn."""
+    path = tmp_path / "gym_ant.csv"
+    path.write_text("Step,a,b\n5000,1,3\n10000,,5\n15000,4,6\n")
+    curve, n_seeds = plots.load_reference(plots.ReferenceFile("alm", "ALM", "alm", "v2", path))
+    assert n_seeds == 2
+    assert list(zip(curve["step"], curve["reward"])) == [(5000.0, 2.0), (15000.0, 5.0)]
+
+
+def test_one_unfinished_run_of_one(tmp_path: Path) -> None:
+    grid = write_grid(tmp_path / "g", (("sac", "sac"),), seeds=1)
+    stop_early(grid / "Hopper-v4" / "sac" / "seed0", 1)
+    assert plots.unfinished_note(aggregate.load_runs(grid)) == (
+        "unfinished: 1 of 1 run (sac seed 0 at 1k of 4k env steps)"
+    )
+
+
+def test_a_grid_is_as_recent_as_its_last_written_run(tmp_path: Path) -> None:
+    """Grid a's runs wrote 2 h and 1 min ago, grid b's 1 h ago: a wrote last."""
+    root = tmp_path / "runs"
+    a = write_grid(root / "a", (("usbpo", "usbpo"),), seeds=2)
+    b = write_grid(root / "b", (("usbpo", "usbpo"),), seeds=2)
+    age(a, 7200)
+    age(b, 3600)
+    age(a / "Hopper-v4" / "usbpo" / "seed1", 60)
+    assert plots.select_runs("delta-magnitude", root).grid.folder == a
+
+
+def test_each_labels_bars_stay_within_their_group(tmp_path: Path) -> None:
+    """Per phase, one bar per label side by side: bars of different labels never overlap and
+    none reaches into the next group."""
+    variants = (("usbpo", "usbpo"), ("mbpo", "mbpo"), ("sac", "sac"))
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", variants))
+    (ax,) = visible_axes(plots.make_figure("compute-cost", runs))
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for container in bars_by_label(ax).values():
+        for patch in container.patches:
+            centre = patch.get_x() + patch.get_width() / 2
+            spans.setdefault(round(centre), []).append(
+                (patch.get_x(), patch.get_x() + patch.get_width())
+            )
+    assert sorted(spans) == list(range(7))
+    for group, bars in spans.items():
+        bars.sort()
+        assert all(left > group - 0.5 and right < group + 0.5 for left, right in bars)
+        assert all(a[1] <= b[0] + 1e-9 for a, b in zip(bars, bars[1:]))
+    assert len(spans[6]) == 3  # every label has a total
+
+
+@pytest.mark.parametrize("n", [10, 11])
+def test_every_label_has_a_colour_of_its_own(tmp_path: Path, n: int) -> None:
+    variants = tuple((f"sac-{k}", "sac") for k in range(n))
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", variants, seeds=1))
+    (ax,) = visible_axes(plots.make_figure("learning-curves", runs))
+    colours = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in ax.lines}
+    assert len(colours) == n and len(set(colours.values())) == n
+
+
+def test_many_coinciding_curves_all_stay_visible(tmp_path: Path) -> None:
+    """Six identical curves: each drawn narrower with smaller markers than the one before, down
+    to a floor that still shows (0.9 pt lines, 2.5 pt markers)."""
+    variants = tuple((f"sac-{k}", "sac") for k in range(6))
+    grid = write_grid(tmp_path / "g", variants, seeds=1, same_returns=True)
+    (ax,) = visible_axes(plots.make_figure("learning-curves", aggregate.load_runs(grid)))
+    widths = [line.get_linewidth() for line in ax.lines]
+    sizes = [line.get_markersize() for line in ax.lines]
+    assert widths == sorted(widths, reverse=True) and sizes == sorted(sizes, reverse=True)
+    assert widths[0] > widths[1] > widths[2] > widths[3]
+    assert min(widths) >= 0.9 - 1e-9 and min(sizes) >= 2.5 - 1e-9
+    (note,) = ax.texts
+    assert note.get_text() == "identical curves: sac-1, sac-2, sac-3, sac-4, sac-5 = sac-0"
+    renderer = ax.figure.canvas.get_renderer()
+    ax.figure.draw(renderer)
+    inside = ax.get_window_extent(renderer)
+    box = note.get_window_extent(renderer)
+    assert inside.x0 <= box.x0 and box.x1 <= inside.x1 + 30  # may run past a narrow panel
+    assert inside.y0 <= box.y0 and box.y1 <= inside.y1
+
+
+def test_equal_returns_at_other_steps_are_not_identical_curves(tmp_path: Path) -> None:
+    """Two labels with the same returns, evaluated at different steps, are different curves."""
+    write_grid(tmp_path / "g", (("usbpo", "usbpo"),), steps=(1000, 2000, 3000, 4000))
+    write_grid(tmp_path / "g", (("mbpo", "mbpo"),), steps=(1500, 2500, 3500, 4500))
+    (ax,) = visible_axes(plots.make_figure("learning-curves", aggregate.load_runs(tmp_path / "g")))
+    assert list(ax.texts) == []
+
+
+def test_one_random_step_is_shaded_and_none_is_not(tmp_path: Path) -> None:
+    write_grid(tmp_path / "g", (("usbpo", "usbpo"),), initial_steps=1)
+    write_grid(tmp_path / "g", (("sac", "sac"),), initial_steps=0)
+    (ax,) = visible_axes(plots.make_figure("learning-curves", aggregate.load_runs(tmp_path / "g")))
+    spans = [p.get_label() for p in ax.patches if p.get_label().startswith("random")]
+    assert spans == ["random exploration (first 1 steps)"]
+
+
+def test_a_figure_goes_into_folders_it_makes(tmp_path: Path) -> None:
+    runs = aggregate.load_runs(write_grid(tmp_path / "g", COMPARE, seeds=1))
+    out = plots.plot_figure("compute-cost", runs, tmp_path / "paper" / "figs" / "cost.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_whose_config_names_another_algo_is_left_out_of_a_study(tmp_path: Path) -> None:
+    """A cmlo-threshold folder whose cmlo-alpha5 runs were in fact usbpo (their config.json says
+    so) draws the cmlo runs only, and says what it left out."""
+    grid = write_grid(tmp_path / "g", CMLO_STUDY[:2])
+    write_grid(grid, (("cmlo-alpha5", "usbpo"),))
+    said: list[str] = []
+    fig = plots.make_figure("cmlo-threshold", aggregate.load_runs(grid), report=said.append)
+    assert lines_of(visible_axes(fig)[0]) == ["cmlo-alpha1 (n=3 seeds)", "cmlo-alpha3 (n=3 seeds)"]
+    assert said == ["plot: left out label(s) cmlo-alpha5: not cmlo runs"]
+
+
+def test_a_figure_is_written_beside_its_grid_when_the_grid_is_under_runs(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    grid = write_grid(root / "compare", COMPARE, seeds=1)
+    assert plots.select_runs("learning-curves", root).default_out_folder == grid
+    assert plots.select_runs("learning-curves", grid).default_out_folder == grid
+    inside = grid / "Hopper-v4"  # --runs inside a grid: the figure stays where the user pointed
+    assert plots.select_runs("learning-curves", inside).default_out_folder == inside
+
+
+@pytest.mark.parametrize("n", [4, 5, 6])
+def test_a_refusal_names_four_grids_and_counts_the_rest(tmp_path: Path, n: int) -> None:
+    for k in range(n):
+        write_grid(tmp_path / f"g{k}", (("sac", "sac"),), seeds=1)
+    with pytest.raises(UsageError) as refusal:
+        plots.select_runs("delta-magnitude", tmp_path)
+    line = str(refusal.value)
+    assert line.count(": the runs (labels sac) have none") == 4
+    assert line.endswith(f"; and {n - 4} more)" if n > 4 else "have none)")
+
+
+def test_a_labels_exploration_is_its_longest_seeds(tmp_path: Path) -> None:
+    """Seeds of one label that explored for different lengths: the span covers the longest, so
+    no seed's random steps are drawn as learning."""
+    grid = write_grid(tmp_path / "g", (("sac", "sac"),), seeds=2, initial_steps=1000)
+    config = grid / "Hopper-v4" / "sac" / "seed1" / "config.json"
+    config.write_text(config.read_text().replace('"initial_steps": 1000', '"initial_steps": 2000'))
+    (ax,) = visible_axes(plots.make_figure("learning-curves", aggregate.load_runs(grid)))
+    spans = [p for p in ax.patches if p.get_label().startswith("random")]
+    assert [(p.get_label(), p.get_width()) for p in spans] == [
+        ("random exploration (first 2k steps)", 2000.0)
+    ]

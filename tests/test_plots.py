@@ -239,8 +239,11 @@ def test_no_torch_or_gymnasium_import(root: Path, tmp_path: Path) -> None:
         f"plots.plot_figure('compute-cost', runs, Path({str(tmp_path / 'x.png')!r}))\n"
         "bad = [m for m in ('torch', 'gymnasium') if m in sys.modules]\n"
         "assert not bad, bad\n"
+        "import matplotlib\n"
+        "assert matplotlib.get_backend().lower() == 'agg', matplotlib.get_backend()\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # headless whatever the user's MPLBACKEND says: plotting must not need a display
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "svg"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
     )

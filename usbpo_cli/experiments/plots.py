@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
@@ -196,7 +197,6 @@ def plot_figure(
     ({env or env id: return}) are used by `learning-curves` only; `report` gets one line per
     reference overlay (or one saying nothing matched) and per group of runs left out.
     """
-    _check_name(name)
     out = Path(out)
     fmt = check_output(out)
     fig = make_figure(name, runs, reference_dir, sac_asymptote, manifest=manifest, report=report)
@@ -599,6 +599,7 @@ def _sorted(values: object, key: Callable[[str], object] = _natural_key) -> list
 
 def _panel_grid(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(PANEL_WIDTH_IN * columns, PANEL_HEIGHT_IN * rows), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure text with (savefig still picks by format)
     return fig, fig.subplots(rows, columns, squeeze=False)
 
 
@@ -632,9 +633,11 @@ def _figure_legend(fig: Figure, axes: list[Axes], title: str | None = None) -> N
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    if handles:
-        columns = min(len(handles), 2 if len(axes) == 1 else 4)
-        fig.legend(
+    if not handles:
+        return
+    renderer = fig.canvas.get_renderer()
+    for columns in range(min(len(handles), 2 if len(axes) == 1 else 4), 0, -1):
+        legend = fig.legend(
             list(handles.values()),
             list(handles),
             loc="outside lower center",
@@ -643,6 +646,11 @@ def _figure_legend(fig: Figure, axes: list[Axes], title: str | None = None) -> N
             title=title,
             title_fontsize=7,
         )
+        # Long labels in too many columns would widen the saved image past its panels (and a
+        # paper would shrink it, fonts and all, back to the column): fewer columns instead.
+        if columns == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            return
+        legend.remove()
 
 
 def _colours(labels: list[str]) -> dict[str, tuple[float, ...]]:
