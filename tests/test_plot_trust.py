@@ -976,10 +976,10 @@ def test_delta_panels_label_their_axes_and_draw_zero(tmp_path: Path) -> None:
     left, right = visible_axes(plots.make_figure("delta-magnitude", runs))
     assert left.get_ylabel() == "W2 estimate"
     assert [list(line.get_ydata()) for line in right.get_lines()][1:] == [[0.0, 0.0]]
-    # a before value missing at one evaluation (the row of the first model training) still
-    # leaves the dashed curves
+    # a before value missing at one of the evaluations that have a delta still leaves the
+    # dashed curves
     gaps = runs.copy()
-    gaps.loc[gaps["epoch"] == 1, ["model_shift_before", "model_bias_before"]] = None
+    gaps.loc[gaps["epoch"] == 2, ["model_shift_before", "model_bias_before"]] = None
     left, _ = visible_axes(plots.make_figure("delta-magnitude", gaps))
     assert "model shift, before phase 2" in lines_of(left)
     old = runs.drop(columns=["model_shift_before", "model_bias_before"])
@@ -1167,8 +1167,13 @@ def test_each_labels_bars_stay_within_their_group(tmp_path: Path) -> None:
     for group, bars in spans.items():
         bars.sort()
         assert all(left > group - 0.5 and right < group + 0.5 for left, right in bars)
+        if len(bars) == 3:  # every label has a bar here: together centred on the name
+            assert (bars[0][0] + bars[-1][1]) / 2 == pytest.approx(group)
         assert all(a[1] <= b[0] + 1e-9 for a, b in zip(bars, bars[1:]))
     assert len(spans[6]) == 3  # every label has a total
+    # left to right in the legend's order: USB-PO first, then the others in natural order
+    order = sorted(bars_by_label(ax).items(), key=lambda item: item[1].patches[-1].get_x())
+    assert [label for label, _ in order] == [f"{k} (n=3 seeds)" for k in ("usbpo", "mbpo", "sac")]
 
 
 @pytest.mark.parametrize("n", [10, 11])
