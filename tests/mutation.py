@@ -294,6 +294,19 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "--deselect=tests/test_plot_trust.py::test_the_users_three_commands_as_typed",
         ],
     ),
+    # What `compare` and `ablate` show while a grid runs, and where its runs execute (the grid
+    # tests that train in spawned workers or Ray take minutes; the local tiny grid stands in).
+    "gridview": ("usbpo_cli/experiments/gridview.py", ["test_cli_trust.py"]),
+    "executors": (
+        "usbpo_cli/experiments/executors.py",
+        [
+            "test_executors.py",
+            "test_cli_trust.py",
+            "test_experiments.py::test_workers_and_threads_are_sized_for_the_cores_the_process_may_use",
+            "test_experiments.py::test_bad_grid_input_is_one_line_and_creates_nothing",
+            "test_experiments.py::test_compare_runs_a_tiny_grid[local]",
+        ],
+    ),
     "ppo": (
         "baselines/ppo.py",
         [

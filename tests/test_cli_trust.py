@@ -9,12 +9,14 @@ rules read from the env or learned), `--version`, and the demo's install.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import pickle
 import re
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from usbpo_cli.runs.status import (
     StageEta,
     StatusReporter,
     estimate,
+    format_duration,
     grid_eta,
     read_status,
 )
@@ -481,6 +484,212 @@ def test_grid_view_shows_each_running_run_and_a_grid_eta(tmp_path: Path) -> None
     assert shown["[bold]grid[/]"].fields["eta"].startswith("grid eta ")
     view.finished(runs[0].spec)
     assert f"{ENV} usbpo seed0" not in {task.description for task in view.progress.tasks}
+
+
+def usbpo_grid(tmp_path: Path, seeds: int = 3, steps: int = 8000, device: str = "cpu") -> list:
+    from usbpo_cli.experiments.grids import GridRun, Variant
+    from usbpo_cli.runs.runner import RunSpec
+
+    runs = []
+    for seed in range(seeds):
+        out = tmp_path / "grid" / ENV / "usbpo" / f"seed{seed}"
+        spec = RunSpec(ENV, "usbpo", seed, steps, out, device=device)
+        runs.append(GridRun(ENV, Variant("usbpo", "usbpo"), seed, spec))
+    return runs
+
+
+def cost_model_seconds(
+    steps: int, start: int, threads: int = 2, slowdown: float | None = None
+) -> float:
+    """The cost model's seconds for a paper-preset USB-PO run on ENV from `start`, computed here
+    from the config the runner resolves (not through the grid view)."""
+    from usbpo_cli.envs.termination import env_family
+    from usbpo_cli.runs.status import episode_limit
+
+    config, _ = resolve_config(USBPOConfig, env_family(ENV), "paper", {})
+    limit = episode_limit(ENV)
+    return estimate(dataclasses.asdict(config), steps, start, threads, limit, slowdown)["total"]
+
+
+def write_running(out: Path, step: int, eta: float | None, basis: str, **fields) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    status = {"state": "running", "env_step": step, "updated": time.time(), "phase": "policy"}
+    status.update(eta_s=eta, eta_basis=basis, **fields)
+    (out / "status.json").write_text(json.dumps(status))
+
+
+def test_grid_eta_by_hand(tmp_path: Path) -> None:
+    """Two workers; seed0 measured 100 s from step 6000, seed1 measured 160 s from 5500, seed2
+    pending. The pending run is priced by the cost model times the mean measured/estimated
+    ratio of the running runs, and starts when seed0's worker frees, at 100 s."""
+    from rich.console import Console
+
+    from usbpo_cli.experiments.gridview import GridView
+
+    runs = usbpo_grid(tmp_path)
+    view = GridView(runs, slots=2, threads=2, console=Console(file=io.StringIO()))
+    full = cost_model_seconds(8000, 0)
+    # nothing ran yet: three runs on two workers, all from step 0
+    assert view.planned_seconds() == 2 * full
+    grid_field = {t.description: t for t in view.progress.tasks}["[bold]grid[/]"].fields
+    assert grid_field["count"] == "0/3 runs"
+    assert grid_field["eta"] == f"grid eta ~{format_duration(2 * full)}"  # no measurement yet
+    write_running(runs[0].spec.out, 6000, 100.0, "measured")
+    write_running(runs[1].spec.out, 5500, 160.0, "measured")
+    view.poll()
+    ratio = (100.0 / cost_model_seconds(8000, 6000) + 160.0 / cost_model_seconds(8000, 5500)) / 2
+    expected = max(160.0, 100.0 + full * ratio)
+    assert view.seconds_left() == pytest.approx(expected)
+    shown = {t.description: t for t in view.progress.tasks}
+    assert shown["[bold]grid[/]"].fields["eta"] == f"grid eta {format_duration(expected)}"
+    assert shown[f"{ENV} usbpo seed0"].fields["eta"] == "eta 2 min"  # 100 s, measured
+    assert shown[f"{ENV} usbpo seed0"].completed == 6000
+    # seed1's ETA turns out to be a cost-model guess: shown with ~, and no ratio from it
+    write_running(runs[1].spec.out, 5500, 160.0, "estimate")
+    view.poll()
+    shown = {t.description: t for t in view.progress.tasks}
+    assert shown[f"{ENV} usbpo seed1"].fields["eta"] == "eta ~3 min"
+    ratio = 100.0 / cost_model_seconds(8000, 6000)
+    assert view.seconds_left() == pytest.approx(max(160.0, 100.0 + full * ratio))
+    # seed0 finishes: its worker takes seed2 now, beside seed1's 160 s
+    view.finished(runs[0].spec)
+    grid_task = {t.description: t for t in view.progress.tasks}["[bold]grid[/]"]
+    assert (grid_task.completed, grid_task.fields["count"]) == (1, "1/3 runs")
+    assert f"{ENV} usbpo seed0" not in {t.description for t in view.progress.tasks}
+    assert view.seconds_left() == max(160.0, full * 1.0)  # no measured ETA left: ratio 1
+    for run in runs[1:]:
+        view.finished(run.spec)
+    grid_field = {t.description: t for t in view.progress.tasks}["[bold]grid[/]"].fields
+    assert (grid_field["count"], grid_field["eta"]) == ("3/3 runs", "")
+    assert {t.description for t in view.progress.tasks} == {"[bold]grid[/]"}
+
+
+def test_grid_view_ignores_runs_not_running_now(tmp_path: Path) -> None:
+    """A status file left by an earlier grid (older than this view), or one that says done or
+    failed, is no running run: it gets no line and no share of the ETA."""
+    from rich.console import Console
+
+    from usbpo_cli.experiments.gridview import GridView
+
+    runs = usbpo_grid(tmp_path)
+    view = GridView(runs, slots=2, threads=2, console=Console(file=io.StringIO()))
+    write_running(runs[0].spec.out, 6000, 100.0, "measured", updated=view.began - 1.5)
+    write_running(runs[1].spec.out, 6000, 100.0, "measured", state="done")
+    write_running(runs[2].spec.out, 6000, None, "measured")  # running, no ETA yet
+    view.poll()
+    assert {t.description for t in view.progress.tasks} == {"[bold]grid[/]", f"{ENV} usbpo seed2"}
+    seed2 = {t.description: t for t in view.progress.tasks}[f"{ENV} usbpo seed2"].fields
+    assert seed2["eta"] == "" and seed2["count"] == "6000/8000 env steps"
+    # seed2 runs with no ETA yet: the two others are pending, priced by the cost model from
+    # where they stood when the view began (step 0), one on each worker
+    assert view.seconds_left() == pytest.approx(cost_model_seconds(8000, 0))
+
+
+def test_grid_eta_by_hand_at_the_edges(tmp_path: Path) -> None:
+    """A status without env_step counts from step 0; a measured run one step from its end has
+    a cost-model price under a second, and its ratio counts; a measured run the cost model
+    cannot price (its config does not resolve) gives no ratio rather than a division by 0."""
+    from rich.console import Console
+
+    from usbpo_cli.experiments.gridview import GridView
+
+    runs = usbpo_grid(tmp_path)
+    # a machine 10x faster than the reference: the last step's price falls below a second
+    console = Console(file=io.StringIO())
+    view = GridView(runs, slots=2, threads=2, console=console, slowdown=0.1)
+    full = cost_model_seconds(8000, 0, slowdown=0.1)
+    write_running(runs[0].spec.out, 0, 50.0, "measured")
+    status = json.loads((runs[0].spec.out / "status.json").read_text())
+    del status["env_step"]
+    (runs[0].spec.out / "status.json").write_text(json.dumps(status))
+    view.poll()
+    seed0 = {t.description: t for t in view.progress.tasks}[f"{ENV} usbpo seed0"].fields
+    assert seed0["count"] == "0/8000 env steps"
+    ratio = 50.0 / full
+    assert view.seconds_left() == grid_eta([50.0], [full * ratio, full * ratio], 2)
+    write_running(runs[0].spec.out, 7999, 0.4, "measured")
+    view.poll()
+    last_step = cost_model_seconds(8000, 7999, slowdown=0.1)
+    assert 0 < last_step < 1
+    ratio = 0.4 / last_step
+    assert view.seconds_left() == grid_eta([0.4], [full * ratio, full * ratio], 2)
+    # a run whose config cannot be resolved is priced at 0: no ratio from it
+    unknown = dataclasses.replace(
+        runs[0], spec=dataclasses.replace(runs[0].spec, overrides=["no_such_setting=1"])
+    )
+    view = GridView([unknown, runs[1]], slots=2, threads=2, console=console, slowdown=0.1)
+    view.poll()
+    assert view.seconds_left() == grid_eta([0.4], [full], 2)
+
+
+def test_a_resumed_grid_is_planned_from_where_its_runs_stand(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from usbpo_cli.experiments.gridview import GridView, planned_seconds
+
+    runs = usbpo_grid(tmp_path, seeds=2)
+    write_running(runs[0].spec.out, 4000, None, "estimate")
+    (runs[1].spec.out).mkdir(parents=True)
+    (runs[1].spec.out / "status.json").write_text('{"env_step": "four"}')  # unreadable: from 0
+    view = GridView(runs, slots=1, threads=2, console=Console(file=io.StringIO()))
+    expected = cost_model_seconds(8000, 4000) + cost_model_seconds(8000, 0)
+    assert view.planned_seconds() == expected  # the same sums: exactly equal
+    assert planned_seconds([r.spec for r in runs], 1, 2) == expected
+    assert planned_seconds([r.spec for r in runs], 1, 2, slowdown=3.0) > 2.5 * expected
+
+
+def test_the_live_view_polls_while_open_and_once_more_at_exit(tmp_path: Path) -> None:
+    """Opened, the view draws and a watcher polls every second; closed, it polls a last time
+    (a status written just before the end still shows), stops the watcher and the display. A
+    run whose config cannot be resolved is priced at nothing rather than guessed."""
+    from rich.console import Console
+
+    from usbpo_cli.experiments import gridview
+    from usbpo_cli.experiments.gridview import GridView
+
+    runs = usbpo_grid(tmp_path, seeds=2)
+    view = GridView(runs, slots=1, threads=2, console=Console(file=io.StringIO()))
+    with view:
+        assert view.progress.live.is_started and view.thread.is_alive()
+        write_running(runs[0].spec.out, 1000, None, "estimate")
+        deadline = time.time() + 5
+        while len(view.progress.tasks) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert f"{ENV} usbpo seed0" in {t.description for t in view.progress.tasks}
+        write_running(runs[1].spec.out, 2000, None, "estimate")
+    assert not view.thread.is_alive() and not view.progress.live.is_started
+    shown = {t.description: t for t in view.progress.tasks}
+    assert shown[f"{ENV} usbpo seed1"].completed == 2000
+    unknown = dataclasses.replace(runs[0].spec, overrides=["no_such_setting=1"])
+    assert gridview.run_estimate(unknown, 0, 2) == 0.0
+
+
+def test_a_long_grid_on_the_cpu_is_called_long(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from usbpo_cli.experiments.gridview import GridView
+
+    steps = 300_000  # one USB-PO run at the paper preset: days on two cores
+    assert cost_model_seconds(steps, 0) > LONG_RUN_S
+    console = Console(file=io.StringIO())
+    assert GridView(usbpo_grid(tmp_path, 1, steps), 1, 2, console).long_cpu_grid()
+    cuda = usbpo_grid(tmp_path, 1, steps, device="cuda")
+    assert not GridView(cuda, 1, 2, console).long_cpu_grid()
+    assert not GridView(usbpo_grid(tmp_path, 1, 2000), 1, 2, console).long_cpu_grid()
+
+
+def test_grid_header_names_what_the_grid_is(tmp_path: Path) -> None:
+    from usbpo_cli.experiments.grids import Variant
+    from usbpo_cli.experiments.gridview import grid_header
+
+    runs = usbpo_grid(tmp_path)
+    assert grid_header(runs) == (
+        f"grid {tmp_path / 'grid'}: envs {ENV}; algos usbpo; seeds 0-2; 8000 env steps per run; "
+        "preset paper; device cpu"
+    )
+    assert "; seeds 1; " in grid_header(runs[1:2])
+    variant = dataclasses.replace(runs[0], variant=Variant("usbpo-lr1e-4", "usbpo"))
+    assert "; variants usbpo-lr1e-4, usbpo; " in grid_header([variant, *runs[1:]])
 
 
 # --- item 8: tasks without paper values ----------------------------------------------------------
