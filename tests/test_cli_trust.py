@@ -688,6 +688,7 @@ def test_grid_header_names_what_the_grid_is(tmp_path: Path) -> None:
         "preset paper; device cpu"
     )
     assert "; seeds 1; " in grid_header(runs[1:2])
+    assert "; seeds 0-1; " in grid_header(runs[:2])
     variant = dataclasses.replace(runs[0], variant=Variant("usbpo-lr1e-4", "usbpo"))
     assert "; variants usbpo-lr1e-4, usbpo; " in grid_header([variant, *runs[1:]])
 

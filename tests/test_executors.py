@@ -94,15 +94,16 @@ def test_a_worker_continues_an_unfinished_folder_and_marks_each_run_done(
 
     monkeypatch.setattr(runner, "run_training", fake_training)
     specs = [spec(tmp_path, 0), spec(tmp_path, 1)]
-    outcomes = executors.run_one(specs, threads=1)
-    assert calls == [(False, False, 1)]  # a fresh folder: a new run, on the threads asked for
+    torch.set_num_threads(1)
+    outcomes = executors.run_one(specs, threads=2)
+    assert calls == [(False, False, 2)]  # a fresh folder: a new run, on the threads asked for
     assert [(o.final_return, o.error) for o in outcomes] == [(42.0, None), (43.0, None)]
     for one in specs:
         status = read_status(one.out)
         assert (status["state"], status["env_step"], status["phase"]) == ("done", 300, "done")
     specs[0].out.mkdir(parents=True, exist_ok=True)
     (specs[0].out / "config.json").write_text("{}")  # an unfinished run left in the folder
-    executors.run_one(specs, threads=1)
+    executors.run_one(specs, threads=2)
     assert calls[-1][:2] == (True, True)
 
 
