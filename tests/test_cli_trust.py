@@ -474,7 +474,7 @@ def test_grid_view_shows_each_running_run_and_a_grid_eta(tmp_path: Path) -> None
         status.update(eta_s=eta, eta_basis="measured")
         (out / "status.json").write_text(json.dumps(status))
     view.poll()
-    shown = {task.description: task for task in view.progress.tasks}
+    shown = view_tasks(view)
     assert set(shown) == {"[bold]grid[/]", f"{ENV} usbpo seed0", f"{ENV} usbpo seed1"}
     assert shown[f"{ENV} usbpo seed0"].fields["count"] == "6000/8000 env steps"
     assert shown[f"{ENV} usbpo seed0"].fields["phase"] == "policy"
@@ -483,7 +483,7 @@ def test_grid_view_shows_each_running_run_and_a_grid_eta(tmp_path: Path) -> None
     assert 100.0 < view.seconds_left() < 100.0 + 10 * planned
     assert shown["[bold]grid[/]"].fields["eta"].startswith("grid eta ")
     view.finished(runs[0].spec)
-    assert f"{ENV} usbpo seed0" not in {task.description for task in view.progress.tasks}
+    assert f"{ENV} usbpo seed0" not in set(view_tasks(view))
 
 
 def usbpo_grid(tmp_path: Path, seeds: int = 3, steps: int = 8000, device: str = "cpu") -> list:
@@ -518,6 +518,11 @@ def write_running(out: Path, step: int, eta: float | None, basis: str, **fields)
     (out / "status.json").write_text(json.dumps(status))
 
 
+def view_tasks(view) -> dict:
+    """The grid view's display lines by their description (the grid's, then one per run)."""
+    return {task.description: task for task in view.progress.tasks}
+
+
 def test_grid_eta_by_hand(tmp_path: Path) -> None:
     """Two workers; seed0 measured 100 s from step 6000, seed1 measured 160 s from 5500, seed2
     pending. The pending run is priced by the cost model times the mean measured/estimated
@@ -531,7 +536,7 @@ def test_grid_eta_by_hand(tmp_path: Path) -> None:
     full = cost_model_seconds(8000, 0)
     # nothing ran yet: three runs on two workers, all from step 0
     assert view.planned_seconds() == 2 * full
-    grid_field = {t.description: t for t in view.progress.tasks}["[bold]grid[/]"].fields
+    grid_field = view_tasks(view)["[bold]grid[/]"].fields
     assert grid_field["count"] == "0/3 runs"
     assert grid_field["eta"] == f"grid eta ~{format_duration(2 * full)}"  # no measurement yet
     write_running(runs[0].spec.out, 6000, 100.0, "measured")
@@ -540,28 +545,28 @@ def test_grid_eta_by_hand(tmp_path: Path) -> None:
     ratio = (100.0 / cost_model_seconds(8000, 6000) + 160.0 / cost_model_seconds(8000, 5500)) / 2
     expected = max(160.0, 100.0 + full * ratio)
     assert view.seconds_left() == pytest.approx(expected)
-    shown = {t.description: t for t in view.progress.tasks}
+    shown = view_tasks(view)
     assert shown["[bold]grid[/]"].fields["eta"] == f"grid eta {format_duration(expected)}"
     assert shown[f"{ENV} usbpo seed0"].fields["eta"] == "eta 2 min"  # 100 s, measured
     assert shown[f"{ENV} usbpo seed0"].completed == 6000
     # seed1's ETA turns out to be a cost-model guess: shown with ~, and no ratio from it
     write_running(runs[1].spec.out, 5500, 160.0, "estimate")
     view.poll()
-    shown = {t.description: t for t in view.progress.tasks}
+    shown = view_tasks(view)
     assert shown[f"{ENV} usbpo seed1"].fields["eta"] == "eta ~3 min"
     ratio = 100.0 / cost_model_seconds(8000, 6000)
     assert view.seconds_left() == pytest.approx(max(160.0, 100.0 + full * ratio))
     # seed0 finishes: its worker takes seed2 now, beside seed1's 160 s
     view.finished(runs[0].spec)
-    grid_task = {t.description: t for t in view.progress.tasks}["[bold]grid[/]"]
+    grid_task = view_tasks(view)["[bold]grid[/]"]
     assert (grid_task.completed, grid_task.fields["count"]) == (1, "1/3 runs")
-    assert f"{ENV} usbpo seed0" not in {t.description for t in view.progress.tasks}
+    assert f"{ENV} usbpo seed0" not in set(view_tasks(view))
     assert view.seconds_left() == max(160.0, full * 1.0)  # no measured ETA left: ratio 1
     for run in runs[1:]:
         view.finished(run.spec)
-    grid_field = {t.description: t for t in view.progress.tasks}["[bold]grid[/]"].fields
+    grid_field = view_tasks(view)["[bold]grid[/]"].fields
     assert (grid_field["count"], grid_field["eta"]) == ("3/3 runs", "")
-    assert {t.description for t in view.progress.tasks} == {"[bold]grid[/]"}
+    assert set(view_tasks(view)) == {"[bold]grid[/]"}
 
 
 def test_grid_view_ignores_runs_not_running_now(tmp_path: Path) -> None:
@@ -577,8 +582,8 @@ def test_grid_view_ignores_runs_not_running_now(tmp_path: Path) -> None:
     write_running(runs[1].spec.out, 6000, 100.0, "measured", state="done")
     write_running(runs[2].spec.out, 6000, None, "measured")  # running, no ETA yet
     view.poll()
-    assert {t.description for t in view.progress.tasks} == {"[bold]grid[/]", f"{ENV} usbpo seed2"}
-    seed2 = {t.description: t for t in view.progress.tasks}[f"{ENV} usbpo seed2"].fields
+    assert set(view_tasks(view)) == {"[bold]grid[/]", f"{ENV} usbpo seed2"}
+    seed2 = view_tasks(view)[f"{ENV} usbpo seed2"].fields
     assert seed2["eta"] == "" and seed2["count"] == "6000/8000 env steps"
     # seed2 runs with no ETA yet: the two others are pending, priced by the cost model from
     # where they stood when the view began (step 0), one on each worker
@@ -603,7 +608,7 @@ def test_grid_eta_by_hand_at_the_edges(tmp_path: Path) -> None:
     del status["env_step"]
     (runs[0].spec.out / "status.json").write_text(json.dumps(status))
     view.poll()
-    seed0 = {t.description: t for t in view.progress.tasks}[f"{ENV} usbpo seed0"].fields
+    seed0 = view_tasks(view)[f"{ENV} usbpo seed0"].fields
     assert seed0["count"] == "0/8000 env steps"
     ratio = 50.0 / full
     assert view.seconds_left() == grid_eta([50.0], [full * ratio, full * ratio], 2)
@@ -655,10 +660,10 @@ def test_the_live_view_polls_while_open_and_once_more_at_exit(tmp_path: Path) ->
         deadline = time.time() + 5
         while len(view.progress.tasks) < 2 and time.time() < deadline:
             time.sleep(0.1)
-        assert f"{ENV} usbpo seed0" in {t.description for t in view.progress.tasks}
+        assert f"{ENV} usbpo seed0" in set(view_tasks(view))
         write_running(runs[1].spec.out, 2000, None, "estimate")
     assert not view.thread.is_alive() and not view.progress.live.is_started
-    shown = {t.description: t for t in view.progress.tasks}
+    shown = view_tasks(view)
     assert shown[f"{ENV} usbpo seed1"].completed == 2000
     unknown = dataclasses.replace(runs[0].spec, overrides=["no_such_setting=1"])
     assert gridview.run_estimate(unknown, 0, 2) == 0.0

@@ -536,6 +536,16 @@ def stop_early(run: Path, rows: int) -> None:
     progress.head(rows).to_csv(run / "progress.csv", index=False)
 
 
+def set_progress(folder: Path, pattern: str, values: dict) -> None:
+    """Set columns of each progress.csv under `folder` that `pattern` matches: each value is a
+    constant or a function of the frame."""
+    for path in folder.rglob(pattern):
+        progress = pd.read_csv(path)
+        for column, value in values.items():
+            progress[column] = value(progress) if callable(value) else value
+        progress.to_csv(path, index=False)
+
+
 def test_a_mean_over_seeds_ends_where_the_shortest_seed_ends(tmp_path: Path) -> None:
     """mbpo (rank 1) returns 20 i + seed at step 1000 i; seed 2 stopped after 2 evaluations.
     Mean at 1k and 2k: 21 and 41, std 1; past 2k the 'mean' would be that of seeds 0-1 only
@@ -629,6 +639,12 @@ def readme_style() -> dict[str, float]:
     return {key: float(match[1]) for key, match in found.items()}
 
 
+def note_above(fig: Figure):
+    """The text object of the note above the panels (the figure's suptitle)."""
+    (note,) = [text for text in fig.texts if text.get_text() == fig.get_suptitle()]
+    return note
+
+
 def test_figures_are_sized_and_styled_as_the_readme_says(tmp_path: Path) -> None:
     """Four envs: a row of three panels and a row of one (two hidden), each panel one column of
     a two-column paper; fonts, spines, grid, line width and resolution as README states."""
@@ -655,10 +671,10 @@ def test_figures_are_sized_and_styled_as_the_readme_says(tmp_path: Path) -> None
     unfinished = aggregate.load_runs(tmp_path / "g")
     for name in ("learning-curves", "delta-magnitude", "compute-cost"):
         fig = plots.make_figure(name, unfinished)
-        (note,) = [text for text in fig.texts if text.get_text() == fig.get_suptitle()]
+        note = note_above(fig)
         assert "unfinished" in note.get_text() and note.get_fontsize() == style["label"], name
     delta = plots.make_figure("delta-magnitude", runs[runs["env"] == "Hopper-v4"])
-    (note,) = [text for text in delta.texts if text.get_text() == delta.get_suptitle()]
+    note = note_above(delta)
     assert note.get_text().startswith("mean ± std") and note.get_fontsize() == style["label"]
     widths = {line.get_linewidth() for ax in delta.axes for line in ax.get_lines()}
     widths -= {0.5}  # the zero line under delta
@@ -794,19 +810,13 @@ def test_compute_cost_shows_a_phase_above_a_tenth_of_a_percent(tmp_path: Path) -
     seeds); rollouts at 0.15% of it are a bar, at 0.05% they are not."""
     for share, shown in ((0.0015, True), (0.0005, False)):
         grid = write_grid(tmp_path / str(share), (("sac", "sac"),))
-        for path in grid.rglob("progress.csv"):
-            progress = pd.read_csv(path)
-            progress["t_rollout"] = share * 4.2
-            progress.to_csv(path, index=False)
+        set_progress(grid, "progress.csv", {"t_rollout": share * 4.2})
         (ax,) = visible_axes(plots.make_figure("compute-cost", aggregate.load_runs(grid)))
         ticks = [tick.get_text() for tick in ax.get_xticklabels()]
         assert ("rollouts" in ticks) is shown, (share, ticks)
     # beside a label that spends 100x longer, 0.15% of SAC's total is below the panel's floor
     write_grid(tmp_path / "0.0015", (("slow", "sac"),), seeds=1, timing=False)
-    for path in (tmp_path / "0.0015").rglob("slow/*/progress.csv"):
-        progress = pd.read_csv(path)
-        progress["t_policy"] = 420.0
-        progress.to_csv(path, index=False)
+    set_progress(tmp_path / "0.0015", "slow/*/progress.csv", {"t_policy": 420.0})
     runs = aggregate.load_runs(tmp_path / "0.0015")
     (ax,) = visible_axes(plots.make_figure("compute-cost", runs))
     assert "rollouts" not in [tick.get_text() for tick in ax.get_xticklabels()]
@@ -815,10 +825,8 @@ def test_compute_cost_shows_a_phase_above_a_tenth_of_a_percent(tmp_path: Path) -
 def test_compute_cost_of_no_measured_time_has_only_a_total(tmp_path: Path) -> None:
     """Timing columns of zeros: no phase cost anything, so no phase is a group."""
     grid = write_grid(tmp_path / "g", (("sac", "sac"),), seeds=1)
-    for path in grid.rglob("progress.csv"):
-        progress = pd.read_csv(path)
-        progress[[c for c in progress if c.startswith("t_")]] = 0.0
-        progress.to_csv(path, index=False)
+    timing = [c for c in PROGRESS_COLUMNS if c.startswith("t_")]
+    set_progress(grid, "progress.csv", dict.fromkeys(timing, 0.0))
     (ax,) = visible_axes(plots.make_figure("compute-cost", aggregate.load_runs(grid)))
     assert [tick.get_text() for tick in ax.get_xticklabels()] == ["total"]
 
@@ -849,10 +857,8 @@ def test_a_single_evaluation_is_drawn(tmp_path: Path) -> None:
 def test_curves_half_a_point_apart_are_not_called_identical(tmp_path: Path) -> None:
     write_grid(tmp_path / "g", (("usbpo", "usbpo"),), seeds=1)
     write_grid(tmp_path / "g", (("mbpo", "mbpo"),), seeds=1)
-    for path in (tmp_path / "g").rglob("mbpo/*/progress.csv"):
-        progress = pd.read_csv(path)
-        progress["eval_return_mean"] += 0.5
-        progress.to_csv(path, index=False)
+    raised = {"eval_return_mean": lambda progress: progress["eval_return_mean"] + 0.5}
+    set_progress(tmp_path / "g", "mbpo/*/progress.csv", raised)
     (ax,) = visible_axes(plots.make_figure("learning-curves", aggregate.load_runs(tmp_path / "g")))
     assert list(ax.texts) == []
 
