@@ -6,6 +6,8 @@ by recorders here; `test_experiments.py` trains real grids through both executor
 
 from __future__ import annotations
 
+import concurrent.futures
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,168 @@ def test_one_worker_trains_the_units_in_order_and_reports_each_outcome(
     assert handed == [((0, 1), 2, 2.5), ((2,), 2, 2.5)]
     assert [o.final_return for o in outcomes] == [0.0, 1.0, 2.0]
     assert reported == outcomes
+
+
+class InProcessPool:
+    """Stands in for ProcessPoolExecutor: runs each submitted unit at once in this process (a
+    spawned worker cannot see a monkeypatched run_one) and records how the pool was made."""
+
+    made: list[tuple[int, str]] = []
+
+    def __init__(self, workers: int, mp_context) -> None:
+        InProcessPool.made.append((workers, mp_context.get_start_method()))
+
+    def __enter__(self) -> InProcessPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn, *args):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def test_a_pool_of_spawned_workers_reports_every_outcome_of_every_unit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--workers 2 on two cores: a pool of two spawned processes (fork would copy torch's
+    threads), one thread each; every run of every unit is returned and reported once."""
+    handed = []
+
+    def fake_run_one(unit, threads, slowdown):
+        handed.append((tuple(s.seed for s in unit), threads, slowdown))
+        return [executors.RunOutcome(s, 10.0 * s.seed, None) for s in unit]
+
+    InProcessPool.made.clear()
+    monkeypatch.setattr(executors, "run_one", fake_run_one)
+    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
+    monkeypatch.setattr(executors, "ProcessPoolExecutor", InProcessPool)
+    units = [[spec(tmp_path, 0), spec(tmp_path, 1)], [spec(tmp_path, 2)], [spec(tmp_path, 3)]]
+    reported = []
+    outcomes = executors.LocalExecutor(2, 0, None).run(units, reported.append)
+    assert InProcessPool.made == [(2, "spawn")]
+    assert sorted(handed) == [((0, 1), 1, None), ((2,), 1, None), ((3,), 1, None)]
+    assert sorted(o.final_return for o in outcomes) == [0.0, 10.0, 20.0, 30.0]
+    assert reported == outcomes
+
+
+class FakeRay:
+    """The part of Ray's API the executor uses, recording each call. `wait` refuses more
+    returns than objects, as Ray does; `get` raises for the units named in `dies`."""
+
+    def __init__(self, initialized: bool = False, init_error: Exception | None = None) -> None:
+        self.initialized, self.init_error = initialized, init_error
+        self.calls: list[tuple] = []
+        self.dies: set[int] = set()
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, **kwargs) -> None:
+        self.calls.append(("init", kwargs))
+        if self.init_error is not None:
+            raise self.init_error
+        self.initialized = True
+
+    def shutdown(self) -> None:
+        self.calls.append(("shutdown",))
+        self.initialized = False
+
+    def remote(self, num_cpus: int):
+        self.calls.append(("remote", num_cpus))
+
+        def wrap(fn):
+            ray = self
+
+            class Remote:
+                @staticmethod
+                def remote(unit, threads):
+                    ray.calls.append(("task", tuple(s.seed for s in unit), threads))
+                    return ("ref", unit[0].seed, lambda: fn(unit, threads))
+
+            return Remote
+
+        return wrap
+
+    def wait(self, refs: list, num_returns: int):
+        if num_returns > len(refs):
+            raise ValueError("num_returns cannot be greater than the number of objects")
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if ref[1] in self.dies:
+            raise RuntimeError(f"worker for seed {ref[1]} died")
+        return ref[2]()
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch):
+    def install(ray: FakeRay) -> FakeRay:
+        monkeypatch.setitem(sys.modules, "ray", ray)
+        return ray
+
+    def fake_run_one(unit, threads):
+        return [executors.RunOutcome(s, float(s.seed), None) for s in unit]
+
+    monkeypatch.setattr(executors, "run_one", fake_run_one)
+    monkeypatch.setattr(executors, "usable_cores", lambda: 4)
+    return install
+
+
+def test_ray_starts_a_local_instance_sized_for_the_grid_and_stops_it(
+    tmp_path: Path, fake_ray
+) -> None:
+    """No address: a local instance with workers x threads CPUs and no dashboard, each unit one
+    task with `threads` CPUs, every outcome reported, a dead worker reported as one line while
+    the others go on, and the instance shut down after."""
+    ray = fake_ray(FakeRay())
+    ray.dies = {2}
+    units = [[spec(tmp_path, 0), spec(tmp_path, 1)], [spec(tmp_path, 2)]]
+    reported = []
+    outcomes = executors.RayExecutor(2, None).run(units, reported.append)
+    assert ray.calls[0] == (
+        "init",
+        {"num_cpus": 4, "include_dashboard": False, "log_to_driver": False},
+    )  # 2 workers x (4 cores // 2) threads
+    assert ray.calls[1] == ("remote", 2)
+    assert ray.calls[2:4] == [("task", (0, 1), 2), ("task", (2,), 2)]
+    assert ray.calls[-1] == ("shutdown",) and not ray.initialized
+    assert [(o.spec.seed, o.final_return, o.error) for o in outcomes] == [
+        (0, 0.0, None),
+        (1, 1.0, None),
+        (2, None, "ray worker failed: worker for seed 2 died"),
+    ]
+    assert reported == outcomes
+
+
+def test_ray_joins_a_cluster_at_its_address_and_leaves_a_running_one_alone(
+    tmp_path: Path, fake_ray
+) -> None:
+    ray = fake_ray(FakeRay())
+    executors.RayExecutor(1, "head:6379", threads=3).run([[spec(tmp_path)]], lambda o: None)
+    assert ray.calls[0] == ("init", {"address": "head:6379", "log_to_driver": False})
+    assert ray.calls[1] == ("remote", 3)
+    assert ray.calls[-1] == ("shutdown",)
+    ray = fake_ray(FakeRay(initialized=True))  # the caller's own Ray: not ours to start or stop
+    outcomes = executors.RayExecutor(1, None).run([[spec(tmp_path)]], lambda o: None)
+    assert [c[0] for c in ray.calls] == ["remote", "task"]
+    assert ray.initialized and outcomes[0].final_return == 0.0
+
+
+@pytest.mark.parametrize(
+    ("address", "error", "message"),
+    [
+        (None, ConnectionError("no raylet"), "cannot start Ray at a local instance: no raylet"),
+        ("head:6379", RuntimeError("timed out"), "cannot start Ray at head:6379: timed out"),
+        ("ray://head:10001", ImportError("grpc"), "cannot reach Ray at ray://head:10001: grpc"),
+    ],
+)
+def test_ray_that_cannot_start_is_one_line(
+    tmp_path: Path, fake_ray, address: str | None, error: Exception, message: str
+) -> None:
+    fake_ray(FakeRay(init_error=error))
+    with pytest.raises(UsageError) as refused:
+        executors.RayExecutor(1, address).run([[spec(tmp_path)]], lambda o: None)
+    assert str(refused.value).startswith(message)
