@@ -307,6 +307,25 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "test_experiments.py::test_compare_runs_a_tiny_grid[local]",
         ],
     ),
+    # The cost model, a running run's ETA, its status file and a grid's ETA.
+    "status": ("usbpo_cli/runs/status.py", ["test_cost_model.py", "test_cli_trust.py"]),
+    # The small pieces around a run: its lock, the machine's timing, malloc, the compile
+    # check, the algorithm registry and the model-free agent.
+    "lock": ("usbpo_cli/runs/lock.py", ["test_lock.py", "test_runner.py"]),
+    "calibration": (
+        "usbpo_cli/runs/calibration.py",
+        [
+            "test_cost_model.py::test_calibration_times_the_reference_update_on_hoppers_shapes",
+            "test_cli_trust.py::test_calibration_is_the_median_update_over_the_reference_and_leaves_the_run_alone",
+        ],
+    ),
+    "allocator": ("usbpo_cli/util/allocator.py", ["test_allocator.py", "test_agent_base.py"]),
+    "compiler": ("usbpo_cli/util/compiler.py", ["test_compile.py"]),
+    "registry": ("usbpo_cli/agents/registry.py", ["test_registry.py"]),
+    "model_free": (
+        "baselines/model_free.py",
+        ["test_published_defaults.py", "test_td3.py", "test_offpolicy_loop.py"],
+    ),
     "ppo": (
         "baselines/ppo.py",
         [

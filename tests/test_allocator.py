@@ -106,3 +106,55 @@ def test_a_bad_choice_is_refused_before_a_run_writes_anything(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "USBPO_KEEP_FREED_MEMORY='yes'" in lines[0], result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("answers", "plan"),
+    [((1, 1), "keep"), ((0, 1), "refused by mallopt"), ((1, 0), "refused by mallopt")],
+)
+def test_the_thresholds_asked_of_glibc_and_its_answer(
+    monkeypatch: pytest.MonkeyPatch, answers: tuple[int, int], plan: str
+) -> None:
+    """mallopt(M_MMAP_THRESHOLD = -3, 32 MiB) and mallopt(M_TRIM_THRESHOLD = -1, 1 GiB), as
+    glibc's malloc.h numbers them; mallopt answers 1 when it took a value. Applied once: a
+    second call reports the first outcome and asks nothing."""
+    asked = []
+    reply = iter(answers)
+
+    class FakeLibc:
+        def mallopt(self, parameter: int, value: int) -> int:
+            asked.append((parameter, value))
+            return next(reply)
+
+    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: FakeLibc())
+    for name in (allocator.KEEP_FREED_MEMORY, *allocator.GLIBC_SETTINGS):
+        monkeypatch.delenv(name, raising=False)
+    assert allocator.keep_freed_memory() == plan
+    assert asked == [(-3, 32 * 1024 * 1024), (-1, 1024**3)]
+    assert allocator.keep_freed_memory() == plan and len(asked) == 2
+
+
+def test_nothing_is_asked_of_malloc_when_it_is_not_to_be_touched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_libc(name):  # noqa: ANN001, ANN202
+        raise AssertionError("malloc was touched")
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", no_libc)
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    for environ, plan in (
+        ({allocator.KEEP_FREED_MEMORY: "0"}, "off"),
+        ({"MALLOC_TRIM_THRESHOLD_": "0"}, "user"),
+    ):
+        monkeypatch.setattr(allocator, "_applied", None)
+        for name in (allocator.KEEP_FREED_MEMORY, *allocator.GLIBC_SETTINGS):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        assert allocator.keep_freed_memory() == plan
+    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.setenv(allocator.KEEP_FREED_MEMORY, "yes")
+    with pytest.raises(UsageError):
+        allocator.check_allocator()

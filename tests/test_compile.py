@@ -240,3 +240,54 @@ def test_a_compiled_update_under_bf16_still_multiplies_in_bf16() -> None:
         torch.testing.assert_close(
             losses["bf16 compiled"][key], losses["fp32"][key], rtol=0.02, atol=0.02
         )
+
+
+def test_the_trial_kernel_is_checked_once_per_device_and_its_answer_judged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch.compile stood in for: a compiler that builds the kernel as written passes (the
+    trial computes relu(2 x 1) + 1 = 3 on each of four ones), one that builds a wrong kernel is
+    refused, and each device is tried once per process."""
+    built = []
+
+    def as_written(fn, dynamic):  # noqa: ANN001, ANN202
+        built.append(dynamic)
+        return fn
+
+    monkeypatch.setattr(compiler, "_checked", {})
+    monkeypatch.setattr(torch, "compile", as_written)
+    assert compiler.compile_refusal(torch.device("cpu")) is None
+    assert compiler.compile_refusal(torch.device("cpu")) is None
+    assert built == [False]  # static shapes, built once
+    compiler.check_compile(torch.device("cpu"))  # no refusal
+
+    def off_by_one(fn, dynamic):  # noqa: ANN001, ANN202
+        return lambda x: fn(x) + (torch.arange(4) == 3)  # the last element wrong only
+
+    monkeypatch.setattr(compiler, "_checked", {})
+    monkeypatch.setattr(torch, "compile", off_by_one)
+    assert compiler.compile_refusal(torch.device("cpu")) == (
+        "its trial kernel computed a wrong result"
+    )
+    with pytest.raises(UsageError, match="on cpu here \\(its trial kernel computed a wrong"):
+        compiler.check_compile(torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("error", "why"),
+    [
+        (RuntimeError(""), "RuntimeError: RuntimeError"),  # no message: the type names it
+        (OSError("  \n  "), "OSError: OSError"),
+        (ValueError("x" * 200 + "\nsecond line"), "ValueError: " + "x" * 160),
+        (ImportError("\n  triton not found\ndetail"), "ImportError: triton not found"),
+    ],
+)
+def test_why_compiling_fails_is_the_first_line_of_the_error(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, why: str
+) -> None:
+    def broken(fn, dynamic):  # noqa: ANN001, ANN202
+        raise error
+
+    monkeypatch.setattr(compiler, "_checked", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    assert compiler.compile_refusal(torch.device("cpu")) == why

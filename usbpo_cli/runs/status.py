@@ -143,7 +143,7 @@ def episode_limit(env_id: str) -> int:
 
 
 def format_duration(seconds: float | None) -> str:
-    """`1 h 05 min`, `12 min`, `40 s`; `?` when unknown."""
+    """`2 h 05 min` (from 90 min on), `65 min`, `40 s`; `?` when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
     seconds = max(0.0, seconds)
@@ -351,4 +351,4 @@ def grid_eta(running: Iterable[float], pending: Iterable[float], workers: int) -
     heapq.heapify(slots)
     for seconds in pending:
         heapq.heappush(slots, heapq.heappop(slots) + seconds)
-    return max(slots) if slots else 0.0
+    return max(slots)  # never empty: at least one slot
