@@ -326,6 +326,11 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "baselines/model_free.py",
         ["test_published_defaults.py", "test_td3.py", "test_offpolicy_loop.py"],
     ),
+    # The commands: options, refusals, what each prints and writes (the CLI test files).
+    "app": (
+        "usbpo_cli/app.py",
+        ["test_hostile.py", "test_grid_trust.py", "test_cli_trust.py", "test_cli.py"],
+    ),
     "ppo": (
         "baselines/ppo.py",
         [
