@@ -318,7 +318,7 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
     assert result.returncode == 0, result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
     assert re.search(r"takes about \d+ h \d\d min on this CPU", line), line
-    for choice in ("--steps", "--device cuda", "--workers"):
+    for choice in ("--steps", "--device cuda", "--workers", "--executor ray --address"):
         assert choice in line, (choice, line)
     # The paper runs start learning at 5000 steps, cpu-small at 1000: over a long run the
     # "smaller" preset does more policy updates and costs more, so it is not offered as cheaper.
@@ -737,6 +737,20 @@ def test_a_grid_lists_borrowed_defaults_once_per_task(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Pendulum-v1 has no paper values"), lines
     assert "rollout_schedule=(20, 150, 1, 15)" in lines[0]
+
+
+def test_a_grid_on_a_task_without_paper_values_says_once_what_it_borrows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four Pendulum-v1 runs (two algos, two seeds): one line before they start. (The runs
+    themselves are stubbed out: this is what the grid prints first.)"""
+    from usbpo_cli.experiments import executors
+
+    monkeypatch.setattr(executors, "run_one", lambda specs, threads, slowdown: [])
+    grid = ["compare", "--envs", "Pendulum-v1", "--algos", "usbpo,sac", "--seeds", "2"]
+    result = usbpo_inproc(*grid, "--steps", "200", "--preset", "tiny", "--out", "G", cwd=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("Pendulum-v1 has no paper values") == 1, result.stderr
 
 
 def test_paper_tasks_borrow_nothing(finished: Path) -> None:

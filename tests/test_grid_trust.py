@@ -56,7 +56,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """G: a finished compare grid (usbpo and sac, 2 seeds, 100 env steps); R: a finished
     100-step sac train run."""
     root = tmp_path_factory.mktemp("made")
-    ok(*COMPARE, "--out", str(root / "G"), cwd=root)
+    printed = ok(*COMPARE, "--out", str(root / "G"), cwd=root).stdout
+    (root / "compare-stdout.txt").write_text(printed)  # beside G: the copies of G leave it
     ok(*TRAIN, "--out", str(root / "R"), cwd=root)
     return root
 
@@ -461,3 +462,29 @@ def test_restart_starts_over_and_keeps_what_was_there(
     # and from now on it resumes from its own new checkpoints
     ok(*TRAIN, "--out", str(run), "--resume", cwd=tmp_path)
     assert "resumed from env step 100" in (run / "events.log").read_text()
+
+
+def test_compare_prints_the_table_it_wrote_and_where(made: Path) -> None:
+    """The printed table agrees with summary.csv (mean +- std to one decimal, the seeds, P(usbpo
+    > algo) to two, `-` for usbpo itself), and the last lines name the two files."""
+    printed = (made / "compare-stdout.txt").read_text().splitlines()
+    assert printed[-2:] == [
+        f"results: {made / 'G' / 'results.csv'}",
+        f"summary: {made / 'G' / 'summary.csv'}",
+    ]
+    table = {}
+    for line in printed:
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if len(cells) == 7 and cells[0] in ("usbpo", "sac"):
+            table[cells[0]] = cells
+    assert set(table) == {"usbpo", "sac"}
+    for row in rows(made / "G" / "summary.csv"):
+        cells = table[row["algo"]]
+        mean, std = float(row["final_mean"]), float(row["final_std"])
+        auc_mean, auc_std = float(row["auc_mean"]), float(row["auc_std"])
+        assert cells[1:3] == [row["n_seeds"], f"{mean:.1f} ± {std:.1f}"]
+        low, high = float(row["final_iqm_ci_low"]), float(row["final_iqm_ci_high"])
+        assert cells[3] == f"{float(row['final_iqm']):.1f} [{low:.1f}, {high:.1f}]"
+        assert cells[4] == f"{auc_mean:.1f} ± {auc_std:.1f}"
+        better = row["p_usbpo_better"]
+        assert cells[6] == (f"{float(better):.2f}" if better else "-")
