@@ -425,6 +425,35 @@ def test_long_run_estimate_is_scaled_to_this_machine(
     assert handed == [10.0, 10.0] and timed_threads == [1, 1]
 
 
+@pytest.mark.parametrize("slowdown", [1.0, 40.0])
+def test_the_steps_that_fit_in_two_hours_are_what_the_cost_model_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slowdown: float
+) -> None:
+    """`--steps N (fits in 2 h)`: the cost model prices N steps at two hours or less and
+    N + 1000 + steps/100 (its rounding and the search's tolerance) above; at 10,000 steps and
+    more N is a multiple of 1000. One run: seeds side by side on the cores is offered."""
+    import dataclasses
+
+    from usbpo_cli.runs import calibration, runner
+
+    monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
+    monkeypatch.setattr(calibration, "measure_slowdown", lambda threads, repeats=5: slowdown)
+    args = ["--env", "Hopper-v4", "--steps", "100000", "--quiet", "--threads", "1"]
+    result = usbpo_inproc("train", *args, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    config = dataclasses.asdict(resolve_config(USBPOConfig, "Hopper", "paper", {})[0])
+
+    def hours(steps: int) -> float:
+        return estimate(config, steps, 0, threads=1, slowdown=slowdown)["total"] / 3600
+
+    fits = int(re.search(r"--steps (\d+) \(fits in 2 h\)", line).group(1))
+    assert hours(fits) <= 2 < hours(fits + 1000 + 1000), (fits, line)
+    assert fits % 1000 == 0 if fits >= 10_000 else fits > 0
+    assert "seeds side by side: usbpo compare --workers 2" in line
+    assert f"takes about {format_duration(hours(100_000) * 3600)} on this CPU" in line
+
+
 def test_short_runs_are_not_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run the reference prices under CALIBRATE_ABOVE_S starts without timing anything."""
     from usbpo_cli.runs import calibration
