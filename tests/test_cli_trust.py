@@ -190,6 +190,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = [a.replace("{run}", str(root / "run")) for a in [*TRAIN, "--out", "{run}"]]
     result = usbpo_inproc(*args, cwd=root)
     assert result.returncode == 0, result.stderr
+    (root / "run.stdout").write_text(result.stdout)
     # The grid's one run trains in this process, where run_one would give it all the cores'
     # threads for the rest of the session: keep the session's (one) thread.
     with pytest.MonkeyPatch.context() as patch:
@@ -454,6 +455,75 @@ def test_the_steps_that_fit_in_two_hours_are_what_the_cost_model_fits(
     assert f"takes about {format_duration(hours(100_000) * 3600)} on this CPU" in line
 
 
+def test_train_ends_saying_what_it_did_and_where(finished: Path) -> None:
+    """The last lines of `train`: the final and best evaluation returns as progress.csv holds
+    them, the checkpoint folder with the newest checkpoint's size, and the CSV's path."""
+    import csv
+
+    run = finished / "run"
+    lines = (finished / "run.stdout").read_text().splitlines()
+    with open(run / "progress.csv", newline="") as f:
+        returns = [float(row["eval_return_mean"]) for row in csv.DictReader(f)]
+    assert re.fullmatch(
+        rf"sac on {ENV}, seed 0: 300 env steps in \d+ s; "
+        rf"final eval return {returns[-1]:.1f}, best {max(returns):.1f}",
+        lines[-3],
+    ), lines
+    newest = sorted((run / "checkpoints").glob("ckpt-*.pt"))[-1]
+    size = f"{newest.stat().st_size / 2**20:.1f}"
+    assert re.fullmatch(
+        rf"checkpoints: {re.escape(str(run / 'checkpoints'))} "
+        rf"\(last {size} MiB, written in \d+\.\d\d s\)",
+        lines[-2],
+    ), lines
+    assert lines[-1] == f"progress: {run / 'progress.csv'}"
+
+
+def test_a_long_grids_cheaper_preset_is_priced_on_its_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two 100k-step USB-PO runs on Ant-v4 on two workers: the cost model prices cpu-small a
+    little under the paper preset there (it is offered, with "little saved"), and its figure is
+    the two runs' estimates shared by the two workers."""
+    import dataclasses
+
+    from usbpo_cli.experiments import executors
+    from usbpo_cli.runs import calibration
+    from usbpo_cli.util import cores
+
+    monkeypatch.setattr(calibration, "measure_slowdown", lambda threads, repeats=5: 1.0)
+    monkeypatch.setattr(executors.LocalExecutor, "run", lambda self, units, on_done: [])
+    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    grid = ["compare", "--envs", "Ant-v4", "--algos", "usbpo", "--seeds", "2", "--steps"]
+    grid += ["100000", "--workers", "2", "--threads", "1", "--vectorise", "off", "--out", "G"]
+    result = usbpo_inproc(*grid, cwd=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    small = dataclasses.asdict(resolve_config(USBPOConfig, "Ant", "cpu-small", {})[0])
+    one_run = estimate(small, 100_000, 0, threads=1, slowdown=1.0)["total"]
+    expected = f"--preset cpu-small (about {format_duration(2 * one_run / 2)}; little saved"
+    assert expected in line, line
+
+
+def test_a_compiled_run_warns_of_its_pause_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--compile: one line says the first update pauses to compile (the compile check is
+    stood in for, and the training stubbed: this is what is printed before it)."""
+    from usbpo_cli.runs import runner
+    from usbpo_cli.util import compiler
+
+    monkeypatch.setattr(compiler, "_checked", {"cpu": None})
+    monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
+    result = usbpo_inproc(*TRAIN, "--compile", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("--compile:")]
+    assert len(notes) == 1 and "compiled at its first call, after the exploration" in notes[0]
+    plain = usbpo_inproc(*TRAIN, "--out", "plain", cwd=tmp_path)
+    assert "--compile:" not in plain.stderr
+
+
 def test_short_runs_are_not_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run the reference prices under CALIBRATE_ABOVE_S starts without timing anything."""
     from usbpo_cli.runs import calibration
@@ -464,6 +534,7 @@ def test_short_runs_are_not_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(calibration, "measure_slowdown", never)
     result = usbpo_inproc(*TRAIN, "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "estimate:" not in result.stderr  # nor is a short run told of cheaper choices
 
 
 def test_compare_says_what_it_runs_and_keeps_status(finished: Path) -> None:
