@@ -524,6 +524,57 @@ def test_a_compiled_run_warns_of_its_pause_before_it_starts(
     assert "--compile:" not in plain.stderr
 
 
+def test_a_run_of_which_nothing_fits_in_two_hours_is_offered_no_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CPU timed a million times slower than the reference: not even the random phase fits,
+    so no `--steps` is offered (never `--steps 0`)."""
+    from usbpo_cli.runs import calibration, runner
+
+    monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
+    monkeypatch.setattr(calibration, "measure_slowdown", lambda threads, repeats=5: 1e6)
+    args = ["--env", "Hopper-v4", "--steps", "100000", "--quiet", "--threads", "1"]
+    result = usbpo_inproc("train", *args, "--out", "run", cwd=tmp_path)
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    assert "--steps" not in line and "--device cuda" in line, line
+
+
+@pytest.mark.parametrize(
+    ("executor", "workers", "timed"),
+    [("local", "on 2 worker(s)", [1]), ("ray", "on 4 worker(s)", [])],
+)
+def test_a_grids_workers_and_timing_depend_on_where_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str, workers: str, timed: list
+) -> None:
+    """--workers 4 for four runs on a 2-core machine: locally two workers, timed on this CPU;
+    on Ray four (a cluster is not capped at this machine's cores), priced by the reference
+    figures (the cluster's machines are not this one)."""
+    from usbpo_cli.experiments import executors
+    from usbpo_cli.runs import calibration
+    from usbpo_cli.util import cores
+
+    timed_threads = []
+
+    def timing(threads: int, repeats: int = 5) -> float:
+        timed_threads.append(threads)
+        return 3.0
+
+    monkeypatch.setattr(calibration, "measure_slowdown", timing)
+    for executor_cls in (executors.LocalExecutor, executors.RayExecutor):
+        monkeypatch.setattr(executor_cls, "run", lambda self, units, on_done: [])
+    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    grid = ["compare", "--envs", "Hopper-v4", "--algos", "usbpo", "--seeds", "4", "--steps"]
+    grid += ["100000", "--workers", "4", "--threads", "1", "--vectorise", "off"]
+    result = usbpo_inproc(*grid, "--executor", executor, "--out", "G", cwd=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    printed = " ".join(result.stdout.split())
+    assert f"4 runs: 0 already complete, 4 to run {workers}" in printed, printed
+    basis = "(cost model timed on this CPU," if timed else "(cost model, README"
+    assert basis in printed, printed
+    assert timed_threads == timed
+
+
 def test_short_runs_are_not_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run the reference prices under CALIBRATE_ABOVE_S starts without timing anything."""
     from usbpo_cli.runs import calibration

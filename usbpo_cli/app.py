@@ -388,8 +388,8 @@ class GridExecution:
     executor: str
     workers: int
     address: str | None
-    threads: int = 0
-    vectorise: str = "auto"
+    threads: int
+    vectorise: str
 
 
 def _execute_grid(grid: list, execution: GridExecution) -> None:
