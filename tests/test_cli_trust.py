@@ -1023,6 +1023,15 @@ def test_grid_runs_seed_by_seed_with_the_threads_asked_for(
     assert started == [("mbpo", 0, 1), ("sac", 0, 1), ("mbpo", 1, 1), ("sac", 1, 1)], (
         result.stdout + result.stderr
     )
+    # neither option given: one worker, with the cores' threads (two here)
+    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
+    started.clear()
+    args = ["compare", "--envs", ENV, "--algos", "sac", "--seeds", "2", "--steps", "100"]
+    result = usbpo_inproc(
+        *args, "--preset", "tiny", "--vectorise", "off", "--out", "D", cwd=tmp_path
+    )
+    assert started == [("sac", 0, 2), ("sac", 1, 2)], result.stdout + result.stderr
+    assert "to run on 1 worker(s)" in " ".join(result.stdout.split())
 
 
 def test_vectorised_grid_trains_each_algos_seeds_as_one_unit_and_says_so(

@@ -386,6 +386,9 @@ def test_ablate_records_every_set_and_one_seed_reads_n_1(tmp_path: Path) -> None
     result = ok(*ABLATE, "--set", "updates_per_step=2", "--out", str(out), cwd=tmp_path)
     assert "usbpo-lr1e-5: usbpo with phase2_lr=1e-5, updates_per_step=2" in result.stdout
     assert "n=1" in result.stdout and "nan" not in result.stdout
+    # the study's figure, drawn from this grid: its command, on the last line
+    last = " ".join(result.stdout.split("\n")[-2:]).split("figure: ")[-1]
+    assert " ".join(last.split()) == f"usbpo plot --figure phase2-lr --runs {out}"
     manifest = json.loads((out / "grid.json").read_text())
     assert manifest["kind"] == "ablate" and manifest["study"] == "phase2-lr"
     assert manifest["set"] == ["updates_per_step=2"]
@@ -488,3 +491,32 @@ def test_compare_prints_the_table_it_wrote_and_where(made: Path) -> None:
         assert cells[4] == f"{auc_mean:.1f} ± {auc_std:.1f}"
         better = row["p_usbpo_better"]
         assert cells[6] == (f"{float(better):.2f}" if better else "-")
+
+
+def test_plot_names_its_figures_and_says_where_it_drew(tmp_path: Path, made: Path) -> None:
+    from usbpo_cli.experiments.plots import FIGURES
+
+    listed = ok("plot", "--list", cwd=tmp_path).stdout.splitlines()
+    assert [line.split()[0] for line in listed] == list(FIGURES)
+    for line, description in zip(listed, FIGURES.values()):
+        assert " ".join(line.split()[1:]) == " ".join(description.split())
+    shutil.copytree(made / "G", tmp_path / "G")
+    result = ok("plot", "--figure", "learning-curves", "--runs", str(tmp_path / "G"), cwd=tmp_path)
+    written = tmp_path / "G" / "learning-curves.png"
+    assert result.stdout.strip() == f"figure: {written}"
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_grid_started_by_another_usbpo_says_so_and_keeps_its_manifest(
+    tmp_path: Path, made: Path
+) -> None:
+    shutil.copytree(made / "G", tmp_path / "G")
+    manifest = json.loads((tmp_path / "G" / "grid.json").read_text())
+    current = manifest["usbpo_version"]
+    manifest["usbpo_version"] = "0.0.1"
+    (tmp_path / "G" / "grid.json").write_text(json.dumps(manifest))
+    before = (tmp_path / "G" / "grid.json").read_bytes()
+    result = ok(*COMPARE, "--out", str(tmp_path / "G"), cwd=tmp_path)  # complete: nothing runs
+    note = "note: this grid was started with usbpo 0.0.1; runs from now on use " + current
+    assert note in " ".join(result.stderr.split()), result.stderr
+    assert (tmp_path / "G" / "grid.json").read_bytes() == before
