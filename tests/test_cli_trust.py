@@ -250,6 +250,68 @@ def test_version(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bare_usbpo_shows_the_commands_and_offers_no_shell_completion(tmp_path: Path) -> None:
+    """`usbpo` alone is a request for help, not an error; the help names every command and
+    no shell-completion options (a benchmarking tool installs nothing in a user's shell)."""
+    bare = usbpo_inproc(cwd=tmp_path)
+    assert "error:" not in bare.stdout + bare.stderr, bare.stdout + bare.stderr
+    text = bare.stdout + bare.stderr
+    for command in ("train", "compare", "ablate", "plot", "envs", "config", "algos"):
+        assert re.search(rf"^\W*{command}\b", text, re.M), (command, text)
+    helped = usbpo_inproc("--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "completion" not in helped.stdout, helped.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+INTERNAL_BUG = """
+import sys
+import usbpo_cli.runs.runner as runner
+from usbpo_cli import app
+
+def internal_bug(*args, **kwargs):
+    raise RuntimeError("an internal bug")
+
+runner.prepare_run = internal_bug
+sys.argv = ["usbpo", "train", "--steps", "10", "--out", "run"]
+app.main()
+"""
+
+
+def test_an_internal_bug_is_a_plain_python_traceback(tmp_path: Path) -> None:
+    """Not an input error: a traceback a user can paste into a bug report as Python prints
+    it (no framed, abbreviated one)."""
+    import subprocess
+    import sys
+
+    from cli_helpers import cli_env
+
+    result = subprocess.run(
+        [sys.executable, "-c", INTERNAL_BUG],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):\n"), result.stderr
+    assert result.stderr.rstrip().endswith("RuntimeError: an internal bug"), result.stderr
+
+
+def test_an_interrupted_run_says_its_rows_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usbpo_cli.runs import runner
+
+    def interrupted(self, report=None):  # noqa: ANN001, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.PreparedRun, "train", interrupted)
+    result = usbpo_inproc(*TRAIN, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 130
+    assert result.stderr.strip() == "interrupted: rows written so far are kept"
+
+
 def test_real_checkpoints_load_with_the_allow_list(finished: Path) -> None:
     from usbpo_cli.runs.checkpoint import Checkpointer
 
