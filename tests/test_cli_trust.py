@@ -312,6 +312,36 @@ def test_an_interrupted_run_says_its_rows_are_kept(
     assert result.stderr.strip() == "interrupted: rows written so far are kept"
 
 
+def test_the_progress_bar_ends_on_done_with_the_last_return(tmp_path: Path) -> None:
+    args = ["train", "--env", ENV, "--algo", "sac", "--steps", "300", "--preset", "tiny"]
+    result = usbpo_inproc(*args, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    final = result.stdout.split("final eval return ")[1].split(",")[0]
+    assert re.match(rf"done +\S+ 300/300 env steps  eval return {final} ", last), last
+
+
+def test_train_runs_on_the_threads_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usbpo_cli.runs import runner
+
+    seen = []
+
+    def count_threads(self, report=None):  # noqa: ANN001, ANN202
+        seen.append(torch.get_num_threads())
+        return _no_training(self, report)
+
+    monkeypatch.setattr(runner.PreparedRun, "train", count_threads)
+    before = torch.get_num_threads()
+    try:
+        result = usbpo_inproc(*TRAIN, "--threads", "3", "--out", "run", cwd=tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    assert result.returncode == 0, result.stderr
+    assert seen == [3]
+
+
 def test_real_checkpoints_load_with_the_allow_list(finished: Path) -> None:
     from usbpo_cli.runs.checkpoint import Checkpointer
 
