@@ -596,6 +596,11 @@ def test_a_long_grids_cheaper_preset_is_priced_on_its_workers(
     one_run = estimate(small, 100_000, 0, threads=1, slowdown=1.0)["total"]
     expected = f"--preset cpu-small (about {format_duration(2 * one_run / 2)}; little saved"
     assert expected in line, line
+    assert "--workers" not in line  # already as many workers as cores and runs
+    grid[grid.index("--workers") + 1] = "1"
+    result = usbpo_inproc(*grid[:-1], "G1", cwd=tmp_path)
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    assert "; --workers 2 (2 cores here);" in line, line
 
 
 def test_a_compiled_run_warns_of_its_pause_before_it_starts(
