@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import progress_rows
+from test_lock import refusal as holder  # who holds a run folder's lock (None: nobody)
 
 from usbpo_cli.errors import UsageError
-from usbpo_cli.runs.lock import RunLock
 from usbpo_cli.runs.runner import MAX_STEPS, RunSpec, prepare_run, resolve_device, resolve_run
 
 ENV = "InvertedPendulum-v4"
@@ -99,15 +99,6 @@ def test_a_cuda_device_must_be_one_torch_can_see(monkeypatch: pytest.MonkeyPatch
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(UsageError, match=re.escape("--device cuda:1: only 1 CUDA device(s)")):
         resolve_device("cuda:1")
-
-
-def holder(out: Path) -> str | None:
-    """Who holds `out`'s run lock (None: nobody; the lock is taken and let go again)."""
-    try:
-        RunLock(out).release()
-    except UsageError as busy:
-        return str(busy)
-    return None
 
 
 def test_a_prepared_run_holds_its_folder_until_it_ends(tmp_path: Path) -> None:
