@@ -50,8 +50,14 @@ def usbpo_inproc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
     from typer.testing import CliRunner
 
-    from usbpo_cli.app import app
+    from usbpo_cli import app as cli
 
+    # The CLI's consoles are made at import, and take their width from COLUMNS then (pytest-
+    # xdist's workers set 80): give them the 200 columns a `usbpo` process started with
+    # cli_env() has, so the output wraps as it would there.
+    for console in (cli.console, cli.err_console):
+        console.width = 200
+    app = cli.app
     before = os.getcwd()
     os.chdir(cwd)
     try:
