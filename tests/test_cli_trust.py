@@ -318,7 +318,9 @@ def test_the_progress_bar_ends_on_done_with_the_last_return(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     final = result.stdout.split("final eval return ")[1].split(",")[0]
-    assert re.match(rf"done +\S+ 300/300 env steps  eval return {final} ", last), last
+    assert re.fullmatch(rf"done +\S+ 300/300 env steps  eval return {final} \d+:\d\d:\d\d", last), (
+        last
+    )
 
 
 def test_train_runs_on_the_threads_asked_for(

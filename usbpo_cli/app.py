@@ -207,7 +207,7 @@ def train(
                 progress.update(task, completed=step, eta=eta.text(), **fields)
 
             summary = run.train(report)
-            progress.update(task, phase="done")
+            progress.update(task, phase="done", eta="")  # nothing left to estimate
         console.print(
             f"{algo} on {env}, seed {seed}: {summary.env_steps} env steps in "
             f"{summary.wall_time_s:.0f} s; final eval return {summary.final_return:.1f}, "
