@@ -108,6 +108,12 @@ def test_a_bad_choice_is_refused_before_a_run_writes_anything(
     assert list(tmp_path.iterdir()) == []
 
 
+def no_malloc_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither USBPO_KEEP_FREED_MEMORY nor glibc's own malloc variables set."""
+    for name in (allocator.KEEP_FREED_MEMORY, *allocator.GLIBC_SETTINGS):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.mark.parametrize(
     ("answers", "plan"),
     [((1, 1), "keep"), ((0, 1), "refused by mallopt"), ((1, 0), "refused by mallopt")],
@@ -129,8 +135,7 @@ def test_the_thresholds_asked_of_glibc_and_its_answer(
     monkeypatch.setattr(allocator, "_applied", None)
     monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: FakeLibc())
-    for name in (allocator.KEEP_FREED_MEMORY, *allocator.GLIBC_SETTINGS):
-        monkeypatch.delenv(name, raising=False)
+    no_malloc_settings(monkeypatch)
     assert allocator.keep_freed_memory() == plan
     assert asked == [(-3, 32 * 1024 * 1024), (-1, 1024**3)]
     assert allocator.keep_freed_memory() == plan and len(asked) == 2
@@ -149,8 +154,7 @@ def test_nothing_is_asked_of_malloc_when_it_is_not_to_be_touched(
         ({"MALLOC_TRIM_THRESHOLD_": "0"}, "user"),
     ):
         monkeypatch.setattr(allocator, "_applied", None)
-        for name in (allocator.KEEP_FREED_MEMORY, *allocator.GLIBC_SETTINGS):
-            monkeypatch.delenv(name, raising=False)
+        no_malloc_settings(monkeypatch)
         for name, value in environ.items():
             monkeypatch.setenv(name, value)
         assert allocator.keep_freed_memory() == plan

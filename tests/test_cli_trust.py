@@ -384,7 +384,7 @@ def test_grid_eta_schedules_what_is_left_on_the_workers() -> None:
 def test_cost_model_separates_long_runs_from_short_ones() -> None:
     def seconds(family: str, preset: str, steps: int) -> float:
         config, _ = resolve_config(USBPOConfig, family, preset, {})
-        return estimate(__import__("dataclasses").asdict(config), steps)["total"]
+        return estimate(dataclasses.asdict(config), steps)["total"]
 
     assert seconds("Hopper", "paper", 100_000) > LONG_RUN_S  # README: 5-8 h on 2 cores
     assert 3 * 60 < seconds("InvertedPendulum", "paper", 8000) < 10 * 60  # make demo
@@ -401,6 +401,35 @@ def _no_training(self, report=None):  # noqa: ANN001, ANN202 (PreparedRun.train'
     return RunSummary(0, 0.0, 0.0, 0.0, 0)
 
 
+def estimate_line(result) -> str:  # noqa: ANN001 (a CompletedProcess from usbpo_inproc)
+    """The one `estimate:` line a long CPU run or grid prints before it starts."""
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    return line
+
+
+def hopper_100k_estimate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slowdown: float) -> str:
+    """The estimate line of a 100k-step paper Hopper `train` on one thread, on a CPU timed at
+    `slowdown` (training stubbed: this is what is printed before it)."""
+    from usbpo_cli.runs import calibration, runner
+
+    monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
+    monkeypatch.setattr(calibration, "measure_slowdown", lambda threads, repeats=5: slowdown)
+    args = ["--env", "Hopper-v4", "--steps", "100000", "--quiet", "--threads", "1"]
+    result = usbpo_inproc("train", *args, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return estimate_line(result)
+
+
+@pytest.fixture
+def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grid's workers and its cheaper choices see two usable cores, as CI has."""
+    from usbpo_cli.experiments import executors
+    from usbpo_cli.util import cores
+
+    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+
+
 def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -411,7 +440,7 @@ def test_long_cpu_run_prints_the_estimate_and_cheaper_choices(
     monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
     result = usbpo_inproc("train", "--env", "Hopper-v4", "--quiet", "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    line = estimate_line(result)
     assert re.search(r"takes about \d+ h \d\d min on this CPU", line), line
     for choice in ("--steps", "--device cuda", "--workers", "--executor ray --address"):
         assert choice in line, (choice, line)
@@ -425,7 +454,7 @@ def test_estimate_on_a_timed_machine_is_the_reference_estimate_times_its_slowdow
     reference (2-thread) figure; the one-thread factor is not applied again, since the timing
     was taken at the run's own thread count."""
     config, _ = resolve_config(USBPOConfig, "Hopper", "paper", {})
-    config = __import__("dataclasses").asdict(config)
+    config = dataclasses.asdict(config)
     reference = estimate(config, 30_000, 0, threads=2)
     for threads in (1, 2):
         timed = estimate(config, 30_000, 0, threads=threads, slowdown=7.5)
@@ -482,11 +511,8 @@ def test_long_run_estimate_is_scaled_to_this_machine(
     """On a machine timed 10x slower than the reference, `train` prints ten times the
     reference estimate and says it was timed here; a grid prints its planned seconds the same
     way and hands the factor to its workers (for their ETAs until measured)."""
-    import dataclasses
-
     from usbpo_cli.experiments import executors
     from usbpo_cli.runs import calibration, runner
-    from usbpo_cli.runs.status import format_duration
 
     timed_threads = []
 
@@ -501,7 +527,7 @@ def test_long_run_estimate_is_scaled_to_this_machine(
     args = ["--env", "Hopper-v4", "--steps", "100000", "--quiet", "--threads", "1"]
     result = usbpo_inproc("train", *args, "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    line = estimate_line(result)
     assert f"takes about {format_duration(10 * reference)} on this CPU" in line, line
     assert "timed on this CPU" in line and timed_threads == [1]
 
@@ -527,16 +553,7 @@ def test_the_steps_that_fit_in_two_hours_are_what_the_cost_model_fits(
     """`--steps N (fits in 2 h)`: the cost model prices N steps at two hours or less and
     N + 1000 + steps/100 (its rounding and the search's tolerance) above; at 10,000 steps and
     more N is a multiple of 1000. One run: seeds side by side on the cores is offered."""
-    import dataclasses
-
-    from usbpo_cli.runs import calibration, runner
-
-    monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
-    monkeypatch.setattr(calibration, "measure_slowdown", lambda threads, repeats=5: slowdown)
-    args = ["--env", "Hopper-v4", "--steps", "100000", "--quiet", "--threads", "1"]
-    result = usbpo_inproc("train", *args, "--out", "run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    line = hopper_100k_estimate(tmp_path, monkeypatch, slowdown)
     config = dataclasses.asdict(resolve_config(USBPOConfig, "Hopper", "paper", {})[0])
 
     def hours(steps: int) -> float:
@@ -574,26 +591,21 @@ def test_train_ends_saying_what_it_did_and_where(finished: Path) -> None:
 
 
 def test_a_long_grids_cheaper_preset_is_priced_on_its_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_cores: None
 ) -> None:
     """Two 100k-step USB-PO runs on Ant-v4 on two workers: the cost model prices cpu-small a
     little under the paper preset there (it is offered, with "little saved"), and its figure is
     the two runs' estimates shared by the two workers."""
-    import dataclasses
-
     from usbpo_cli.experiments import executors
     from usbpo_cli.runs import calibration
-    from usbpo_cli.util import cores
 
     monkeypatch.setattr(calibration, "measure_slowdown", lambda threads, repeats=5: 1.0)
     monkeypatch.setattr(executors.LocalExecutor, "run", lambda self, units, on_done: [])
-    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
-    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
     grid = ["compare", "--envs", "Ant-v4", "--algos", "usbpo", "--seeds", "2", "--steps"]
     grid += ["100000", "--workers", "2", "--threads", "1", "--vectorise", "off", "--out", "G"]
     result = usbpo_inproc(*grid, cwd=tmp_path)
     assert "Traceback" not in result.stderr, result.stderr
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    line = estimate_line(result)
     small = dataclasses.asdict(resolve_config(USBPOConfig, "Ant", "cpu-small", {})[0])
     one_run = estimate(small, 100_000, 0, threads=1, slowdown=1.0)["total"]
     expected = f"--preset cpu-small (about {format_duration(2 * one_run / 2)}; little saved"
@@ -601,7 +613,7 @@ def test_a_long_grids_cheaper_preset_is_priced_on_its_workers(
     assert "--workers" not in line  # already as many workers as cores and runs
     grid[grid.index("--workers") + 1] = "1"
     result = usbpo_inproc(*grid[:-1], "G1", cwd=tmp_path)
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    line = estimate_line(result)
     assert "; --workers 2 (2 cores here);" in line, line
 
 
@@ -628,13 +640,7 @@ def test_a_run_of_which_nothing_fits_in_two_hours_is_offered_no_steps(
 ) -> None:
     """A CPU timed a million times slower than the reference: not even the random phase fits,
     so no `--steps` is offered (never `--steps 0`)."""
-    from usbpo_cli.runs import calibration, runner
-
-    monkeypatch.setattr(runner.PreparedRun, "train", _no_training)
-    monkeypatch.setattr(calibration, "measure_slowdown", lambda threads, repeats=5: 1e6)
-    args = ["--env", "Hopper-v4", "--steps", "100000", "--quiet", "--threads", "1"]
-    result = usbpo_inproc("train", *args, "--out", "run", cwd=tmp_path)
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    line = hopper_100k_estimate(tmp_path, monkeypatch, 1e6)
     assert "--steps" not in line and "--device cuda" in line, line
 
 
@@ -643,14 +649,18 @@ def test_a_run_of_which_nothing_fits_in_two_hours_is_offered_no_steps(
     [("local", "on 2 worker(s)", [1]), ("ray", "on 4 worker(s)", [])],
 )
 def test_a_grids_workers_and_timing_depend_on_where_it_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str, workers: str, timed: list
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    two_cores: None,
+    executor: str,
+    workers: str,
+    timed: list,
 ) -> None:
     """--workers 4 for four runs on a 2-core machine: locally two workers, timed on this CPU;
     on Ray four (a cluster is not capped at this machine's cores), priced by the reference
     figures (the cluster's machines are not this one)."""
     from usbpo_cli.experiments import executors
     from usbpo_cli.runs import calibration
-    from usbpo_cli.util import cores
 
     timed_threads = []
 
@@ -661,8 +671,6 @@ def test_a_grids_workers_and_timing_depend_on_where_it_runs(
     monkeypatch.setattr(calibration, "measure_slowdown", timing)
     for executor_cls in (executors.LocalExecutor, executors.RayExecutor):
         monkeypatch.setattr(executor_cls, "run", lambda self, units, on_done: [])
-    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
-    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
     grid = ["compare", "--envs", "Hopper-v4", "--algos", "usbpo", "--seeds", "4", "--steps"]
     grid += ["100000", "--workers", "4", "--threads", "1", "--vectorise", "off"]
     result = usbpo_inproc(*grid, "--executor", executor, "--out", "G", cwd=tmp_path)
